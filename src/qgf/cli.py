@@ -1,0 +1,59 @@
+"""`qgf` command line: a thin dispatcher over the library.
+
+Each subcommand lives in `qgf.commands.<name>` and exposes `register(subparsers)`, which adds its
+parser and sets `func`. Command modules import only the standard library at import time so that
+`qgf --help` stays fast; heavy imports (JAX, MuJoCo) happen inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from qgf.errors import QGFError
+
+COMMANDS = ("data", "train", "evaluate", "demo", "toy", "analyze", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from qgf import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="qgf",
+        description="Test-time Q-gradient guidance (QGF) for flow-matching policies in offline RL.",
+    )
+    parser.add_argument("--version", action="version", version=f"qgf {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"qgf.commands.{name}")
+        except ModuleNotFoundError as exc:  # a command not built yet must not break the others
+            if exc.name == f"qgf.commands.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless by default; never needs a display
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        result = args.func(args)
+    except QGFError as exc:
+        print(f"qgf: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qgf: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
