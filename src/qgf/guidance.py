@@ -1,0 +1,470 @@
+"""Test-time samplers for flow policies: Q-gradient guidance (QGF and its variants) and baselines.
+
+Everything here is a pure function of two JAX callables, so any model can be guided, not only
+`qgf.nets`:
+
+- ``velocity_fn(obs (B, D), a_t (B, d), t (B,)) -> (B, d)``: the reference (BC) flow's velocity;
+- ``q_fn(obs (B, D), a (B, d)) -> (B,)``: the critic, already aggregated over its ensemble. Rows must
+  be independent (no batch statistics), so ``grad(sum(q_fn))`` gives every row its own gradient.
+
+The sampler (QGF paper, Algorithm 1) is written once::
+
+    a_0 ~ N(0, I);  for k < T: t = k / T;  a <- a + (v(s, a, t) + w * g) / T;  return clip(a_1, -1, 1)
+
+and estimators differ only in how they compute g. Each estimator is a small function
+``(velocity_fn, q_fn, obs, a_t, t, spec, key) -> (g, v)`` that also returns the velocity at a_t, so
+the loop never evaluates the actor twice per step. Best-of-N wraps any estimator; GradStep runs the
+unguided sampler and then ascends the critic.
+
+Estimator, N and step counts live in the hashable `SamplerSpec` (a static argument under `jit`);
+the guidance weight is a traced value, scalar or one per row, so a whole weight sweep is one batch
+and changing it never recompiles. See docs/guidance.md for the math, costs and defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from qgf.errors import QGFError
+
+Array = jax.Array
+VelocityFn = Callable[[Any, Array, Array], Array]
+QFn = Callable[[Any, Array], Array]
+
+ESTIMATORS: tuple[str, ...] = (
+    "none",
+    "qgf",
+    "qgf-jacobian",
+    "qgf-chain",
+    "qgf-jacobian-smooth",
+    "qgf-regularized",
+    "qgf-jacobian-ortho",
+    "ood",
+    "bptt",
+    "gradstep",
+)
+
+# Estimators whose g is evaluated at an estimate of the clean action, where `clip_hat` applies.
+_CLEAN_ACTION_ESTIMATORS = frozenset(ESTIMATORS) - {"none", "ood", "gradstep"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSpec:
+    """Everything about a sampler except the guidance weight (which is traced, see module doc).
+
+    Attributes:
+        estimator: one of `ESTIMATORS`.
+        steps: T, the number of Euler steps (delta = 1 / T).
+        best_of_n: N > 1 draws N samples per row (distinct noises) with this estimator and keeps the
+            one the critic ranks highest. ``SamplerSpec("none", best_of_n=N)`` is BFN.
+        clip_hat: clip the clean-action estimate (â₁, or ODE(a_t) for qgf-chain / bptt) to
+            [-1, 1] before the critic gradient, so the critic is only queried where it was trained.
+            The clip is straight-through: Jacobian estimators chain through the unclipped map, so a
+            clipped coordinate is still guided. The authors' code clips; the paper's Eq. 7 does not.
+            Default True (docs/fidelity-guidance.md).
+        smooth_k, smooth_sigma: qgf-jacobian-smooth averages the Jacobian over K perturbations
+            a_t + eps, eps ~ N(0, sigma^2 I). The paper gives no values; these are ours.
+        reg_eps: qgf-regularized uses g = (I + eps J)^T grad Q (paper Eq. 10, eps = 0.1).
+        gradstep_steps: L, the number of ascent steps of GradStep (the weight is the step size).
+    """
+
+    estimator: str = "qgf"
+    steps: int = 10
+    best_of_n: int = 1
+    clip_hat: bool = True
+    smooth_k: int = 4
+    smooth_sigma: float = 0.1
+    reg_eps: float = 0.1
+    gradstep_steps: int = 3
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise QGFError(_unknown_estimator_message(self.estimator))
+        for name in ("steps", "best_of_n", "smooth_k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise QGFError(f"SamplerSpec.{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.gradstep_steps, int) or self.gradstep_steps < 0:
+            raise QGFError(f"SamplerSpec.gradstep_steps must be an integer >= 0, got {self.gradstep_steps!r}")
+        if not self.smooth_sigma >= 0:
+            raise QGFError(f"SamplerSpec.smooth_sigma must be >= 0, got {self.smooth_sigma!r}")
+
+    @property
+    def uses_critic(self) -> bool:
+        """Whether sampling evaluates q_fn at all (plain BC with N = 1 never does)."""
+        return self.estimator != "none" or self.best_of_n > 1
+
+    @property
+    def label(self) -> str:
+        """Short name for tables: ``qgf``, ``bfn-4`` (best-of-4 on BC), ``qgf+bfn-4``."""
+        if self.best_of_n == 1:
+            return self.estimator
+        if self.estimator == "none":
+            return f"bfn-{self.best_of_n}"
+        return f"{self.estimator}+bfn-{self.best_of_n}"
+
+
+def _unknown_estimator_message(name: object) -> str:
+    known = ", ".join(ESTIMATORS)
+    if isinstance(name, str) and name.lower().startswith("bfn"):
+        return (
+            f"unknown estimator {name!r}: best-of-N is SamplerSpec.best_of_n, "
+            f"e.g. SamplerSpec('none', best_of_n=4) for BFN. Estimators: {known}"
+        )
+    close = difflib.get_close_matches(str(name), ESTIMATORS, n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown estimator {name!r}.{hint} Estimators: {known}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _per_row(x: Array) -> Array:
+    """(B,) -> (B, 1), to scale (B, d) rows."""
+    return x[:, None]
+
+
+def _repeat_rows(tree: Any, n: int) -> Any:
+    """Each row repeated n times in place: rows [x0, x0, ..., x1, x1, ...] (jnp.repeat on axis 0)."""
+    return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), tree)
+
+
+def _tile_rows(tree: Any, n: int) -> Any:
+    """The whole batch stacked n times: rows [x0, x1, ..., x0, x1, ...]."""
+    return jax.tree.map(lambda x: jnp.tile(x, (n,) + (1,) * (x.ndim - 1)), tree)
+
+
+def critic_gradient(q_fn: QFn, obs: Any, actions: Array) -> Array:
+    """grad_a Q(s, a) for every row: (B, d). One critic forward and backward pass."""
+    return jax.grad(lambda a: jnp.sum(q_fn(obs, a)))(actions)
+
+
+def _maybe_clip_hat(a1_hat: Array, spec: SamplerSpec) -> Array:
+    return jnp.clip(a1_hat, -1.0, 1.0) if spec.clip_hat else a1_hat
+
+
+def nearest_orthogonal(matrices: Array) -> Array:
+    """U Vᵀ from the SVD U Σ Vᵀ of each (…, d, d) matrix: its polar factor, the nearest orthogonal
+    matrix in Frobenius norm (qgf-jacobian-ortho)."""
+    u, _, vh = jnp.linalg.svd(matrices)
+    return u @ vh
+
+
+def _one_step_denoiser(velocity_fn: VelocityFn, obs: Any, t: Array) -> Callable[[Array], tuple]:
+    """a_t -> (â₁, v) with â₁ = a_t + (1 - t) v(s, a_t, t) (QGF Eq. 7); v rides along as aux."""
+
+    def denoise(a_t: Array) -> tuple[Array, Array]:
+        velocity = velocity_fn(obs, a_t, t)
+        return a_t + _per_row(1.0 - t) * velocity, velocity
+
+    return denoise
+
+
+def _euler_to_one(velocity_fn: VelocityFn, obs: Any, t: Array, steps: int) -> Callable[[Array], tuple]:
+    """a_t -> (ODE(a_t), v(s, a_t, t)): the unguided Euler ODE from t to 1.
+
+    Each row takes n = ceil((1 - t) T) equal steps of (1 - t) / n, which is exactly the sampler's
+    own grid (steps of 1 / T) when t is on it. Rows may have different t (diagnostics); the loop
+    runs T - 1 iterations after the first step, and a `lax.cond` skips iterations no row needs, so
+    inside the sampler the cost is the T - k remaining velocity passes, not T.
+    """
+    remaining = jnp.clip(jnp.ceil((1.0 - t) * steps - 1e-4), 0, steps)
+    step_size = (1.0 - t) / jnp.maximum(remaining, 1.0)
+    most_remaining = jnp.max(remaining)
+
+    def integrate(a_t: Array) -> tuple[Array, Array]:
+        first_velocity = velocity_fn(obs, a_t, t)
+        a = a_t + _per_row(step_size) * first_velocity
+
+        def body(a: Array, j: Array) -> tuple[Array, None]:
+            def advance(a: Array) -> Array:
+                active = (j < remaining).astype(a.dtype)  # rows whose ODE has already reached 1 stay
+                return a + _per_row(step_size * active) * velocity_fn(obs, a, t + j * step_size)
+
+            return jax.lax.cond(j < most_remaining, advance, lambda a: a, a), None
+
+        a, _ = jax.lax.scan(body, a, jnp.arange(1, steps))
+        return a, first_velocity
+
+    return integrate
+
+
+# --------------------------------------------------------------------------------------------------
+# Estimators: (velocity_fn, q_fn, obs, a_t, t, spec, key) -> (g, v(s, a_t, t))
+
+
+def _estimate_none(velocity_fn, q_fn, obs, a_t, t, spec, key):
+    return jnp.zeros_like(a_t), velocity_fn(obs, a_t, t)
+
+
+def _estimate_qgf(velocity_fn, q_fn, obs, a_t, t, spec, key):
+    velocity = velocity_fn(obs, a_t, t)
+    # J ≈ I (QGF Eq. 9): the one-step estimate is treated as a constant shift of a_t.
+    a1_hat = a_t + _per_row(1.0 - t) * jax.lax.stop_gradient(velocity)
+    return critic_gradient(q_fn, obs, _maybe_clip_hat(a1_hat, spec)), velocity
+
+
+def _jacobian_pullback(velocity_fn, q_fn, obs, a_t, t, spec):
+    """One forward pass of â₁(a_t) with its VJP: returns (grad Q at â₁, pullback = u -> Jᵀu, v)."""
+    a1_hat, pullback, velocity = jax.vjp(_one_step_denoiser(velocity_fn, obs, t), a_t, has_aux=True)
+    return critic_gradient(q_fn, obs, _maybe_clip_hat(a1_hat, spec)), pullback, velocity
+
+
+def _estimate_qgf_jacobian(velocity_fn, q_fn, obs, a_t, t, spec, key):
+    q_grad, pullback, velocity = _jacobian_pullback(velocity_fn, q_fn, obs, a_t, t, spec)
+    (g,) = pullback(q_grad)  # Jᵀ grad Q: one vector-Jacobian product, never the d x d Jacobian
+    return g, velocity
+
+
+def _estimate_qgf_regularized(velocity_fn, q_fn, obs, a_t, t, spec, key):
+    q_grad, pullback, velocity = _jacobian_pullback(velocity_fn, q_fn, obs, a_t, t, spec)
+    (jacobian_term,) = pullback(q_grad)
+    return q_grad + spec.reg_eps * jacobian_term, velocity
+
+
+def _estimate_qgf_jacobian_smooth(velocity_fn, q_fn, obs, a_t, t, spec, key):
+    velocity = velocity_fn(obs, a_t, t)
+    a1_hat = a_t + _per_row(1.0 - t) * velocity
+    q_grad = critic_gradient(q_fn, obs, _maybe_clip_hat(a1_hat, spec))
+    # (1/K Σ_k J_k)ᵀ u = 1/K Σ_k J_kᵀ u: K VJPs, done as one VJP over K stacked copies of the batch.
+    k, (batch, dim) = spec.smooth_k, a_t.shape
+    perturbed = a_t[None] + spec.smooth_sigma * jax.random.normal(key, (k, batch, dim), a_t.dtype)
+    denoise = _one_step_denoiser(velocity_fn, _tile_rows(obs, k), jnp.tile(t, k))
+    _, pullback, _ = jax.vjp(denoise, perturbed.reshape(k * batch, dim), has_aux=True)
+    (stacked,) = pullback(jnp.tile(q_grad, (k, 1)))
+    return stacked.reshape(k, batch, dim).mean(axis=0), velocity
+
+
+def _estimate_qgf_jacobian_ortho(velocity_fn, q_fn, obs, a_t, t, spec, key):
+    # SVD needs the explicit per-sample d x d Jacobian: d forward-mode passes of the actor per row.
+    def denoise_row(obs_row, a_row, t_row):
+        one = jax.tree.map(lambda x: x[None], (obs_row, a_row, t_row))
+        return _one_step_denoiser(velocity_fn, one[0], one[2])(one[1])[0][0]
+
+    jacobians = jax.vmap(jax.jacfwd(denoise_row, argnums=1))(obs, a_t, t)  # (B, d, d)
+    velocity = velocity_fn(obs, a_t, t)
+    a1_hat = a_t + _per_row(1.0 - t) * velocity
+    q_grad = critic_gradient(q_fn, obs, _maybe_clip_hat(a1_hat, spec))
+    return jnp.einsum("bij,bi->bj", nearest_orthogonal(jacobians), q_grad), velocity
+
+
+def _estimate_qgf_chain(velocity_fn, q_fn, obs, a_t, t, spec, key):
+    a1, velocity = _euler_to_one(velocity_fn, obs, t, spec.steps)(a_t)
+    a1 = jax.lax.stop_gradient(a1)  # J ≈ I: no differentiation through the remaining chain
+    return critic_gradient(q_fn, obs, _maybe_clip_hat(a1, spec)), velocity
+
+
+def _estimate_bptt(velocity_fn, q_fn, obs, a_t, t, spec, key):
+    a1, pullback, velocity = jax.vjp(_euler_to_one(velocity_fn, obs, t, spec.steps), a_t, has_aux=True)
+    (g,) = pullback(critic_gradient(q_fn, obs, _maybe_clip_hat(a1, spec)))
+    return g, velocity
+
+
+def _estimate_at_noisy_action(velocity_fn, q_fn, obs, a_t, t, spec, key):
+    # QFQL's "OOD gradient": the critic is queried at the noisy a_t it never saw in training.
+    return critic_gradient(q_fn, obs, a_t), velocity_fn(obs, a_t, t)
+
+
+_ESTIMATOR_FNS = {
+    "none": _estimate_none,
+    "qgf": _estimate_qgf,
+    "qgf-jacobian": _estimate_qgf_jacobian,
+    "qgf-chain": _estimate_qgf_chain,
+    "qgf-jacobian-smooth": _estimate_qgf_jacobian_smooth,
+    "qgf-regularized": _estimate_qgf_regularized,
+    "qgf-jacobian-ortho": _estimate_qgf_jacobian_ortho,
+    "ood": _estimate_at_noisy_action,
+    "bptt": _estimate_bptt,
+    "gradstep": _estimate_at_noisy_action,  # GradStep's direction grad_a Q(s, a) at the given a
+}
+
+
+def estimate_gradient(
+    velocity_fn: VelocityFn,
+    q_fn: QFn,
+    obs: Any,
+    a_t: Array,
+    t: Array | float,
+    spec: SamplerSpec,
+    key: Array | None = None,
+) -> Array:
+    """The estimator's guidance direction g at one denoising step: (B, d).
+
+    ``t`` is a scalar or (B,). ``key`` is only used by qgf-jacobian-smooth. For ``none`` g is 0; for
+    ``gradstep`` it is grad_a Q(s, a) at ``a_t`` (the direction GradStep ascends).
+    """
+    a_t = jnp.asarray(a_t)
+    t = jnp.broadcast_to(jnp.asarray(t, a_t.dtype), a_t.shape[:1])
+    key = jax.random.key(0) if key is None else key
+    g, _ = _ESTIMATOR_FNS[spec.estimator](velocity_fn, q_fn, obs, a_t, t, spec, key)
+    return g
+
+
+# --------------------------------------------------------------------------------------------------
+# The sampler
+
+
+def _denoise(velocity_fn, q_fn, obs, noise, weight, spec, key, keep_trajectory):
+    """Algorithm 1 from `noise` (B, d); returns (a_1 before the final clip, trajectory or None)."""
+    batch = noise.shape[0]
+    step_size = 1.0 / spec.steps
+    guided = spec.estimator not in ("none", "gradstep")
+    estimator = _ESTIMATOR_FNS[spec.estimator]
+
+    def step(a: Array, k: Array) -> tuple[Array, Array | None]:
+        t = jnp.full((batch,), k * step_size, a.dtype)
+        if guided:
+            g, velocity = estimator(velocity_fn, q_fn, obs, a, t, spec, jax.random.fold_in(key, k))
+            a = a + step_size * (velocity + _per_row(weight) * g)
+        else:  # BC: never touches the critic
+            a = a + step_size * velocity_fn(obs, a, t)
+        return a, (a if keep_trajectory else None)
+
+    a1, path = jax.lax.scan(step, noise, jnp.arange(spec.steps))
+    trajectory = jnp.concatenate([noise[None], path]) if keep_trajectory else None
+    return a1, trajectory
+
+
+def _gradient_ascent(q_fn, obs, actions, step_sizes, num_steps):
+    """GradStep (paper Algorithm 2): L steps of a <- a + alpha * grad_a Q(s, a)."""
+
+    def ascend(_, a):
+        return a + _per_row(step_sizes) * critic_gradient(q_fn, obs, a)
+
+    return jax.lax.fori_loop(0, num_steps, ascend, actions)
+
+
+def _single_sampler(velocity_fn, q_fn, obs, noise, weight, spec, key, keep_trajectory):
+    """One sample per row: returns (actions clipped to [-1, 1], info)."""
+    a1, trajectory = _denoise(velocity_fn, q_fn, obs, noise, weight, spec, key, keep_trajectory)
+    if spec.estimator == "gradstep":
+        a1 = _gradient_ascent(q_fn, obs, jnp.clip(a1, -1.0, 1.0), weight, spec.gradstep_steps)
+    info = {"unclipped": a1}
+    if keep_trajectory:
+        info["trajectory"] = trajectory
+    return jnp.clip(a1, -1.0, 1.0), info
+
+
+def sample_with_info(
+    velocity_fn: VelocityFn,
+    q_fn: QFn | None,
+    obs: Any,
+    key: Array,
+    weight: Array | float,
+    spec: SamplerSpec,
+    action_dim: int,
+    *,
+    noise: Array | None = None,
+    trajectory: bool = False,
+) -> tuple[Array, dict[str, Array]]:
+    """`sample`, plus an info dict.
+
+    Args:
+        noise: optional a_0 to start from, (B, d), or (B, N, d) when best_of_n = N > 1. By default it
+            is drawn from ``key``. Passing it gives common random numbers across estimators.
+        trajectory: also return the denoising path.
+
+    Info keys: ``q`` (B,) the critic at the returned actions (when q_fn is given); ``unclipped``
+    (B, d) a_1 before the final clip; ``trajectory`` (T + 1, B, d) a_0 … a_1 before the clip (the
+    BC path for gradstep), if asked; with N > 1, ``candidate_q`` (B, N) and ``chosen`` (B,) index.
+    """
+    return _sample(velocity_fn, q_fn, obs, key, weight, spec, action_dim, noise, trajectory, q_fn is not None)
+
+
+def _sample(velocity_fn, q_fn, obs, key, weight, spec, action_dim, noise, trajectory, score_actions):
+    if spec.uses_critic and q_fn is None:
+        raise QGFError(f"sampler {spec.label!r} needs a critic: pass q_fn")
+    first_obs = jax.tree.leaves(obs)[0]
+    batch, n = first_obs.shape[0], spec.best_of_n
+    dtype = first_obs.dtype if jnp.issubdtype(first_obs.dtype, jnp.floating) else jnp.result_type(float)
+    weight = jnp.broadcast_to(jnp.asarray(weight, dtype), (batch,))
+    noise_key, estimator_key = jax.random.split(key)
+    if noise is None:
+        # Row i * N + j is copy j of row i; N = 1 is the plain sampler on the same stream.
+        noise = jax.random.normal(noise_key, (batch * n, action_dim), dtype)
+    else:
+        expected = (batch, action_dim) if n == 1 else (batch, n, action_dim)
+        if noise.shape != expected:
+            raise QGFError(f"noise has shape {noise.shape}, expected {expected}")
+        noise = jnp.asarray(noise, dtype).reshape(batch * n, action_dim)
+
+    if n == 1:
+        actions, info = _single_sampler(
+            velocity_fn, q_fn, obs, noise, weight, spec, estimator_key, trajectory
+        )
+        if score_actions:
+            info["q"] = q_fn(obs, actions)
+        return actions, info
+
+    copies = _repeat_rows(obs, n)
+    candidates, info = _single_sampler(
+        velocity_fn, q_fn, copies, noise, jnp.repeat(weight, n), spec, estimator_key, trajectory
+    )
+    candidate_q = q_fn(copies, candidates).reshape(batch, n)
+    chosen = jnp.argmax(candidate_q, axis=1)
+    rows = jnp.arange(batch)
+
+    def pick(x: Array, axis: int = 0) -> Array:
+        x = jnp.moveaxis(x, axis, 0).reshape((batch, n) + x.shape[:axis] + x.shape[axis + 1 :])
+        return jnp.moveaxis(x[rows, chosen], 0, axis)
+
+    picked = {"unclipped": pick(info["unclipped"])}
+    if trajectory:
+        picked["trajectory"] = pick(info["trajectory"], axis=1)
+    picked.update(q=candidate_q[rows, chosen], candidate_q=candidate_q, chosen=chosen)
+    return pick(candidates), picked
+
+
+def sample(
+    velocity_fn: VelocityFn,
+    q_fn: QFn | None,
+    obs: Any,
+    key: Array,
+    weight: Array | float,
+    spec: SamplerSpec,
+    action_dim: int,
+) -> Array:
+    """Guided actions (B, action_dim), clipped to [-1, 1].
+
+    Pure and traceable: call it inside your own `jax.jit` with the callables closed over and
+    ``spec`` static (or use `make_sampler`). ``weight`` is a scalar or (B,) array (the step size α
+    for gradstep); it is traced, so changing it never recompiles. ``q_fn`` may be None for plain BC.
+    """
+    actions, _ = _sample(velocity_fn, q_fn, obs, key, weight, spec, action_dim, None, False, False)
+    return actions
+
+
+def make_sampler(
+    velocity_fn: VelocityFn,
+    q_fn: QFn | None,
+    action_dim: int,
+    spec: SamplerSpec,
+    *,
+    with_info: bool = False,
+    trajectory: bool = False,
+) -> Callable[..., Any]:
+    """A compiled ``(obs, key, weight=0.0) -> actions`` (or ``(actions, info)`` with_info=True).
+
+    The weight is broadcast to (B,) before the compiled call, so scalars, per-row arrays and any
+    weight values share one compilation per batch shape.
+    """
+
+    @jax.jit
+    def compiled(obs, key, weight):
+        actions, info = sample_with_info(
+            velocity_fn, q_fn, obs, key, weight, spec, action_dim, trajectory=trajectory
+        )
+        return (actions, info) if with_info else actions
+
+    def sampler(obs, key, weight=0.0):
+        batch = jax.tree.leaves(obs)[0].shape[0]
+        return compiled(obs, key, jnp.broadcast_to(jnp.asarray(weight, jnp.result_type(float)), (batch,)))
+
+    return sampler
