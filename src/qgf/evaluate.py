@@ -1,0 +1,569 @@
+"""Parallel OGBench rollouts with open-loop action chunks, and per-condition statistics.
+
+Two layers:
+
+- `rollout` is policy-agnostic. It runs ``episodes_per_condition`` episodes for every condition in
+  a list (a condition is anything: a sampler, a weight, a label) on many environments hosted by
+  worker processes, and queries ``policy_fn`` once per chunk for all the live episodes of one env
+  group as a single batch. Each chunk of h actions is clipped to [-1, 1] and executed open-loop;
+  the episode ending mid-chunk drops the rest of the chunk.
+- `evaluate_run` builds that policy from a trained run (``run.agent.sample_actions`` with any
+  `qgf.guidance.SamplerSpec`), sweeps (sampler, weight, best-of-N) and returns
+  `qgf.results.EvaluationResults`.
+
+Reproducibility: episode ``e`` of every condition starts from the same reset seed and its policy
+draws the same noise at the same chunk (common random numbers), both derived from (seed, e, chunk)
+only. Results therefore do not depend on the number of workers, environments or groups, nor on
+which environment an episode happened to run in — and differences between weights are paired.
+
+Success (docs/evaluation.md): an episode counts as a success when ``info['success']`` is true at
+its last step. OGBench singletask envs use ``success_timing='pre'`` (ogbench >= 1.2): success and
+``terminated`` describe the state *before* the step's action, so an episode ends one step after
+the goal state is reached and a goal reached by the very last action of a truncated episode is not
+counted. The env's setting is recorded with the results.
+
+This module imports only numpy and the standard library at import time: the worker processes
+import it, and they must not pay for (or fork) JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import multiprocessing
+import os
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from qgf.errors import QGFError
+
+DEFAULT_ENVS_PER_WORKER = 8  # an OGBench manipulation env holds ~150-200 MB and takes ~0.5 s to build
+CONFIDENCE_LEVEL = 0.95
+_Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
+SUCCESS_DEFINITION = "info['success'] at the episode's last step"
+
+
+# --------------------------------------------------------------------------------------------------
+# Policy interface
+
+
+class PolicyOutput(NamedTuple):
+    """What a policy returns for a batch of B rows.
+
+    actions: (B, h, A) or flattened (B, h * A); clipped to [-1, 1] by the rollout anyway.
+    q: (B,) the critic's value of each chosen chunk (NaN when the policy has no critic).
+    seconds_per_row: optional (B,) compute time attributable to each row, for per-condition cost
+        accounting when one call mixes conditions of different cost; default: the call's wall time
+        split evenly over its rows.
+    """
+
+    actions: np.ndarray
+    q: np.ndarray
+    seconds_per_row: np.ndarray | None = None
+
+
+# policy_fn(observations (B, D) float32, condition_indices (B,) int64, noise_seeds (B,) uint32).
+# The noise seed of a row depends only on (rollout seed, episode index, chunk index): a policy that
+# draws its randomness from it (one PRNG key per row) is reproducible whatever the batching.
+# A policy may also have a ``warmup(batch_size)`` method; the rollout calls it while the
+# environments are being built so that compilation overlaps with env construction.
+PolicyFn = Callable[[np.ndarray, np.ndarray, np.ndarray], PolicyOutput]
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics
+
+
+def wilson_interval(successes: int, trials: int, z: float = _Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (default: two-sided 95%).
+
+    Unlike the normal approximation it stays inside [0, 1] and is not degenerate at 0 or n
+    successes, which is where few-episode success rates often sit.
+    """
+    if trials < 1:
+        raise ValueError("a confidence interval needs at least one trial")
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be in [0, {trials}], got {successes}")
+    p = successes / trials
+    z2 = z * z
+    denominator = 1.0 + z2 / trials
+    center = (p + z2 / (2 * trials)) / denominator
+    half_width = z / denominator * math.sqrt(p * (1.0 - p) / trials + z2 / (4 * trials * trials))
+    return max(0.0, center - half_width), min(1.0, center + half_width)
+
+
+# --------------------------------------------------------------------------------------------------
+# Environments (this part runs inside the worker processes)
+
+
+def make_ogbench_env(name: str) -> Any:
+    """An OGBench env by name, without datasets and without touching the network."""
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless: never needs a display
+    try:
+        from qgf.envs import make_env
+    except ImportError:  # qgf.envs not available: fall back to OGBench directly
+        import ogbench
+
+        return ogbench.make_env_and_datasets(name, env_only=True)
+    return make_env(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvDescription:
+    observation_dim: int
+    action_dim: int
+    max_episode_steps: int | None
+    success_timing: str | None  # OGBench's setting ('pre' or 'post'); None for other envs
+
+
+def _describe(env: Any) -> EnvDescription:
+    spec = getattr(env, "spec", None)
+    max_steps = getattr(spec, "max_episode_steps", None) if spec is not None else None
+    if max_steps is None:
+        max_steps = getattr(env, "max_episode_steps", None)
+    unwrapped = getattr(env, "unwrapped", env)
+    return EnvDescription(
+        observation_dim=int(np.prod(env.observation_space.shape)),
+        action_dim=int(np.prod(env.action_space.shape)),
+        max_episode_steps=None if max_steps is None else int(max_steps),
+        success_timing=getattr(unwrapped, "_success_timing", None),
+    )
+
+
+class StepOutcome(NamedTuple):
+    """What one command did to one env: a reset, or a chunk executed until it ran out or the
+    episode ended."""
+
+    observation: np.ndarray  # float32, the observation the next chunk is chosen from
+    reward: float  # summed over the executed steps
+    steps: int  # 0 for a reset
+    terminated: bool
+    truncated: bool
+    success: bool  # info['success'] at the last executed step
+    seconds: float  # time spent inside the env
+
+
+class EnvHost:
+    """A fixed set of envs ("slots") in one process, driven by command lists.
+
+    A command is ``(slot, reset_seed, actions)``: reset the slot's env with ``reset_seed``, or (when
+    it is None) execute ``actions`` (h, A) until they run out or the episode ends.
+    """
+
+    def __init__(self, make_env: str | Callable[[], Any], num_slots: int):
+        factory = (lambda: make_ogbench_env(make_env)) if isinstance(make_env, str) else make_env
+        self.envs = [factory() for _ in range(num_slots)]
+        self.description = _describe(self.envs[0])
+
+    def run(self, commands: Sequence[tuple[int, int | None, np.ndarray | None]]) -> list[StepOutcome]:
+        return [self._run_one(*command) for command in commands]
+
+    def _run_one(self, slot: int, reset_seed: int | None, actions: np.ndarray | None) -> StepOutcome:
+        env = self.envs[slot]
+        start = time.perf_counter()
+        if reset_seed is not None:
+            # Some OGBench code paths draw from the global np.random; seed it too.
+            np.random.seed(reset_seed)
+            observation, _ = env.reset(seed=reset_seed)
+            return StepOutcome(
+                np.asarray(observation, np.float32), 0.0, 0, False, False, False, time.perf_counter() - start
+            )
+        reward_sum, steps = 0.0, 0
+        terminated = truncated = success = False
+        for action in actions:
+            observation, reward, terminated, truncated, info = env.step(action)
+            reward_sum += float(reward)
+            steps += 1
+            success = bool(info.get("success", False))
+            if terminated or truncated:
+                break
+        return StepOutcome(
+            np.asarray(observation, np.float32),
+            reward_sum,
+            steps,
+            bool(terminated),
+            bool(truncated),
+            success,
+            time.perf_counter() - start,
+        )
+
+
+def _worker_main(connection: Any, make_env: str | Callable[[], Any], num_slots: int) -> None:
+    try:
+        host = EnvHost(make_env, num_slots)
+        connection.send(("ready", host.description))
+        while True:
+            message = connection.recv()
+            if message is None:
+                break
+            connection.send(("ok", host.run(message)))
+    except KeyboardInterrupt:
+        pass
+    except BaseException:
+        connection.send(("error", traceback.format_exc()))
+    finally:
+        connection.close()
+
+
+class _InProcessPool:
+    """All slots in this process; `submit` runs at once. For tests and debugging (workers=0)."""
+
+    def __init__(self, make_env: str | Callable[[], Any], slots_per_worker: list[int]):
+        self.hosts = [EnvHost(make_env, n) for n in slots_per_worker]
+        # Per worker, replies in submission order (like a pipe: one group's round may be pending
+        # while another group's is submitted).
+        self.replies: list[deque[list[StepOutcome]]] = [deque() for _ in slots_per_worker]
+
+    def wait_ready(self) -> EnvDescription:
+        return self.hosts[0].description
+
+    def submit(self, worker: int, commands: list) -> None:
+        self.replies[worker].append(self.hosts[worker].run(commands))
+
+    def collect(self, worker: int) -> list[StepOutcome]:
+        return self.replies[worker].popleft()
+
+    def close(self) -> None:
+        pass
+
+
+class _ProcessPool:
+    """One spawned process per worker, each hosting its slots; one message per worker per chunk."""
+
+    def __init__(self, make_env: str | Callable[[], Any], slots_per_worker: list[int]):
+        os.environ.setdefault("MUJOCO_GL", "egl")  # inherited by the workers
+        # spawn, not fork: the parent usually runs JAX, whose threads do not survive a fork.
+        context = multiprocessing.get_context("spawn")
+        self.connections = []
+        self.processes = []
+        try:
+            for num_slots in slots_per_worker:
+                parent_end, child_end = context.Pipe()
+                process = context.Process(
+                    target=_worker_main, args=(child_end, make_env, num_slots), daemon=True
+                )
+                process.start()
+                child_end.close()
+                self.connections.append(parent_end)
+                self.processes.append(process)
+        except BaseException:
+            self.close()
+            raise
+
+    def _receive(self, worker: int) -> Any:
+        try:
+            kind, payload = self.connections[worker].recv()
+        except EOFError:
+            raise QGFError(
+                f"evaluation worker {worker} died (exit code {self.processes[worker].exitcode}); "
+                "out of memory? try fewer --workers or environments"
+            ) from None
+        if kind == "error":
+            raise QGFError(f"evaluation worker {worker} failed:\n{payload}")
+        return payload
+
+    def wait_ready(self) -> EnvDescription:
+        descriptions = [self._receive(worker) for worker in range(len(self.connections))]
+        return descriptions[0]
+
+    def submit(self, worker: int, commands: list) -> None:
+        self.connections[worker].send(commands)
+
+    def collect(self, worker: int) -> list[StepOutcome]:
+        return self._receive(worker)
+
+    def close(self) -> None:
+        for connection in self.connections:
+            try:
+                connection.send(None)
+            except (OSError, ValueError):
+                pass
+        for process in self.processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+        for connection in self.connections:
+            connection.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# The rollout loop
+
+
+@dataclasses.dataclass
+class EpisodeRecord:
+    """One finished episode. ``episode`` indexes episodes within a condition (its reset seed and
+    noise stream are shared by all conditions)."""
+
+    condition: int
+    episode: int
+    success: bool = False
+    terminated: bool = False
+    episode_return: float = 0.0
+    length: int = 0
+    chunk_q: list[float] = dataclasses.field(default_factory=list)
+    env_seconds: float = 0.0
+    policy_seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class RolloutResult:
+    conditions: list[Any]
+    episodes_per_condition: int
+    seed: int
+    episodes: list[EpisodeRecord]  # sorted by (condition, episode)
+    env: EnvDescription
+    action_horizon: int
+    env_steps: int
+    wall_clock_s: float  # the whole call: worker start, env construction, stepping, policy
+    startup_s: float  # worker start and env construction (overlapping policy warm-up)
+    num_envs: int
+    workers: int
+
+    def for_condition(self, index: int) -> list[EpisodeRecord]:
+        return [record for record in self.episodes if record.condition == index]
+
+
+def episode_reset_seed(seed: int, episode: int) -> int:
+    """The env reset seed of episode ``episode`` (shared by every condition)."""
+    return int(np.random.SeedSequence((seed, 0, episode)).generate_state(1)[0])
+
+
+def chunk_noise_seed(seed: int, episode: int, chunk: int) -> int:
+    """The policy noise seed for chunk ``chunk`` of episode ``episode`` (shared by every condition)."""
+    return int(np.random.SeedSequence((seed, 1, episode, chunk)).generate_state(1)[0])
+
+
+class _Layout(NamedTuple):
+    worker_of: list[int]  # slot -> worker
+    local_index: list[int]  # slot -> index of its env within the worker
+    group_of: list[int]  # slot -> group
+    groups: int
+
+
+def _layout(num_envs: int, workers: int, groups: int) -> _Layout:
+    """Consecutive slots go to different workers and each worker gets slots in every group, so
+    that all workers have envs to step while the policy computes another group's chunks."""
+    return _Layout(
+        worker_of=[slot % workers for slot in range(num_envs)],
+        local_index=[slot // workers for slot in range(num_envs)],
+        group_of=[(slot // workers) % groups for slot in range(num_envs)],
+        groups=groups,
+    )
+
+
+def _as_chunks(actions: np.ndarray, rows: int, action_dim: int) -> np.ndarray:
+    actions = np.asarray(actions, np.float32)
+    if actions.ndim == 2:
+        if actions.shape[1] % action_dim:
+            raise QGFError(
+                f"policy returned actions of width {actions.shape[1]}, not a multiple of {action_dim}"
+            )
+        actions = actions.reshape(rows, -1, action_dim)
+    if actions.ndim != 3 or actions.shape[0] != rows or actions.shape[2] != action_dim:
+        raise QGFError(
+            f"policy returned actions of shape {actions.shape}, expected ({rows}, h, {action_dim})"
+        )
+    return np.clip(actions, -1.0, 1.0)
+
+
+def rollout(
+    env: str | Callable[[], Any],
+    policy_fn: PolicyFn,
+    conditions: Sequence[Any],
+    episodes_per_condition: int,
+    seed: int = 0,
+    *,
+    workers: int | None = None,
+    num_envs: int | None = None,
+    groups: int = 2,
+    max_episode_steps: int | None = None,
+    progress: bool = False,
+) -> RolloutResult:
+    """Run ``episodes_per_condition`` episodes of every condition and record each episode.
+
+    Args:
+        env: an OGBench env name, or a picklable zero-argument factory of a gymnasium-like env
+            (``reset(seed=) -> (obs, info)``, ``step(a) -> (obs, r, terminated, truncated, info)``).
+        policy_fn: see `PolicyFn`. Called once per group round with the live rows of that group.
+        conditions: one entry per condition; only their count and order matter here.
+        workers: env processes (default: all cores). 0 runs the envs in this process.
+        num_envs: envs alive at once (default: 8 per worker, at most the number of episodes).
+        groups: the envs are split into this many groups stepped in turn, so the policy computes one
+            group's chunks while the workers step the others (2 = ping-pong).
+        max_episode_steps: episode limit; default the env's own (``env.spec.max_episode_steps``).
+        progress: show a tqdm bar over episodes.
+    """
+    start = time.perf_counter()
+    if episodes_per_condition < 1 or not conditions:
+        raise QGFError("need at least one condition and one episode per condition")
+    total_episodes = len(conditions) * episodes_per_condition
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if num_envs is None:
+        num_envs = DEFAULT_ENVS_PER_WORKER * max(workers, 1)
+    num_envs = max(1, min(num_envs, total_episodes))
+    hosts = max(1, min(workers, num_envs))
+    groups = max(1, min(groups, math.ceil(num_envs / hosts)))
+    layout = _layout(num_envs, hosts, groups)
+    slots_per_worker = [layout.worker_of.count(w) for w in range(hosts)]
+
+    pool = (_InProcessPool if workers == 0 else _ProcessPool)(env, slots_per_worker)
+    try:
+        warmup = getattr(policy_fn, "warmup", None)
+        if warmup is not None:
+            warmup(max(layout.group_of.count(g) for g in range(groups)))
+        description = pool.wait_ready()
+        startup_s = time.perf_counter() - start
+        limit = max_episode_steps or description.max_episode_steps
+        if not limit:
+            raise QGFError("the env has no episode limit (spec.max_episode_steps): pass max_episode_steps")
+        loop = _RolloutLoop(
+            pool, policy_fn, description.action_dim, limit, seed, episodes_per_condition, total_episodes
+        )
+        loop.run(layout, progress)
+    finally:
+        pool.close()
+
+    episodes = sorted(loop.finished, key=lambda r: (r.condition, r.episode))
+    return RolloutResult(
+        conditions=list(conditions),
+        episodes_per_condition=episodes_per_condition,
+        seed=seed,
+        episodes=episodes,
+        env=description,
+        action_horizon=loop.action_horizon,
+        env_steps=sum(r.length for r in episodes),
+        wall_clock_s=time.perf_counter() - start,
+        startup_s=startup_s,
+        num_envs=num_envs,
+        workers=workers,
+    )
+
+
+class _RolloutLoop:
+    """Bookkeeping of one rollout: the episode queue, which episode each slot runs, chunk counts."""
+
+    def __init__(self, pool, policy_fn, action_dim, limit, seed, episodes_per_condition, total):
+        self.pool = pool
+        self.policy_fn = policy_fn
+        self.action_dim = action_dim
+        self.limit = limit
+        self.seed = seed
+        self.episodes_per_condition = episodes_per_condition
+        self.total = total
+        # Condition-major order: the rows of one sampler mostly share a batch (one compiled call).
+        self.queue = deque(range(total))
+        self.finished: list[EpisodeRecord] = []
+        self.action_horizon = 0
+        self.running: dict[int, EpisodeRecord] = {}  # slot -> its episode
+        self.chunks_done: dict[int, int] = {}  # slot -> chunks chosen so far in its episode
+        self.observations: dict[int, np.ndarray] = {}  # slot -> observation to choose from
+        self.layout: _Layout | None = None
+
+    def run(self, layout: _Layout, progress: bool) -> None:
+        self.layout = layout
+        pending: list[dict[int, list[int]]] = [{} for _ in range(layout.groups)]  # per group: worker -> slots
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.total, unit="episode", desc="evaluate", dynamic_ncols=True)
+        try:
+            for group in range(layout.groups):
+                commands: dict[int, list] = {}
+                for slot, slot_group in enumerate(layout.group_of):
+                    if slot_group == group:
+                        self._start_episode(slot, commands)
+                self._dispatch(commands, pending[group])
+            while any(pending):
+                for group_pending in pending:
+                    if group_pending:
+                        self._round(group_pending, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _start_episode(self, slot: int, commands: dict[int, list]) -> None:
+        """Queue a reset of ``slot`` into the next episode, or retire the slot."""
+        self.running.pop(slot, None)
+        if not self.queue:
+            return
+        condition, episode = divmod(self.queue.popleft(), self.episodes_per_condition)
+        self.running[slot] = EpisodeRecord(condition, episode)
+        self.chunks_done[slot] = 0
+        self._command(commands, slot, episode_reset_seed(self.seed, episode), None)
+
+    def _command(self, commands: dict[int, list], slot: int, reset_seed: int | None, actions) -> None:
+        worker = self.layout.worker_of[slot]
+        commands.setdefault(worker, []).append((slot, (self.layout.local_index[slot], reset_seed, actions)))
+
+    def _dispatch(self, commands: dict[int, list], pending: dict[int, list[int]]) -> None:
+        for worker, worker_commands in commands.items():
+            self.pool.submit(worker, [command for _, command in worker_commands])
+            pending[worker] = [slot for slot, _ in worker_commands]
+
+    def _round(self, pending: dict[int, list[int]], bar) -> None:
+        """Collect one group's outcomes, book them, choose its next chunks and send them."""
+        outcomes: dict[int, StepOutcome] = {}
+        for worker in sorted(pending):
+            outcomes.update(zip(pending[worker], self.pool.collect(worker), strict=True))
+        pending.clear()
+
+        commands: dict[int, list] = {}
+        ready: list[int] = []
+        for slot in sorted(outcomes):
+            outcome, record = outcomes[slot], self.running[slot]
+            if outcome.steps == 0:  # a reset: the new episode's first chunk is chosen below
+                self.observations[slot] = outcome.observation
+                ready.append(slot)
+                continue
+            record.episode_return += outcome.reward
+            record.length += outcome.steps
+            record.env_seconds += outcome.seconds
+            if outcome.terminated or outcome.truncated or record.length >= self.limit:
+                record.success = outcome.success
+                record.terminated = outcome.terminated
+                self.finished.append(record)
+                if bar is not None:
+                    bar.update(1)
+                self._start_episode(slot, commands)
+            else:
+                self.observations[slot] = outcome.observation
+                ready.append(slot)
+
+        if ready:
+            self._query_policy(ready, commands)
+        self._dispatch(commands, pending)
+
+    def _query_policy(self, slots: list[int], commands: dict[int, list]) -> None:
+        records = [self.running[slot] for slot in slots]
+        rows = list(zip(records, slots, strict=True))
+        observations = np.stack([self.observations[slot] for slot in slots])
+        condition_indices = np.array([record.condition for record in records], np.int64)
+        noise_seeds = np.array(
+            [chunk_noise_seed(self.seed, record.episode, self.chunks_done[slot]) for record, slot in rows],
+            np.uint32,
+        )
+        start = time.perf_counter()
+        output = self.policy_fn(observations, condition_indices, noise_seeds)
+        elapsed = time.perf_counter() - start
+        chunks = _as_chunks(output.actions, len(slots), self.action_dim)
+        self.action_horizon = chunks.shape[1]
+        q = np.asarray(output.q, np.float64).reshape(len(slots))
+        if output.seconds_per_row is None:
+            seconds = np.full(len(slots), elapsed / len(slots))
+        else:
+            seconds = np.asarray(output.seconds_per_row, np.float64).reshape(len(slots))
+        for row, (slot, record) in enumerate(zip(slots, records, strict=True)):
+            record.chunk_q.append(float(q[row]))
+            record.policy_seconds += float(seconds[row])
+            self.chunks_done[slot] += 1
+            # Never step past the limit, even in an env without its own time limit.
+            self._command(commands, slot, None, chunks[row, : self.limit - record.length])
