@@ -1,0 +1,298 @@
+"""Self-describing run directories with atomic writes; load any run from its path alone.
+
+Layout of a run directory::
+
+    RUN/config.json                          resolved TrainConfig (JSON)
+    RUN/meta.json                            format version, package versions, dataset identity,
+                                             observation/action sizes, creation time
+    RUN/checkpoints/step_0001000.msgpack     every agent array (params, optimiser states, rng, step)
+    RUN/checkpoints/step_0001000.json        sidecar: step, size and sha256 of the msgpack, metrics
+    RUN/log.jsonl (+ log.csv)                written by qgf.train
+
+Every file is written to a temporary name in the same directory, flushed, fsynced and moved into
+place with `os.replace`, so a killed process leaves either the old file or the new one. A
+checkpoint counts only once its sidecar exists (the sidecar is written last), and loading checks
+the msgpack against the sidecar's size and hash. No pickle: arrays go through
+`flax.serialization` (msgpack), everything else is JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qgf.agent import QGFAgent
+from qgf.config import TrainConfig
+from qgf.errors import QGFError
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+META_FILE = "meta.json"
+CHECKPOINT_DIR = "checkpoints"
+_CHECKPOINT_NAME = re.compile(r"^step_(\d+)\.msgpack$")
+_TEMP_PREFIX = ".tmp-"
+
+
+@dataclasses.dataclass
+class Run:
+    """A loaded run: the agent at `step`, its config and its meta (versions, dataset, sizes)."""
+
+    path: Path
+    agent: QGFAgent
+    config: TrainConfig
+    meta: dict[str, Any]
+    step: int
+
+
+# ------------------------------------------------------------------ atomic files
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise QGFError(f"{path} is missing: not a qgf run directory (or an incomplete one)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise QGFError(f"{what} {path} is corrupt ({exc}); restore it or start a new run") from None
+
+
+# ------------------------------------------------------------------ run directories
+
+
+def package_versions() -> dict[str, str]:
+    """Versions that decide whether a run can be reproduced (ogbench sets evaluation semantics)."""
+    versions = {"python": platform.python_version()}
+    for package in ("qgf", "jax", "jaxlib", "flax", "optax", "numpy", "ogbench"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def create_run(
+    path: str | os.PathLike,
+    config: TrainConfig,
+    *,
+    obs_dim: int,
+    action_dim: int,
+    dataset: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write config.json and meta.json of a new run; returns the meta dict.
+
+    `dataset` is the dataset identity (name, path, size, fingerprint, ...); `extra` adds
+    free-form fields (for instance the environment name).
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "versions": package_versions(),
+        "backend": jax.default_backend(),
+        "obs_dim": int(obs_dim),
+        "action_dim": int(action_dim),
+        "chunk_dim": int(config.horizon * action_dim),
+        "dataset": dataset or {},
+        **(extra or {}),
+    }
+    atomic_write_json(path / CONFIG_FILE, config.to_dict())
+    atomic_write_json(path / META_FILE, meta)
+    return meta
+
+
+def read_config(path: str | os.PathLike) -> TrainConfig:
+    path = Path(path)
+    values = read_json(path / CONFIG_FILE, "config")
+    try:
+        return TrainConfig.from_dict(values)
+    except QGFError as exc:
+        raise QGFError(f"{path / CONFIG_FILE} does not fit this qgf version: {exc}") from None
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    meta = read_json(path / META_FILE, "meta")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise QGFError(
+            f"{path} has run format version {version!r}; this qgf reads version {FORMAT_VERSION} "
+            f"(written by qgf {meta.get('versions', {}).get('qgf', '?')})"
+        )
+    for key in ("obs_dim", "action_dim"):
+        if not isinstance(meta.get(key), int):
+            raise QGFError(f"{path / META_FILE} lacks {key!r}; the run cannot be rebuilt")
+    return meta
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:07d}.msgpack"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints (msgpack plus sidecar) as (step, msgpack path), oldest first."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    found = []
+    for entry in directory.iterdir():
+        match = _CHECKPOINT_NAME.match(entry.name)
+        if match and entry.with_suffix(".json").is_file():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def latest_step(run_dir: str | os.PathLike) -> int | None:
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1][0] if checkpoints else None
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    agent: QGFAgent,
+    *,
+    metrics: dict[str, float] | None = None,
+    keep: int | None = None,
+) -> Path:
+    """Write the agent at its current step; keep only the newest `keep` checkpoints."""
+    step = int(agent.step)
+    path = checkpoint_path(run_dir, step)
+    payload = flax.serialization.to_bytes(jax.device_get(agent))
+    atomic_write_bytes(path, payload)
+    sidecar = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "file": path.name,
+        "bytes": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "saved": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "metrics": metrics or {},
+    }
+    atomic_write_json(path.with_suffix(".json"), sidecar)
+    if keep is not None:
+        for _, old in list_checkpoints(run_dir)[:-keep]:
+            # Sidecar first: a half-deleted checkpoint is then merely incomplete, never corrupt.
+            old.with_suffix(".json").unlink(missing_ok=True)
+            old.unlink(missing_ok=True)
+    _remove_stale_temporaries(path.parent)
+    return path
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    for entry in directory.glob(_TEMP_PREFIX + "*"):
+        entry.unlink(missing_ok=True)
+
+
+def agent_template(config: TrainConfig, meta: dict[str, Any]) -> QGFAgent:
+    """The agent's structure (shapes and dtypes, no values) for a run's config and sizes."""
+    return jax.eval_shape(lambda: QGFAgent.create(0, meta["obs_dim"], meta["action_dim"], config))
+
+
+def read_checkpoint(path: Path, template: QGFAgent) -> QGFAgent:
+    """Restore an agent from a msgpack checkpoint, verified against its sidecar and `template`."""
+    sidecar = read_json(path.with_suffix(".json"), "checkpoint sidecar")
+    try:
+        payload = path.read_bytes()
+    except FileNotFoundError:
+        raise QGFError(f"checkpoint {path} is missing") from None
+    if len(payload) != sidecar.get("bytes") or hashlib.sha256(payload).hexdigest() != sidecar.get("sha256"):
+        raise QGFError(
+            f"checkpoint {path} is corrupt (size or hash differs from {path.with_suffix('.json').name}); "
+            "delete it and its .json to fall back to the previous checkpoint"
+        )
+    try:
+        state = flax.serialization.msgpack_restore(payload)
+    except Exception as exc:
+        raise QGFError(f"checkpoint {path} cannot be decoded: {exc}") from None
+    _check_structure(path, flax.serialization.to_state_dict(template), state)
+    agent = flax.serialization.from_state_dict(template, state)
+    return jax.tree_util.tree_map(jnp.asarray, agent)
+
+
+def _check_structure(path: Path, expected: Any, found: Any, prefix: str = "") -> None:
+    """Raise a QGFError naming the first array whose presence, shape or dtype differs."""
+    if isinstance(expected, dict):
+        if not isinstance(found, dict) or set(expected) != set(found):
+            missing = sorted(set(expected) - set(found if isinstance(found, dict) else {}))
+            extra = sorted(set(found) - set(expected)) if isinstance(found, dict) else []
+            raise QGFError(
+                f"checkpoint {path} does not match its config at {prefix or '/'}: "
+                f"missing {missing}, unexpected {extra}; was config.json edited?"
+            )
+        for key in expected:
+            _check_structure(path, expected[key], found[key], f"{prefix}/{key}")
+        return
+    shape, dtype = tuple(expected.shape), np.dtype(expected.dtype)
+    found = np.asarray(found)
+    if tuple(found.shape) != shape or found.dtype != dtype:
+        raise QGFError(
+            f"checkpoint {path} does not match its config at {prefix}: stored "
+            f"{found.dtype}{list(found.shape)}, expected {dtype}{list(shape)}; was config.json edited?"
+        )
+
+
+def load_run(path: str | os.PathLike, step: int | None = None) -> Run:
+    """Load a run from its directory (latest checkpoint, or `step`), or from a checkpoint file."""
+    path = Path(path)
+    if path.is_file() and _CHECKPOINT_NAME.match(path.name):
+        run_dir, checkpoint = path.parent.parent, path
+    else:
+        run_dir = path
+        if not path.is_dir():
+            raise QGFError(f"run directory {path} does not exist")
+        checkpoints = dict(list_checkpoints(path))
+        if not checkpoints:
+            if not is_run_dir(path):
+                raise QGFError(f"{path} is not a qgf run directory (no {CONFIG_FILE})")
+            raise QGFError(f"run {path} has no complete checkpoint yet; train it first")
+        if step is None:
+            step = max(checkpoints)
+        if step not in checkpoints:
+            raise QGFError(f"run {path} has no checkpoint at step {step}; available: {sorted(checkpoints)}")
+        checkpoint = checkpoints[step]
+    config = read_config(run_dir)
+    meta = read_meta(run_dir)
+    agent = read_checkpoint(checkpoint, agent_template(config, meta))
+    return Run(path=run_dir, agent=agent, config=config, meta=meta, step=int(agent.step))

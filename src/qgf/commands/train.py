@@ -1,0 +1,110 @@
+"""`qgf train`: train (or resume) a BC flow policy and chunked IQL critic. Stdlib-only at import time."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+DESCRIPTION = """\
+Train the reference flow policy (behaviour cloning) and the chunked IQL critic on an OGBench dataset,
+writing a self-describing run directory (config.json, meta.json, checkpoints/, log.jsonl, log.csv).
+Re-running the same command on an existing --out resumes from its latest checkpoint; a run whose
+config or data differ is refused. Settings: --preset, then key=value overrides (listed below)."""
+
+
+def register(subparsers) -> None:
+    from qgf.config import field_help
+
+    keys = "\n".join(f"  {name:<20} {text}" for name, text in field_help().items())
+    parser = subparsers.add_parser(
+        "train",
+        help="train (or resume) the BC flow policy and IQL critic",
+        description=DESCRIPTION,
+        epilog=f"config keys (key=value):\n{keys}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. batch_size=128"
+    )
+    parser.add_argument("--env", help="dataset name, e.g. cube-single-play-singletask-task1-v0")
+    parser.add_argument("--data", help="data directory (default: $QGF_DATA_DIR, else ~/.ogbench/data)")
+    parser.add_argument(
+        "--preset", help="settings preset: paper, cpu, cpu-small, tiny (default: the run's own when resuming)"
+    )
+    parser.add_argument("--steps", type=int, help="total training steps (overrides the preset's)")
+    parser.add_argument("--seed", type=int, help="seed (overrides the preset's, default 0)")
+    parser.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
+    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    parser.add_argument(
+        "--tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboardX)"
+    )
+    parser.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs wandb)")
+    parser.set_defaults(func=run)
+
+
+def resolve_config(args: argparse.Namespace):
+    """The TrainConfig this command asks for: preset (or the run's stored config) + overrides."""
+    from qgf import checkpoint
+    from qgf.config import available_presets, load_preset, parse_overrides
+    from qgf.errors import QGFError
+
+    overrides = parse_overrides(args.overrides)
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.preset is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # train() repeats the warnings once, with the data in view
+            return load_preset(args.preset, overrides)
+    if checkpoint.is_run_dir(args.out):
+        return checkpoint.read_config(args.out).replace(**overrides)
+    raise QGFError(f"--preset is required for a new run; choose one of: {', '.join(available_presets())}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from qgf import checkpoint
+    from qgf.errors import QGFError
+    from qgf.train import train
+
+    config = resolve_config(args)
+    env = args.env
+    data_dir = args.data
+    if checkpoint.is_run_dir(args.out):
+        meta = checkpoint.read_meta(args.out)
+        stored_env = meta.get("env")
+        if env is not None and stored_env is not None and env != stored_env:
+            raise QGFError(f"run {args.out} was trained on --env {stored_env}, not {env}; choose a new --out")
+        env = env or stored_env
+    if env is None:
+        raise QGFError("--env is required for a new run (e.g. cube-single-play-singletask-task1-v0)")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = _show_warning
+        result = train(
+            config,
+            args.out,
+            env=env,
+            data_dir=data_dir,
+            progress=not args.no_progress,
+            tensorboard=args.tensorboard,
+            wandb=args.wandb,
+        )
+    where = f"resumed from step {result.resumed_from}" if result.resumed_from is not None else "new run"
+    summary = ", ".join(
+        f"{key} {result.metrics[key]:.4g}"
+        for key in ("bc_loss", "critic_loss", "value_loss", "q_mean", "steps_per_s")
+        if key in result.metrics
+    )
+    print(f"qgf train: {result.run_dir} at step {result.step} ({where}){': ' + summary if summary else ''}")
+    sys.stdout.flush()
+    return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    import sys
+
+    print(f"qgf: warning: {message}", file=sys.stderr)

@@ -1,0 +1,370 @@
+"""Typed training configuration and presets stored as data (`qgf/presets/*.json`).
+
+`TrainConfig` holds every setting that shapes a training run; its field defaults are the paper's
+values (QGF Appendix J, Table 1). A preset is a JSON object of field values (plus an optional
+`"description"`); missing fields take the defaults. Overrides come either as Python values
+(`load_preset("cpu", {"batch_size": 128})`) or as `key=value` strings from the command line
+(`parse_overrides(["batch_size=128", "critic_hidden_dims=256,256"])`); both are type-checked and
+unknown keys fail with the closest valid names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+import warnings
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from typing import Any
+
+from qgf.errors import QGFError
+
+# Fields that only schedule a run (how long, how often to log and save). Changing them between a
+# run and its resumption does not change the parameters a step produces, so resuming allows it.
+SCHEDULE_FIELDS = frozenset({"steps", "log_every", "ckpt_every", "keep_checkpoints"})
+
+
+def _field(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    metadata = {"help": help}
+    if choices is not None:
+        metadata["choices"] = choices
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run. Defaults = QGF paper, Appendix J, Table 1.
+
+    Frozen and hashable, so an agent can carry it as static (non-traced) data.
+    """
+
+    # --- networks
+    actor_hidden_dims: tuple[int, ...] = _field(
+        (1024, 1024, 1024, 1024), "hidden layer widths of the velocity field v(s, a_t, t)"
+    )
+    critic_hidden_dims: tuple[int, ...] = _field(
+        (1024, 1024, 1024, 1024), "hidden layer widths of each Q head and of V"
+    )
+    layer_norm: bool = _field(True, "LayerNorm after every hidden Dense layer (before GELU)")
+    time_embedding: str = _field(
+        "sinusoidal",
+        "how the velocity field sees t: 'sinusoidal' features or the 'raw' scalar",
+        choices=("sinusoidal", "raw"),
+    )
+    time_embedding_dim: int = _field(16, "number of sinusoidal time features (even)")
+
+    # --- flow policy (QGF Eq. 2)
+    flow_steps: int = _field(10, "Euler steps T used by default at inference (and by 'grid' time sampling)")
+    time_sampling: str = _field(
+        "uniform",
+        "BC training times: 'uniform' t ~ U[0,1] (paper) or 'grid' t in {0, 1/T, ..., 1} (authors' code)",
+        choices=("uniform", "grid"),
+    )
+    bc_mask_invalid: bool = _field(
+        True, "drop the chunk steps that lie past a trajectory end from the BC loss"
+    )
+
+    # --- chunked IQL critic (QGF Eqs. 11, 12)
+    horizon: int = _field(5, "action chunk length h")
+    discount: float = _field(0.999, "discount gamma per environment step")
+    expectile: float = _field(0.9, "IQL expectile tau of the value loss")
+    num_critics: int = _field(2, "number K of Q heads in the ensemble")
+    critic_aggregation: str = _field("min", "how the K heads combine into one Q", choices=("min", "mean"))
+    target_update_rate: float = _field(0.005, "EMA rate of the target critic (1 = copy)")
+    guidance_critic: str = _field(
+        "target",
+        "critic used by q_fn / sample_actions: the EMA 'target' critic (authors' code) or the 'online' one",
+        choices=("target", "online"),
+    )
+
+    # --- optimisation
+    learning_rate: float = _field(3e-4, "Adam learning rate of all three networks")
+    batch_size: int = _field(1024, "chunks per gradient step")
+    steps: int = _field(500_000, "total gradient steps")
+    seed: int = _field(0, "seed of parameters, batches and flow noise")
+
+    # --- data
+    sparse_reward: bool = _field(False, "use sparse (success-only) rewards instead of dense ones")
+    action_clip_eps: float = _field(1e-5, "dataset actions are clipped to [-1 + eps, 1 - eps]")
+
+    # --- run bookkeeping
+    log_every: int = _field(1000, "steps per compiled call and per log line")
+    ckpt_every: int = _field(50_000, "steps between checkpoints")
+    keep_checkpoints: int = _field(3, "number of most recent checkpoints kept on disk")
+
+    def __post_init__(self) -> None:
+        hints = _type_hints()
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            object.__setattr__(self, field.name, _coerce(field.name, value, hints[field.name]))
+        _validate(self)
+
+    @property
+    def chunk_discount(self) -> float:
+        """gamma^h: the bootstrap discount of one chunk."""
+        return self.discount**self.horizon
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build from a (possibly partial) dict; unknown keys are an error with close matches."""
+        _check_keys(values.keys())
+        return cls(**dict(values))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        _check_keys(changes.keys())
+        return dataclasses.replace(self, **changes)
+
+    def identity_diff(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
+        """Fields (other than scheduling ones) that differ: {name: (self value, other value)}."""
+        return {
+            name: (getattr(self, name), getattr(other, name))
+            for name in field_names()
+            if name not in SCHEDULE_FIELDS and getattr(self, name) != getattr(other, name)
+        }
+
+
+def field_names() -> tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(TrainConfig))
+
+
+def field_help() -> dict[str, str]:
+    """{field: 'help (type, default)'}, used by `qgf train --help` and the docs."""
+    hints = _type_hints()
+    out = {}
+    for field in dataclasses.fields(TrainConfig):
+        kind = _type_name(hints[field.name])
+        choices = field.metadata.get("choices")
+        if choices:
+            kind = "|".join(choices)
+        out[field.name] = f"{field.metadata['help']} ({kind}; default {_format_value(field.default)})"
+    return out
+
+
+def available_presets() -> list[str]:
+    files = _preset_dir().iterdir()
+    return sorted(f.name[: -len(".json")] for f in files if f.name.endswith(".json"))
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The raw field values stored in preset `name` (without its description)."""
+    names = available_presets()
+    if name not in names:
+        raise QGFError(f"unknown preset {name!r}{_suggest(name, names)}; available: {', '.join(names)}")
+    text = _preset_dir().joinpath(f"{name}.json").read_text()
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise QGFError(f"preset {name!r} is not valid JSON: {exc}") from exc
+    values.pop("description", None)
+    return values
+
+
+def load_preset(name: str, overrides: Mapping[str, Any] | None = None, *, warn: bool = True) -> TrainConfig:
+    """Preset `name` with `overrides` applied (values may be typed or `key=value`-style strings).
+
+    Raises QGFError for an unknown preset, unknown keys or bad values; warns (UserWarning) about
+    known-bad combinations unless `warn=False`.
+    """
+    values = preset_values(name)
+    _check_keys(values.keys(), source=f"preset {name!r}")
+    overrides = dict(overrides or {})
+    _check_keys(overrides.keys())
+    config = TrainConfig(**{**values, **overrides})
+    if warn:
+        for message in known_bad_combinations(config):
+            warnings.warn(message, UserWarning, stacklevel=2)
+    return config
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Parse `key=value` strings into typed values; errors name the key and the expected type."""
+    hints = _type_hints()
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise QGFError(f"override {item!r} is not of the form key=value")
+        _check_keys([key])
+        parsed[key] = _coerce(key, raw.strip(), hints[key])
+    return parsed
+
+
+def known_bad_combinations(config: TrainConfig) -> list[str]:
+    """Settings that are legal but known to hurt; each message says why and what to use."""
+    messages = []
+    if config.expectile <= 0.5:
+        messages.append(
+            f"expectile={config.expectile} <= 0.5: V then estimates the behaviour value or less, so the "
+            "critic is no better than SARSA and guidance has nothing to improve on; the paper uses 0.9"
+        )
+    if config.time_sampling == "grid":
+        messages.append(
+            "time_sampling='grid' trains the velocity field only at t in "
+            f"{{0, 1/{config.flow_steps}, ..., 1}}; inference must then use exactly "
+            f"flow_steps={config.flow_steps} Euler steps"
+        )
+    if not config.layer_norm and config.discount >= 0.99:
+        messages.append(
+            f"layer_norm=False with discount={config.discount}: critics without LayerNorm diverge easily "
+            "at long horizons; keep layer_norm=True"
+        )
+    if config.log_every < 10:
+        messages.append(
+            f"log_every={config.log_every}: each log line ends a compiled call and syncs with the host; "
+            "values below ~100 slow training down"
+        )
+    return messages
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _preset_dir():
+    # presets/ is package data of `qgf` (pyproject: package-data), not a package of its own
+    return resources.files("qgf").joinpath("presets")
+
+
+def _type_hints() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _check_keys(keys: Iterable[str], source: str = "config") -> None:
+    names = field_names()
+    for key in keys:
+        if key not in names:
+            raise QGFError(
+                f"unknown {source} key {key!r}{_suggest(key, names)}; valid keys: {', '.join(names)}"
+            )
+
+
+def _suggest(word: str, options: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(word, list(options), n=3, cutoff=0.5)
+    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        return "comma-separated ints"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Return `value` as the field's type; strings are parsed, other types are checked strictly."""
+    bad = QGFError(
+        f"bad value {value!r} for {name}: expected {_type_name(hint)}"
+        + (f" (e.g. {name}=256,256,256)" if typing.get_origin(hint) is tuple else "")
+    )
+    if typing.get_origin(hint) is tuple:
+        if isinstance(value, str):
+            text = value.strip().strip("[]()")
+            parts = [p for p in text.replace(" ", ",").split(",") if p]
+            try:
+                value = [int(p) for p in parts]
+            except ValueError:
+                raise bad from None
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise bad
+        return tuple(value)
+    if hint is bool:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise bad
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if hint is int:
+        if isinstance(value, str):
+            try:
+                number = float(value.replace("_", ""))  # accepts 5e5 and 500_000
+            except ValueError:
+                raise bad from None
+            if not number.is_integer():
+                raise bad
+            return int(number)
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise bad
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config field type {hint!r} for {name}")
+
+
+def _validate(config: TrainConfig) -> None:
+    def require(condition: bool, message: str) -> None:
+        if not condition:
+            raise QGFError(message)
+
+    for field in dataclasses.fields(config):
+        choices = field.metadata.get("choices")
+        value = getattr(config, field.name)
+        if choices and value not in choices:
+            raise QGFError(
+                f"bad value {value!r} for {field.name}{_suggest(value, choices)}; "
+                f"choose one of {', '.join(choices)}"
+            )
+    for name in ("actor_hidden_dims", "critic_hidden_dims"):
+        dims = getattr(config, name)
+        require(len(dims) >= 1 and all(d > 0 for d in dims), f"{name} must be one or more positive widths")
+    require(
+        config.time_embedding_dim >= 2 and config.time_embedding_dim % 2 == 0,
+        f"time_embedding_dim must be an even number >= 2, got {config.time_embedding_dim}",
+    )
+    require(config.flow_steps >= 1, f"flow_steps must be >= 1, got {config.flow_steps}")
+    require(config.horizon >= 1, f"horizon must be >= 1, got {config.horizon}")
+    require(0.0 < config.discount <= 1.0, f"discount must be in (0, 1], got {config.discount}")
+    require(0.0 < config.expectile < 1.0, f"expectile must be in (0, 1), got {config.expectile}")
+    require(config.num_critics >= 1, f"num_critics must be >= 1, got {config.num_critics}")
+    require(
+        0.0 < config.target_update_rate <= 1.0,
+        f"target_update_rate must be in (0, 1], got {config.target_update_rate}",
+    )
+    require(config.learning_rate > 0.0, f"learning_rate must be > 0, got {config.learning_rate}")
+    require(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
+    require(config.steps >= 0, f"steps must be >= 0, got {config.steps}")
+    require(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
+    require(
+        0.0 <= config.action_clip_eps < 1.0,
+        f"action_clip_eps must be in [0, 1), got {config.action_clip_eps}",
+    )
+    require(config.log_every >= 1, f"log_every must be >= 1, got {config.log_every}")
+    require(config.ckpt_every >= 1, f"ckpt_every must be >= 1, got {config.ckpt_every}")
+    require(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
