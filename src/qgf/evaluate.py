@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from qgf.errors import QGFError
+from qgf.results import ConditionResult, EvaluationResults
 
 DEFAULT_ENVS_PER_WORKER = 8  # an OGBench manipulation env holds ~150-200 MB and takes ~0.5 s to build
 CONFIDENCE_LEVEL = 0.95
@@ -259,9 +260,12 @@ class _ProcessPool:
         try:
             kind, payload = self.connections[worker].recv()
         except EOFError:
+            self.processes[worker].join(timeout=1)
             raise QGFError(
-                f"evaluation worker {worker} died (exit code {self.processes[worker].exitcode}); "
-                "out of memory? try fewer --workers or environments"
+                f"evaluation worker {worker} exited (code {self.processes[worker].exitcode}) without "
+                "replying; see its error above. Code -9 (killed): out of memory, use fewer workers or "
+                "envs. A script that evaluates must guard its entry point with "
+                "`if __name__ == '__main__':` (spawned workers import it)"
             ) from None
         if kind == "error":
             raise QGFError(f"evaluation worker {worker} failed:\n{payload}")
@@ -567,3 +571,252 @@ class _RolloutLoop:
             self.chunks_done[slot] += 1
             # Never step past the limit, even in an env without its own time limit.
             self._command(commands, slot, None, chunks[row, : self.limit - record.length])
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-condition statistics
+
+
+def summarize(
+    result: RolloutResult, describe: Callable[[Any], tuple[str, float, int, str]]
+) -> list[ConditionResult]:
+    """One `qgf.results.ConditionResult` per condition of ``result``.
+
+    ``describe(condition) -> (sampler, weight, bfn, label)`` names a condition. Each condition's
+    ``wall_clock_s`` is its share of the rollout's wall-clock, in proportion to the env and policy
+    compute time its episodes used (conditions run interleaved, so no condition has a wall-clock of
+    its own).
+    """
+    compute = [
+        sum(r.env_seconds + r.policy_seconds for r in result.for_condition(i))
+        for i in range(len(result.conditions))
+    ]
+    total_compute = sum(compute) or 1.0
+    summaries = []
+    for index, condition in enumerate(result.conditions):
+        records = result.for_condition(index)
+        sampler, weight, bfn, label = describe(condition)
+        successes = sum(r.success for r in records)
+        low, high = wilson_interval(successes, len(records))
+        returns = np.array([r.episode_return for r in records])
+        chunk_q = np.array([q for r in records for q in r.chunk_q], np.float64)
+        q_mean = float(chunk_q.mean()) if chunk_q.size and np.isfinite(chunk_q).all() else None
+        summaries.append(
+            ConditionResult(
+                sampler=sampler,
+                weight=float(weight),
+                bfn=int(bfn),
+                label=label,
+                episodes=len(records),
+                successes=successes,
+                success_rate=successes / len(records),
+                ci_low=low,
+                ci_high=high,
+                return_mean=float(returns.mean()),
+                return_std=float(returns.std()),
+                length_mean=float(np.mean([r.length for r in records])),
+                q_mean=q_mean,
+                policy_seconds=float(sum(r.policy_seconds for r in records)),
+                wall_clock_s=result.wall_clock_s * compute[index] / total_compute,
+                episode_success=[bool(r.success) for r in records],
+                episode_return=[float(r.episode_return) for r in records],
+                episode_length=[int(r.length) for r in records],
+            )
+        )
+    return summaries
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluating a trained run
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition:
+    """One evaluated condition: a sampler (`qgf.guidance.SamplerSpec`) and a guidance weight."""
+
+    spec: Any  # SamplerSpec
+    weight: float
+
+
+def sweep_conditions(samplers: Sequence[Any], weights: Sequence[float], bfn: Sequence[int], steps: int):
+    """The (sampler, N, weight) grid, sampler-major. A sampler given by name is crossed with every
+    N in ``bfn``; a `SamplerSpec` is used as given. Plain BC (estimator ``none``) ignores the weight,
+    so it is evaluated once, at weight 0."""
+    from qgf.guidance import SamplerSpec
+
+    if not samplers or not weights or not bfn:
+        raise QGFError("need at least one sampler, one weight and one best-of-N")
+    for weight in weights:
+        if not (isinstance(weight, int | float) and math.isfinite(weight) and weight >= 0):
+            raise QGFError(f"guidance weights must be finite numbers >= 0, got {weight!r}")
+    specs = []
+    for sampler in samplers:
+        if isinstance(sampler, SamplerSpec):
+            specs.append(sampler)
+        else:
+            specs.extend(SamplerSpec(estimator=sampler, steps=steps, best_of_n=int(n)) for n in bfn)
+    conditions = []
+    for spec in dict.fromkeys(specs):
+        spec_weights = [0.0] if spec.estimator == "none" else sorted(set(map(float, weights)))
+        conditions.extend(Condition(spec, weight) for weight in spec_weights)
+    return conditions
+
+
+class AgentPolicy:
+    """A `PolicyFn` over a `QGFAgent` for a list of `Condition`s.
+
+    Rows are grouped by sampler spec: one compiled call per distinct spec and batch, each row with
+    its own weight. Each row draws its noise from its own key (``jax.random.key(noise_seed)``), so
+    a row's chunk does not depend on which other rows share the batch. Batches are padded to a fixed
+    size so that every spec compiles once.
+    """
+
+    def __init__(self, agent: Any, conditions: Sequence[Condition]):
+        self.agent = agent
+        self.specs = [condition.spec for condition in conditions]
+        self.weights = np.array([condition.weight for condition in conditions], np.float32)
+        self.batch_size = 1
+        self._compiled: dict[Any, Callable] = {}
+
+    def _act(self, spec: Any) -> Callable:
+        if spec not in self._compiled:
+            import jax
+
+            def act(agent, observations, noise_seeds, weights):
+                def one_row(observation, noise_seed, weight):
+                    key = jax.random.key(noise_seed)
+                    return agent.sample_actions(observation[None], key, weight, spec)[0]
+
+                actions = jax.vmap(one_row)(observations, noise_seeds, weights)
+                return actions, agent.q_fn(observations, actions)
+
+            self._compiled[spec] = jax.jit(act)
+        return self._compiled[spec]
+
+    def warmup(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        observations = np.zeros((batch_size, self.agent.obs_dim), np.float32)
+        for spec in dict.fromkeys(self.specs):
+            actions, _ = self._act(spec)(
+                self.agent, observations, np.zeros(batch_size, np.uint32), np.zeros(batch_size, np.float32)
+            )
+            actions.block_until_ready()
+
+    def __call__(self, observations, condition_indices, noise_seeds) -> PolicyOutput:
+        rows_total, obs_dim = observations.shape
+        if obs_dim != self.agent.obs_dim:
+            raise QGFError(
+                f"the env's observations have {obs_dim} dims but the run was trained on "
+                f"{self.agent.obs_dim}; evaluate on the run's own environment"
+            )
+        actions = np.empty((rows_total, self.agent.chunk_dim), np.float32)
+        q = np.empty(rows_total, np.float64)
+        seconds = np.empty(rows_total, np.float64)
+        by_spec: dict[Any, list[int]] = {}
+        for row, condition in enumerate(condition_indices):
+            by_spec.setdefault(self.specs[condition], []).append(row)
+        for spec, rows in by_spec.items():
+            size = max(self.batch_size, len(rows))
+            padded = np.concatenate([rows, np.full(size - len(rows), rows[0])]).astype(np.int64)
+            start = time.perf_counter()
+            spec_actions, spec_q = self._act(spec)(
+                self.agent,
+                observations[padded],
+                noise_seeds[padded],
+                self.weights[condition_indices[padded]],
+            )
+            actions[rows] = np.asarray(spec_actions)[: len(rows)]
+            q[rows] = np.asarray(spec_q)[: len(rows)]
+            seconds[rows] = (time.perf_counter() - start) / len(rows)
+        return PolicyOutput(actions, q, seconds)
+
+
+def _run_dataset_name(meta: dict[str, Any]) -> str:
+    """The OGBench name a run was trained on, from its meta.json."""
+    dataset = meta.get("dataset") or {}
+    for name in (
+        meta.get("env"),
+        meta.get("env_name"),
+        dataset.get("name") if isinstance(dataset, dict) else None,
+    ):
+        if isinstance(name, str) and name:
+            return name
+    raise QGFError("the run's meta.json names no dataset or environment; cannot choose an evaluation env")
+
+
+def evaluation_env_name(name: str, task: int | None = None) -> tuple[str, int | None]:
+    """The single-task env to evaluate in, from a run's dataset or env name and an optional task
+    override: ``(cube-double-play-singletask-task2-v0, 3) -> (cube-double-singletask-task3-v0, 3)``."""
+    from qgf.envs import parse_name
+
+    parsed = parse_name(name)
+    if task is not None:
+        parsed = parsed.with_task(task)
+    elif not parsed.singletask:
+        parsed = parsed.with_task(None)  # OGBench's default task
+    return parsed.env_name, parsed.task
+
+
+def evaluate_run(
+    run: Any,
+    samplers: Sequence[Any] = ("qgf",),
+    weights: Sequence[float] = (0.0,),
+    bfn: Sequence[int] = (1,),
+    episodes: int = 50,
+    task: int | None = None,
+    seed: int = 0,
+    *,
+    workers: int | None = None,
+    num_envs: int | None = None,
+    progress: bool = False,
+) -> EvaluationResults:
+    """Evaluate a run (a `qgf.checkpoint.Run` or its path) on its single-task env for every
+    (sampler, best-of-N, weight); returns `qgf.results.EvaluationResults`."""
+    import datetime
+    from importlib import metadata
+
+    from qgf import __version__
+
+    if not isinstance(run, str | os.PathLike) and not hasattr(run, "agent"):
+        raise QGFError(f"expected a run or a run directory, got {type(run).__name__}")
+    if isinstance(run, str | os.PathLike):
+        from qgf.checkpoint import load_run
+
+        run = load_run(run)
+    env_name, env_task = evaluation_env_name(_run_dataset_name(run.meta), task)
+    conditions = sweep_conditions(samplers, weights, bfn, run.config.flow_steps)
+    policy = AgentPolicy(run.agent, conditions)
+    result = rollout(
+        env_name, policy, conditions, episodes, seed, workers=workers, num_envs=num_envs, progress=progress
+    )
+    try:
+        ogbench_version = metadata.version("ogbench")
+    except metadata.PackageNotFoundError:
+        ogbench_version = None
+    return EvaluationResults(
+        env=env_name,
+        task=env_task,
+        ogbench_version=ogbench_version,
+        success_timing=result.env.success_timing,
+        success_definition=SUCCESS_DEFINITION,
+        max_episode_steps=result.env.max_episode_steps,
+        action_horizon=result.action_horizon,
+        seed=seed,
+        episodes_per_condition=episodes,
+        interval={"method": "wilson", "level": CONFIDENCE_LEVEL},
+        wall_clock_s=result.wall_clock_s,
+        env_steps=result.env_steps,
+        num_envs=result.num_envs,
+        workers=result.workers,
+        run=str(run.path),
+        qgf_version=__version__,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        results=summarize(result, lambda c: (c.spec.estimator, c.weight, c.spec.best_of_n, c.spec.label)),
+        extra={
+            "run_step": run.step,
+            "flow_steps": run.config.flow_steps,
+            "guidance_critic": run.config.guidance_critic,
+            "startup_s": result.startup_s,
+            "common_random_numbers": True,
+        },
+    )
