@@ -335,6 +335,16 @@ def action_chunks(actions: np.ndarray, starts: np.ndarray, horizon: int) -> np.n
     return actions[index].reshape(len(starts), horizon * actions.shape[1])
 
 
+@jax.jit
+def _nearest_in_block(queries: Array, block: Array, is_real: Array) -> tuple[Array, Array]:
+    """Squared distance to, and index of, each query's nearest real row of `block`."""
+    squared = (
+        jnp.sum(queries**2, axis=1)[:, None] + jnp.sum(block**2, axis=1)[None, :] - 2.0 * queries @ block.T
+    )
+    squared = jnp.where(is_real[None, :], squared, jnp.inf)
+    return jnp.min(squared, axis=1), jnp.argmin(squared, axis=1)
+
+
 def nearest_neighbour_distances(queries: Array, references: Array, block_size: int = 8192) -> np.ndarray:
     """(Q,) Euclidean distance of each query row to its nearest reference row.
 
@@ -346,20 +356,15 @@ def nearest_neighbour_distances(queries: Array, references: Array, block_size: i
     references = jnp.asarray(references, jnp.float32)
     if references.shape[0] == 0:
         raise QGFError("no reference rows to search for nearest neighbours")
-    query_norms = jnp.sum(queries**2, axis=1)
-
-    @jax.jit
-    def block_best(block):
-        squared = query_norms[:, None] + jnp.sum(block**2, axis=1)[None, :] - 2.0 * queries @ block.T
-        return jnp.min(squared, axis=1), jnp.argmin(squared, axis=1)
-
     best_squared = np.full(queries.shape[0], np.inf)
     best_index = np.zeros(queries.shape[0], np.int64)
-    for start in range(0, references.shape[0], block_size):
-        block = references[start : start + block_size]
-        if block.shape[0] < block_size and references.shape[0] > block_size:  # one shape: one compile
-            block = jnp.concatenate([block, jnp.full((block_size - block.shape[0], block.shape[1]), jnp.inf)])
-        squared, index = (np.asarray(x) for x in block_best(block))
+    count = references.shape[0]
+    width = min(block_size, count)  # every block padded to one shape: one compilation
+    for start in range(0, count, width):
+        block = references[start : start + width]
+        is_real = jnp.arange(width) < block.shape[0]
+        block = jnp.pad(block, ((0, width - block.shape[0]), (0, 0)))
+        squared, index = (np.asarray(x) for x in _nearest_in_block(queries, block, is_real))
         better = squared < best_squared
         best_squared = np.where(better, squared, best_squared)
         best_index = np.where(better, index + start, best_index)
@@ -819,13 +824,16 @@ def plot_compute(report: Mapping[str, Any], path: Path, title: str) -> None:
     positions = np.arange(len(labels))
     batch = report["batch"]
     figure, axes = plt.subplots(1, 2, figsize=(2 * (0.8 * len(labels) + 2.5), 3.8))
-    analytic = [methods[m]["analytic_flops"] or np.nan for m in labels]
+    analytic = [
+        np.nan if methods[m]["analytic_flops"] is None else methods[m]["analytic_flops"] for m in labels
+    ]
     traced = [methods[m]["traced_dense_flops"] for m in labels]
     axes[0].bar(
         positions, analytic, color=[_color(m) for m in labels], alpha=0.85, label="analytic (formula)"
     )
     axes[0].plot(positions, traced, "k_", ms=18, mew=2, label="dense count of traced sampler")
-    axes[0].set_yscale("log")
+    if any(value > 0 for value in analytic):  # nan compares False
+        axes[0].set_yscale("log")
     axes[0].set_ylabel("dense-layer FLOPs per action")
     axes[0].legend(fontsize=8)
     width = 0.4
