@@ -222,7 +222,7 @@ def parse_name(name: str) -> OGBenchName:
 def manipulation_spec(domain_or_name: str) -> DomainSpec:
     """The `DomainSpec` of a manipulation domain, given the domain or any OGBench name of it."""
     domain = domain_or_name
-    if domain not in MANIPULATION_DOMAINS:
+    if domain not in _known_domains():
         domain = parse_name(domain_or_name).domain
     if domain not in MANIPULATION_DOMAINS:
         choices = ", ".join(MANIPULATION_DOMAINS)
@@ -252,10 +252,17 @@ def parse_file_name(filename: str) -> tuple[OGBenchName | None, str, int | None]
     return (parsed if parsed.dataset_type else None), split, slice_index
 
 
+_BOX_PRECISION_WARNING = r".*precision lowered by casting to float32.*"
+
+
+def ignore_box_precision_warnings() -> None:
+    """Gymnasium warns, on every access to `action_space`, that OGBench's float64 action bounds lose
+    precision as float32. That is expected and harmless, so qgf silences it process-wide."""
+    warnings.filterwarnings("ignore", message=_BOX_PRECISION_WARNING)
+
+
 def _quiet_make(factory, *args, **kwargs):
-    # Gymnasium warns, on every access to `action_space`, that OGBench's float64 action bounds lose
-    # precision as float32. That is expected and harmless, so the filter is process-wide.
-    warnings.filterwarnings("ignore", message=r".*precision lowered by casting to float32.*")
+    ignore_box_precision_warnings()
     return factory(*args, **kwargs)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from qgf.data.files import NpzFile, fingerprint, one_line
-from qgf.envs import ACTION_DIM, OGBenchName, parse_name
+from qgf.envs import ACTION_DIM, OGBenchName, ignore_box_precision_warnings, parse_name
 from qgf.errors import QGFError
 
 DATA_DIR_ENV_VAR = "QGF_DATA_DIR"
@@ -305,6 +305,7 @@ def relabel(parsed: OGBenchName, arrays: dict, path: str) -> tuple[np.ndarray, n
     from ogbench.relabel_utils import relabel_dataset
 
     env = _relabel_env(parsed.singletask_dataset_name)
+    ignore_box_precision_warnings()  # again: warning filters may have been reset since env creation
     info = {key: arrays[key] for key in ("qpos", "button_states") if key in arrays}
     try:
         relabel_dataset(parsed.env_name, env, info)
