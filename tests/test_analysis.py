@@ -276,8 +276,8 @@ def test_dense_flops_of_a_known_mlp_by_hand():
 
 
 def test_xla_cost_analysis_of_a_matmul():
-    compiled = jax.jit(lambda x, y: x @ y).lower(jnp.ones((8, 16)), jnp.ones((16, 4))).compile()
-    flops = analysis.xla_flops(compiled)
+    lowered = jax.jit(lambda x, y: x @ y).lower(jnp.ones((8, 16)), jnp.ones((16, 4)))
+    flops = analysis.xla_flops(lowered)
     assert flops is None or flops == pytest.approx(2 * 8 * 16 * 4, rel=0.05)
 
 
@@ -446,3 +446,46 @@ def test_analyze_end_to_end_on_a_flow_that_guidance_solves_in_one_step(tmp_path)
     assert summary["orderings"]["fig4_ood_highest_q"]["holds"] is False  # all tie at 0: not strictly highest
     assert summary["flops_per_action"]["bc"] == 0  # v = 0 has no dense layer
     assert summary["num_observations"] == batch
+
+
+def test_qgf_analyze_command_on_a_run_directory(tmp_path, capsys):
+    """`qgf analyze RUN` end to end on an (untrained) tiny run over a synthetic OGBench file: reads
+    the run's dataset, samples observations from the validation split, writes every file."""
+    from _data_fixtures import synthetic_arrays, write_npz
+    from qgf import checkpoint
+    from qgf.agent import QGFAgent
+    from qgf.cli import main
+    from qgf.config import load_preset
+    from qgf.data import load_dataset
+
+    data_dir, run_dir, out_dir = tmp_path / "data", tmp_path / "run", tmp_path / "out"
+    data_dir.mkdir()
+    write_npz(
+        data_dir / "cube-single-play-v0.npz", synthetic_arrays((30, 25), observation_dim=28, action_dim=5)
+    )
+    val = synthetic_arrays((12, 9), observation_dim=28, action_dim=5, seed=1)
+    write_npz(data_dir / "cube-single-play-v0-val.npz", val)
+    dataset = load_dataset("cube-single-play-v0", data_dir)
+    config = load_preset("tiny", {"flow_steps": 2, "horizon": 2})
+    checkpoint.create_run(run_dir, config, obs_dim=28, action_dim=5, dataset=dataset.metadata())
+    checkpoint.save_checkpoint(run_dir, QGFAgent.create(0, 28, 5, config))
+
+    args = ["analyze", str(run_dir), "--out", str(out_dir), "--estimators", "qgf", "--observations", "6"]
+    args += ["--bfn", "2", "--noise-scales", "0.1", "--repeats", "1", "--no-progress", "--weight", "qgf=0.5"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "Fig. 4" in printed and str(out_dir) in printed
+    summary = json.loads((out_dir / "analysis.json").read_text())
+    assert summary["dataset"]["observations_from"] == "val"
+    assert summary["dataset"]["observation_rows"] == 6
+    # chunks of h = 2 inside trajectories of 30 and 25 rows: 29 + 24 starts whose chunk ends before
+    # the terminal row -> 28 + 23
+    assert summary["dataset"]["nearest_neighbour_chunks"] == 28 + 23
+    assert summary["dataset"]["train_fingerprint_matches_run"] is True
+    assert summary["action_dim"] == 10 and summary["flow_steps"] == 2
+    assert summary["settings"]["weight_overrides"] == [["qgf", 0.5]]
+    q = json.loads((out_dir / "q_values.json").read_text())["methods"]
+    assert set(q) == {"bc", "qgf", "gradstep", "bfn-2", "dataset"}
+    # the dataset row is the validation actions at the sampled rows, so its NN distance is reported
+    assert "nearest_dataset" in json.loads((out_dir / "distances.json").read_text())["methods"]["dataset"]
+    assert main(["analyze", str(tmp_path / "missing")]) == 2

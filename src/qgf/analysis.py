@@ -442,13 +442,11 @@ def dense_flops(fn: Callable[..., Any], *args: Any) -> int:
     return _jaxpr_dense_flops(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
-def xla_flops(compiled) -> float | None:
-    """XLA's FLOP estimate for a compiled executable (all ops), or None if the backend has none.
-
-    XLA counts the body of a loop once, whatever its trip count.
-    """
+def xla_flops(stage) -> float | None:
+    """XLA's FLOP estimate (all ops) for a `jax.stages.Lowered` or `Compiled` program, or None if the
+    backend offers none. XLA counts the body of a loop once, whatever its trip count."""
     try:
-        cost = compiled.cost_analysis()
+        cost = stage.cost_analysis()
     except Exception:  # backends without cost analysis raise various errors
         return None
     if isinstance(cost, list | tuple):
@@ -532,7 +530,7 @@ def network_costs(model: PolicyAndCritic, observation_row: Any) -> dict[str, Any
     for name, (fn, args) in passes.items():
         report[name] = {
             "dense_flops": dense_flops(fn, *args),
-            "xla_flops": xla_flops(jax.jit(fn).lower(*args).compile()),
+            "xla_flops": xla_flops(jax.jit(fn).lower(*args)),  # lowered: no compile needed
         }
     # backward / forward, the factor b of `analytic_flops`, as both counts see it
     report["backward_factor"] = {
