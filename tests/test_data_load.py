@@ -92,6 +92,8 @@ OPEN_END[-1] = False
         (_corrupt(BASE, "observations", BASE["observations"][:, :28]), "shape mismatch.*37 dims.*28"),
         (_corrupt(BASE, "actions", BASE["actions"][:-1]), "shape mismatch: actions has 8 rows"),
         (_corrupt(BASE, "actions", BASE["actions"][:, :3]), "actions must have 5 dims"),
+        (_corrupt(BASE, "qpos", BASE["qpos"][:, 0]), r"qpos must be \(N, dims\), got shape \(9,\)"),
+        (_corrupt(BASE, "terminals", np.array(True)), r"terminals must be \(N,\)"),
         (
             _corrupt(BASE, "observations", BASE["observations"].astype(np.int32)),
             "dtype mismatch: observations",

@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -84,7 +84,6 @@ class GenerationResult:
     episodes_discarded: int  # scene episodes re-drawn because the cube left the visible area
     seconds: float
     workers: int
-    extras: dict = field(default_factory=dict)
 
     @property
     def steps_per_second(self) -> float:
@@ -245,18 +244,17 @@ def _outputs(target: OGBenchName, out_dir: str, slices: int | None) -> list[str]
     return [os.path.join(out_dir, target.train_filename), os.path.join(out_dir, target.val_filename)]
 
 
-def _assemble(paths_by_split: dict[str, list[str]], destinations: dict[str, str]) -> None:
-    """Stream episode files into one archive per split, writing each atomically."""
-    for split, episode_files in paths_by_split.items():
-        with NpzFile(episode_files[0]) as first:
-            members = {key: first.member_shape_dtype(key) for key in EPISODE_KEYS if key in first}
-        rows = 0
-        for path in episode_files:
-            with NpzFile(path) as npz:
-                rows += npz.member_shape_dtype("observations")[0][0]
-        with atomic_path(destinations[split]) as tmp, NpzWriter(tmp, compress=True) as writer:
-            for key, (shape, dtype) in members.items():
-                writer.add_blocks(key, (rows, *shape[1:]), dtype, _blocks(episode_files, key))
+def _assemble(episode_files: list[str], destination: str) -> None:
+    """Stream episode files, in order, into one compressed archive written atomically."""
+    with NpzFile(episode_files[0]) as first:
+        members = {key: first.member_shape_dtype(key) for key in EPISODE_KEYS if key in first}
+    rows = 0
+    for path in episode_files:
+        with NpzFile(path) as npz:
+            rows += npz.member_shape_dtype("observations")[0][0]
+    with atomic_path(destination) as tmp, NpzWriter(tmp, compress=True) as writer:
+        for key, (shape, dtype) in members.items():
+            writer.add_blocks(key, (rows, *shape[1:]), dtype, _blocks(episode_files, key))
 
 
 def _blocks(paths: list[str], key: str):
@@ -362,23 +360,22 @@ def generate(
     bar = _progress_bar(
         progress, total_episodes * plan.episode_length, resumed * plan.episode_length, plan.dataset
     )
-    finished = set()
 
     def on_episode_done(result: tuple[str, int, int]) -> None:
         nonlocal discarded
         split, index, attempts = result
         discarded += attempts
-        finished.add((split, index))
         if bar is not None:
             bar.update(plan.episode_length)
         if plan.slices is not None:
             _assemble_ready_slices(plan, target, ranges, slice_done, episode_dir, slice_stage)
 
     try:
-        if pending and workers_used == 1:
+        if pending and workers_used == 1:  # in-process: no start-up cost, same episodes
             _init_worker(spec.domain, plan.episode_length, plan.seed, episode_dir)
             for task in pending:
                 on_episode_done(_run_episode(task))
+            _worker.clear()
         elif pending:
             context = multiprocessing.get_context("spawn")  # fork would copy MuJoCo/JAX state unsafely
             initargs = (spec.domain, plan.episode_length, plan.seed, episode_dir)
@@ -405,8 +402,8 @@ def generate(
             for split in SPLIT_CODES
         }
         # Validation file first: a present train file then implies its -val companion is present too.
-        _assemble({"val": files["val"]}, {"val": outputs[1]})
-        _assemble({"train": files["train"]}, {"train": outputs[0]})
+        _assemble(files["val"], outputs[1])
+        _assemble(files["train"], outputs[0])
     shutil.rmtree(work_dir, ignore_errors=True)
     _remove_if_empty(os.path.join(out_dir, WORK_DIR_NAME))
 
@@ -437,8 +434,8 @@ def _assemble_ready_slices(plan, target, ranges, slice_done, episode_dir, slice_
         destinations = {
             split: os.path.join(slice_stage, target.slice_filename(i, split)) for split in SPLIT_CODES
         }
-        _assemble({"val": files["val"]}, {"val": destinations["val"]})
-        _assemble({"train": files["train"]}, {"train": destinations["train"]})
+        _assemble(files["val"], destinations["val"])
+        _assemble(files["train"], destinations["train"])
         for paths in files.values():
             for path in paths:
                 os.remove(path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,6 @@ class Dataset:
     action_clip_eps: float
     reward_semantics: str
     mask_semantics: str
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -218,12 +217,12 @@ def read_validated(npz: NpzFile, parsed: OGBenchName | None, *, need_info: bool 
         npz.require(info_keys, f"needed to relabel rewards for {parsed.singletask_dataset_name}")
     arrays = {key: npz.read(key) for key in (*REQUIRED_KEYS, *info_keys)}
 
+    expected_ndim = {"observations": 2, "actions": 2, "terminals": 1, "qpos": 2, "button_states": 2}
+    for key, value in arrays.items():
+        if value.ndim != expected_ndim[key]:
+            layout = "(N,)" if expected_ndim[key] == 1 else "(N, dims)"
+            raise QGFError(f"{path}: shape mismatch: {key} must be {layout}, got shape {value.shape}")
     observations, actions, terminals = arrays["observations"], arrays["actions"], arrays["terminals"]
-    if observations.ndim != 2 or actions.ndim != 2 or terminals.ndim != 1:
-        raise QGFError(
-            f"{path}: shape mismatch: expected observations (N, D), actions (N, A), terminals (N,), got "
-            f"{observations.shape}, {actions.shape}, {terminals.shape}"
-        )
     size = observations.shape[0]
     for key, value in arrays.items():
         if value.shape[0] != size:
@@ -284,12 +283,6 @@ def read_validated(npz: NpzFile, parsed: OGBenchName | None, *, need_info: bool 
             f"{path}: {outside.size} action row(s) outside [-1, 1] (max |a| = {magnitude.max():.4g} at row "
             f"{outside[0]}); OGBench actions are normalised to [-1, 1]"
         )
-    if "button_states" in arrays and arrays["button_states"].ndim != 2:
-        raise QGFError(
-            f"{path}: shape mismatch: button_states must be (N, buttons), got {arrays['button_states'].shape}"
-        )
-    if "qpos" in arrays and arrays["qpos"].ndim != 2:
-        raise QGFError(f"{path}: shape mismatch: qpos must be (N, nq), got {arrays['qpos'].shape}")
     return arrays
 
 
