@@ -79,7 +79,7 @@ def test_describe_file_and_directory(generated_dir, slice_dir, capsys):  # noqa:
 
     directory = describe(slice_dir, task_stats=False)
     assert directory["slices"] == 4 and directory["train_rows"] == 7 + 8 + 9 + 10
-    assert "first slice" in format_description(directory)
+    assert "100M-style slice directory" in format_description(directory)
 
     assert main(["data", "describe", str(slice_dir), "--json", "--no-task-stats"]) == 0
     assert json.loads(capsys.readouterr().out)["val_rows"] == 12

@@ -117,9 +117,10 @@ def _describe_directory(path: str, *, task_stats: bool) -> dict[str, Any]:
             rows.append(npz.member_shape_dtype("observations")[0][0])
     missing_val = [p for p in train if p[: -len(".npz")] + "-val.npz" not in val]
     first = _describe_file(train[0], task_stats=task_stats)
+    sliced = all(parse_file_name(os.path.basename(p))[2] is not None for p in train)
     return {
         "path": os.path.abspath(path),
-        "layout": "100M-style slice directory",
+        "layout": "100M-style slice directory" if sliced else "directory of dataset files",
         "slices": len(train),
         "val_slices": len(val),
         "slices_missing_val": [os.path.basename(p) for p in missing_val],
@@ -140,7 +141,7 @@ def format_description(summary: dict[str, Any]) -> str:
         ]
         if summary["slices_missing_val"]:
             lines.append(f"  WARNING: no -val file for: {', '.join(summary['slices_missing_val'])}")
-        lines.append("  first slice:")
+        lines.append("  first file:")
         lines.extend("  " + line for line in format_description(summary["first_slice"]).splitlines())
         return "\n".join(lines)
     length = summary["trajectory_length"]
