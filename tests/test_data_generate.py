@@ -158,3 +158,18 @@ def test_slices_layout_is_loadable_by_ogbench_per_slice(tmp_path, no_network):  
     whole = np.load(standard.paths[0])["observations"]
     first = np.load(directory / "cube-single-play-v0-000.npz")["observations"]
     np.testing.assert_array_equal(first, whole[:12])
+
+
+def test_cli_generate_then_describe(tmp_path, capsys):
+    from qgf.cli import main
+
+    args = ["data", "generate", "--env", "cube-single-play-v0", "--episodes", "1", "--val-episodes", "1"]
+    args += ["--episode-length", "10", "--workers", "1", "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "generated 20 steps" in out and str(tmp_path / "cube-single-play-v0.npz") in out
+    assert main(["data", "describe", str(tmp_path / "cube-single-play-v0.npz"), "--no-task-stats"]) == 0
+    assert "episodes: 1" in capsys.readouterr().out
+    assert main(args) == 2  # exists already
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err
