@@ -217,3 +217,112 @@ def test_bad_policy_output_is_a_clear_error():
 
     with pytest.raises(QGFError, match="multiple of 2"):
         rollout(make_line_env, wrong_width, ["a"], 1, workers=0)
+
+
+def test_summary_statistics_per_condition():
+    from qgf.evaluate import summarize
+
+    # Condition 0 (speed 1) always succeeds in 7 steps; condition 1 (speed 0.5) never does.
+    result = rollout(
+        make_line_env, speed_policy([1.0, 0.5]), ["fast", "slow"], 4, seed=0, workers=0, num_envs=3
+    )
+    fast, slow = summarize(result, lambda name: (name, 0.1, 1, name))
+    assert (fast.sampler, fast.episodes, fast.successes, fast.success_rate) == ("fast", 4, 4, 1.0)
+    assert (fast.ci_low, fast.ci_high) == pytest.approx((0.5101, 1.0), abs=1e-4)  # Wilson 4/4
+    assert (fast.return_mean, fast.return_std, fast.length_mean) == (-6.0, 0.0, 7.0)
+    assert fast.q_mean == 3.0  # chunks chosen at t = 0, 3, 6
+    assert (slow.successes, slow.length_mean, slow.return_mean) == (0, 10.0, -10.0)
+    assert slow.q_mean == pytest.approx(4.5)  # chunks at t = 0, 3, 6, 9
+    assert (slow.ci_low, slow.ci_high) == pytest.approx((0.0, 0.4899), abs=1e-4)  # Wilson 0/4
+    assert fast.episode_success == [True] * 4 and slow.episode_length == [10] * 4
+    assert fast.wall_clock_s + slow.wall_clock_s == pytest.approx(result.wall_clock_s)
+
+
+def test_q_mean_is_absent_without_a_critic():
+    from qgf.evaluate import summarize
+
+    result = rollout(make_line_env, speed_policy([1.0], q_from_time=False), ["bc"], 1, workers=0)
+    (summary,) = summarize(result, lambda name: (name, 0.0, 1, name))
+    assert summary.q_mean is None
+
+
+# --------------------------------------------------------------------------------------------------
+# The agent-backed policy (JAX; a tiny randomly initialised agent)
+
+
+def test_sweep_crosses_samplers_best_of_n_and_weights():
+    from qgf.evaluate import sweep_conditions
+    from qgf.guidance import SamplerSpec
+
+    conditions = sweep_conditions(["qgf", "none"], [0.1, 0.0, 0.1], [1, 4], steps=7)
+    described = [(c.spec.label, c.spec.steps, c.weight) for c in conditions]
+    assert described == [
+        ("qgf", 7, 0.0),
+        ("qgf", 7, 0.1),
+        ("qgf+bfn-4", 7, 0.0),
+        ("qgf+bfn-4", 7, 0.1),
+        ("none", 7, 0.0),  # BC does not depend on the weight: evaluated once
+        ("bfn-4", 7, 0.0),
+    ]
+    given = sweep_conditions([SamplerSpec("ood", steps=3)], [0.5], [1, 4], steps=10)
+    assert [(c.spec.label, c.spec.steps, c.weight) for c in given] == [("ood", 3, 0.5)]
+    with pytest.raises(QGFError, match=">= 0"):
+        sweep_conditions(["qgf"], [-0.1], [1], steps=10)
+    with pytest.raises(QGFError, match="qgf-chain"):
+        sweep_conditions(["qgf-chian"], [0.1], [1], steps=10)
+
+
+@pytest.fixture(scope="module")
+def tiny_agent():
+    from qgf.agent import QGFAgent
+    from qgf.config import load_preset
+
+    return QGFAgent.create(0, 3, 2, load_preset("tiny", warn=False))
+
+
+def test_agent_policy_rows_do_not_depend_on_their_batch(tiny_agent):
+    from qgf.evaluate import AgentPolicy, sweep_conditions
+
+    conditions = sweep_conditions(["qgf", "none"], [0.0, 2.0], [1], steps=10)  # qgf@0, qgf@2, none@0
+    policy = AgentPolicy(tiny_agent, conditions)
+    policy.warmup(4)
+    rng = np.random.default_rng(0)
+    observations = rng.normal(size=(4, 3)).astype(np.float32)
+    seeds = np.array([11, 12, 13, 14], np.uint32)
+    mixed = policy(observations, np.array([0, 1, 2, 1]), seeds)
+    assert mixed.actions.shape == (4, 10) and mixed.q.shape == (4,) and np.isfinite(mixed.q).all()
+    assert np.abs(mixed.actions).max() <= 1.0
+    for row, condition in enumerate([0, 1, 2, 1]):  # each row alone gives the same chunk
+        alone = policy(observations[row : row + 1], np.array([condition]), seeds[row : row + 1])
+        np.testing.assert_allclose(alone.actions[0], mixed.actions[row], atol=1e-5)
+        np.testing.assert_allclose(alone.q[0], mixed.q[row], atol=1e-5)
+    # Same state, same noise: QGF at weight 0 is BC, a large weight moves the chunk.
+    same = policy(np.repeat(observations[:1], 3, 0), np.array([0, 1, 2]), np.full(3, 5, np.uint32))
+    np.testing.assert_allclose(same.actions[0], same.actions[2], atol=1e-5)
+    assert np.abs(same.actions[1] - same.actions[0]).max() > 1e-3
+    # A different noise seed gives a different chunk.
+    other = policy(observations[:1], np.array([2]), np.array([99], np.uint32))
+    assert np.abs(other.actions[0] - mixed.actions[0]).max() > 1e-3
+
+
+def test_agent_policy_rejects_observations_of_the_wrong_size(tiny_agent):
+    from qgf.evaluate import AgentPolicy, sweep_conditions
+
+    policy = AgentPolicy(tiny_agent, sweep_conditions(["none"], [0.0], [1], steps=10))
+    with pytest.raises(QGFError, match="trained on 3"):
+        policy(np.zeros((1, 5), np.float32), np.array([0]), np.array([0], np.uint32))
+
+
+def test_evaluation_env_name_follows_the_run_and_the_task_override():
+    from qgf.evaluate import evaluation_env_name
+
+    assert evaluation_env_name("cube-double-play-singletask-task2-v0") == (
+        "cube-double-singletask-task2-v0",
+        2,
+    )
+    assert evaluation_env_name("cube-double-play-singletask-task2-v0", 4) == (
+        "cube-double-singletask-task4-v0",
+        4,
+    )
+    assert evaluation_env_name("cube-single-play-v0", 3) == ("cube-single-singletask-task3-v0", 3)
+    assert evaluation_env_name("cube-single-play-v0") == ("cube-single-singletask-v0", None)

@@ -1,0 +1,178 @@
+"""Evaluation throughput: guided-policy rollouts against the environments alone.
+
+    python bench/evaluation.py [--quick] [--json PATH]
+
+The issue's target: evaluating 9 weights x 10 episodes of one sampler on cube-single takes at most
+about 1.5x the time the environments alone take to step the same number of steps. In one run,
+`run(quick)` measures
+
+- `eval`: `qgf.evaluate.rollout` with `qgf.evaluate.AgentPolicy` (what `qgf evaluate` runs) over a
+  randomly initialised CPU-preset agent (4x256 networks, QGF sampler, 10 Euler steps), all cores;
+- `env_only`: the same number of worker processes building the same number of envs and stepping
+  the same total number of steps with uniformly random actions, no policy and no messages;
+- `free_policy`: the rollout engine with a policy that costs nothing (a constant chunk), which
+  separates the engine's own overhead (messages, bookkeeping) from the policy's compute;
+
+and reports `ratio` = eval wall-clock / env-only wall-clock, both from process start to the last
+step (spawning, env construction and JAX compilation included), plus `stepping_ratio`, the same
+ratio with the start-up phases left out. Target: `ratio` <= 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import time
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+ENV = "cube-single-play-singletask-task1-v0"
+WEIGHTS = (0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)  # the paper's single-task grid
+
+
+def _env_only_worker(env_name: str, num_envs: int, steps: int, seed: int, connection) -> None:
+    from qgf.evaluate import make_ogbench_env
+
+    build_start = time.perf_counter()
+    envs = [make_ogbench_env(env_name) for _ in range(num_envs)]
+    for index, env in enumerate(envs):
+        env.reset(seed=seed + index)
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(-1, 1, size=(steps, envs[0].action_space.shape[0])).astype(np.float32)
+    step_start = time.perf_counter()
+    for step, action in enumerate(actions):  # round-robin, as the rollout interleaves its envs
+        env = envs[step % num_envs]
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset(seed=seed + step)
+    connection.send((step_start - build_start, time.perf_counter() - step_start))
+    connection.close()
+
+
+def env_only(env_name: str, workers: int, num_envs: int, total_steps: int) -> dict:
+    """Wall-clock of ``workers`` processes stepping ``total_steps`` random actions between them."""
+    context = multiprocessing.get_context("spawn")
+    start = time.perf_counter()
+    processes, connections = [], []
+    for worker in range(workers):
+        parent_end, child_end = context.Pipe(duplex=False)
+        envs = len(range(worker, num_envs, workers))
+        steps = len(range(worker, total_steps, workers))
+        process = context.Process(
+            target=_env_only_worker, args=(env_name, envs, steps, worker * 1000, child_end)
+        )
+        process.start()
+        child_end.close()
+        processes.append(process)
+        connections.append(parent_end)
+    timings = [connection.recv() for connection in connections]
+    wall = time.perf_counter() - start
+    for process in processes:
+        process.join()
+    stepping = max(step for _, step in timings)
+    return {
+        "wall_s": round(wall, 3),
+        "stepping_s": round(stepping, 3),
+        "steps_per_second": round(total_steps / stepping, 1),
+    }
+
+
+def _random_agent(obs_dim: int, action_dim: int):
+    import jax
+
+    from qgf.agent import QGFAgent
+    from qgf.config import load_preset
+
+    config = load_preset("cpu", warn=False)
+    # One compiled initialisation instead of an eager one (which compiles every small op).
+    return jax.jit(lambda: QGFAgent.create(0, obs_dim, action_dim, config))()
+
+
+class _ConstantPolicy:
+    def __init__(self, horizon: int, action_dim: int):
+        self.chunk = np.zeros((horizon, action_dim), np.float32)
+
+    def __call__(self, observations, condition_indices, noise_seeds):
+        from qgf.evaluate import PolicyOutput
+
+        rows = len(observations)
+        return PolicyOutput(np.broadcast_to(self.chunk, (rows,) + self.chunk.shape), np.zeros(rows))
+
+
+def evaluation(env_name: str, weights, episodes: int, workers: int, agent) -> dict:
+    from qgf.evaluate import AgentPolicy, rollout, sweep_conditions
+
+    conditions = sweep_conditions(["qgf"], weights, [1], agent.config.flow_steps)
+    policy = AgentPolicy(agent, conditions)
+    result = rollout(env_name, policy, conditions, episodes, seed=0, workers=workers)
+    policy_seconds = sum(record.policy_seconds for record in result.episodes)
+    return {
+        "wall_s": round(result.wall_clock_s, 3),
+        "startup_s": round(result.startup_s, 3),
+        "stepping_s": round(result.wall_clock_s - result.startup_s, 3),
+        "env_steps": result.env_steps,
+        "policy_compute_s": round(policy_seconds, 3),
+        "num_envs": result.num_envs,
+    }
+
+
+def free_policy(env_name: str, conditions: int, episodes: int, workers: int, horizon: int) -> dict:
+    from qgf.evaluate import rollout
+
+    result = rollout(
+        env_name, _ConstantPolicy(horizon, 5), list(range(conditions)), episodes, workers=workers
+    )
+    return {
+        "wall_s": round(result.wall_clock_s, 3),
+        "stepping_s": round(result.wall_clock_s - result.startup_s, 3),
+        "env_steps": result.env_steps,
+    }
+
+
+def run(quick: bool = True) -> dict:
+    workers = os.cpu_count() or 1
+    weights = WEIGHTS[:3] if quick else WEIGHTS
+    episodes = 2 if quick else 10
+    agent = _random_agent(obs_dim=28, action_dim=5)
+    evaluated = evaluation(ENV, weights, episodes, workers, agent)
+    baseline = env_only(ENV, workers, evaluated["num_envs"], evaluated["env_steps"])
+    engine = free_policy(ENV, len(weights), episodes, workers, agent.config.horizon)
+    return {
+        "env": ENV,
+        "quick": quick,
+        "workers": workers,
+        "conditions": len(weights),
+        "episodes_per_condition": episodes,
+        "policy": "random QGFAgent, cpu preset (4x256), qgf sampler, 10 Euler steps",
+        "eval": evaluated,
+        "env_only": baseline,
+        "free_policy": engine,
+        "ratio": round(evaluated["wall_s"] / baseline["wall_s"], 3),
+        "stepping_ratio": round(evaluated["stepping_s"] / baseline["stepping_s"], 3),
+        "free_policy_ratio": round(engine["wall_s"] / baseline["wall_s"], 3),
+        "target_ratio": 1.5,
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 weights x 2 episodes instead of 9 x 10")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    results = run(quick=args.quick)
+    text = json.dumps(results, indent=2)
+    print(text)
+    print(f"eval / env-only wall-clock: {results['ratio']:.2f} (target <= {results['target_ratio']})")
+    if args.json:
+        with open(args.json, "w") as handle:
+            handle.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""`qgf evaluate`: roll out a trained run's guided policy for a grid of (sampler, best-of-N, weight).
+Stdlib-only at import time."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+DESCRIPTION = """\
+Evaluate a trained run on its OGBench single-task environment. For every sampler, best-of-N and
+guidance weight, runs --episodes episodes (action chunks executed open-loop, many envs in parallel)
+and reports the success rate with a 95% Wilson interval, return, episode length, mean Q of the
+executed chunks and wall-clock. Writes results.json (schema: docs/evaluation.md), results.csv,
+results.md and success_vs_weight.png to --out, and prints the table. Every weight is reported on
+its own; no maximum over weights is a headline number."""
+
+PAPER_WEIGHTS = "0,0.004,0.008,0.01,0.02,0.04,0.06,0.08,0.1,0.12"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="success rate (with 95%% CI) per sampler, best-of-N and guidance weight",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "run", metavar="RUN", help="run directory written by `qgf train` (or a checkpoint file)"
+    )
+    parser.add_argument(
+        "--sampler",
+        action="append",
+        metavar="NAME",
+        help="estimator to evaluate; repeat for several (default: qgf). 'none' is BC; e.g. --sampler qgf "
+        "--sampler ood. Estimators: none, qgf, qgf-jacobian, qgf-chain, qgf-jacobian-smooth, "
+        "qgf-regularized, qgf-jacobian-ortho, ood, bptt, gradstep",
+    )
+    parser.add_argument(
+        "--weights",
+        default=PAPER_WEIGHTS,
+        metavar="W,W,...",
+        help=f"comma-separated guidance weights >= 0 (default: 0 and the paper's grid, {PAPER_WEIGHTS})",
+    )
+    parser.add_argument(
+        "--bfn", default="1", metavar="N[,N...]", help="best-of-N sample counts, comma-separated (default: 1)"
+    )
+    parser.add_argument("--episodes", type=int, default=50, help="episodes per condition (default: 50)")
+    parser.add_argument("--task", type=int, help="evaluate on single-task K instead of the run's own task")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of env resets and policy noise (default: 0)"
+    )
+    parser.add_argument(
+        "--workers", type=int, help="env worker processes (default: all cores; 0 = in this process)"
+    )
+    parser.add_argument("--envs", type=int, help="envs alive at once (default: 8 per worker)")
+    parser.add_argument("--step", type=int, help="checkpoint step to evaluate (default: the latest)")
+    parser.add_argument("--out", help="output directory (default: RUN/eval)")
+    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    parser.set_defaults(func=run)
+
+
+def parse_weights(text: str) -> list[float]:
+    import math
+
+    from qgf.errors import QGFError
+
+    weights = []
+    for item in text.split(","):
+        item = item.strip()
+        try:
+            weight = float(item)
+        except ValueError:
+            raise QGFError(f"--weights: {item!r} is not a number (expected e.g. 0,0.004,0.01)") from None
+        if not math.isfinite(weight) or weight < 0:
+            raise QGFError(f"--weights: guidance weights must be finite and >= 0, got {item}")
+        weights.append(weight)
+    return weights
+
+
+def parse_best_of_n(text: str) -> list[int]:
+    from qgf.errors import QGFError
+
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) < 1:
+            raise QGFError(f"--bfn: expected integers >= 1 such as 1,4,16, got {item!r}")
+        values.append(int(item))
+    return values
+
+
+def check_samplers(names: list[str]) -> list[str]:
+    import difflib
+
+    from qgf.errors import QGFError
+    from qgf.guidance import ESTIMATORS
+
+    for name in names:
+        if name in ESTIMATORS:
+            continue
+        if name.lower().startswith("bfn"):
+            raise QGFError(f"--sampler {name!r}: best-of-N is --bfn N (BFN is --sampler none --bfn N)")
+        close = difflib.get_close_matches(name, ESTIMATORS, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise QGFError(f"unknown --sampler {name!r}; {hint}choose from: {', '.join(ESTIMATORS)}")
+    return list(dict.fromkeys(names))
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from qgf.errors import QGFError
+
+    samplers = check_samplers(args.sampler or ["qgf"])
+    weights = parse_weights(args.weights)
+    best_of_n = parse_best_of_n(args.bfn)
+    if args.episodes < 1:
+        raise QGFError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.workers is not None and args.workers < 0:
+        raise QGFError(f"--workers must be >= 0, got {args.workers}")
+    if args.envs is not None and args.envs < 1:
+        raise QGFError(f"--envs must be >= 1, got {args.envs}")
+
+    from qgf.checkpoint import load_run
+    from qgf.evaluate import evaluate_run
+    from qgf.results import markdown_table, write_all
+
+    run_ = load_run(args.run, step=args.step)
+    out = args.out or os.path.join(run_.path, "eval")
+    results = evaluate_run(
+        run_,
+        samplers,
+        weights,
+        best_of_n,
+        episodes=args.episodes,
+        task=args.task,
+        seed=args.seed,
+        workers=args.workers,
+        num_envs=args.envs,
+        progress=not args.no_progress,
+    )
+    paths = write_all(results, out)
+    print(f"\n{results.env}: {results.episodes_per_condition} episodes per condition, seed {results.seed}")
+    print(markdown_table(results))
+    print(
+        f"\n{results.env_steps} env steps in {results.wall_clock_s:.1f} s; wrote "
+        + ", ".join(str(path) for path in paths.values())
+    )
+    sys.stdout.flush()
+    return 0
