@@ -305,8 +305,6 @@ def generate(
     if workers < 1:
         raise QGFError(f"--workers must be at least 1, got {workers}")
 
-    import ogbench
-
     plan = GenerationPlan(
         dataset=target.dataset_name,
         env=target.goal_env_name,
@@ -315,7 +313,7 @@ def generate(
         episode_length=int(episode_length),
         seed=int(seed),
         slices=int(slices) if slices else None,
-        ogbench_version=getattr(ogbench, "__version__", "") or _ogbench_version(),
+        ogbench_version=_ogbench_version(),
     )
     outputs = _outputs(target, out_dir, plan.slices)
     existing = [p for p in outputs if os.path.exists(p)]
@@ -363,8 +361,7 @@ def generate(
 
     def on_episode_done(result: tuple[str, int, int]) -> None:
         nonlocal discarded
-        split, index, attempts = result
-        discarded += attempts
+        discarded += result[2]
         if bar is not None:
             bar.update(plan.episode_length)
         if plan.slices is not None:
