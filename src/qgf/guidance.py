@@ -167,33 +167,58 @@ def _one_step_denoiser(velocity_fn: VelocityFn, obs: Any, t: Array) -> Callable[
     return denoise
 
 
-def _euler_to_one(velocity_fn: VelocityFn, obs: Any, t: Array, steps: int) -> Callable[[Array], tuple]:
-    """a_t -> (ODE(a_t), v(s, a_t, t)): the unguided Euler ODE from t to 1.
+class _RemainingOde:
+    """The unguided Euler ODE from t to 1, used by qgf-chain (forward only) and bptt (with adjoint).
 
     Each row takes n = ceil((1 - t) T) equal steps of (1 - t) / n, which is exactly the sampler's
-    own grid (steps of 1 / T) when t is on it. Rows may have different t (diagnostics); the loop
-    runs T - 1 iterations after the first step, and a `lax.cond` skips iterations no row needs, so
-    inside the sampler the cost is the T - k remaining velocity passes, not T.
+    own grid (steps of 1 / T) when t is on it. Rows may have different t (diagnostics). Step 0 is
+    taken outside the loop (its velocity is the sampler's v at a_t); steps 1 .. T - 1 run in a
+    `lax.scan` whose iterations no row needs are skipped by a `lax.cond`, so inside the sampler
+    step k costs the T - k remaining velocity passes, not T.
     """
-    remaining = jnp.clip(jnp.ceil((1.0 - t) * steps - 1e-4), 0, steps)
-    step_size = (1.0 - t) / jnp.maximum(remaining, 1.0)
-    most_remaining = jnp.max(remaining)
 
-    def integrate(a_t: Array) -> tuple[Array, Array]:
-        first_velocity = velocity_fn(obs, a_t, t)
-        a = a_t + _per_row(step_size) * first_velocity
+    def __init__(self, velocity_fn: VelocityFn, obs: Any, t: Array, steps: int):
+        self.velocity_fn, self.obs, self.t, self.steps = velocity_fn, obs, t, steps
+        self.remaining = jnp.clip(jnp.ceil((1.0 - t) * steps - 1e-4), 0, steps)
+        self.step_size = (1.0 - t) / jnp.maximum(self.remaining, 1.0)
+        self.most_remaining = jnp.max(self.remaining)
 
-        def body(a: Array, j: Array) -> tuple[Array, None]:
+    def step_scale(self, j: Array) -> Array:
+        """(B,) factor of step j's velocity: the step size, or 0 for rows whose ODE has ended."""
+        return self.step_size * (j < self.remaining).astype(self.step_size.dtype)
+
+    def velocity(self, a: Array, j: Array) -> Array:
+        return self.velocity_fn(self.obs, a, self.t + j * self.step_size)
+
+    def integrate_rest(self, a: Array) -> tuple[Array, Array]:
+        """From the state after step 0, run steps 1 .. n - 1: (end state, the input of each step)."""
+
+        def body(a: Array, j: Array) -> tuple[Array, Array]:
             def advance(a: Array) -> Array:
-                active = (j < remaining).astype(a.dtype)  # rows whose ODE has already reached 1 stay
-                return a + _per_row(step_size * active) * velocity_fn(obs, a, t + j * step_size)
+                return a + _per_row(self.step_scale(j)) * self.velocity(a, j)
 
-            return jax.lax.cond(j < most_remaining, advance, lambda a: a, a), None
+            return jax.lax.cond(j < self.most_remaining, advance, lambda a: a, a), a
 
-        a, _ = jax.lax.scan(body, a, jnp.arange(1, steps))
-        return a, first_velocity
+        return jax.lax.scan(body, a, jnp.arange(1, self.steps))
 
-    return integrate
+    def pull_back_rest(self, cotangent: Array, states: Array) -> Array:
+        """Transpose of steps n - 1 .. 1 applied to a cotangent on the end state: the adjoint
+        recursion u <- u + h J_v(a_j)ᵀ u, each VJP recomputing its step's forward pass.
+
+        Written by hand because JAX's reverse mode through `lax.cond` inside `lax.scan` ran 10-20x
+        slower than the passes it does; here every skipped iteration stays skipped."""
+
+        def body(u: Array, j_and_state: tuple[Array, Array]) -> tuple[Array, None]:
+            j, state = j_and_state
+
+            def pull(u: Array) -> Array:
+                _, pullback = jax.vjp(lambda a: self.velocity(a, j), state)
+                return u + pullback(_per_row(self.step_scale(j)) * u)[0]
+
+            return jax.lax.cond(j < self.most_remaining, pull, lambda u: u, u), None
+
+        u, _ = jax.lax.scan(body, cotangent, (jnp.arange(1, self.steps), states), reverse=True)
+        return u
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,15 +281,21 @@ def _estimate_qgf_jacobian_ortho(velocity_fn, q_fn, obs, a_t, t, spec, key):
 
 
 def _estimate_qgf_chain(velocity_fn, q_fn, obs, a_t, t, spec, key):
-    a1, velocity = _euler_to_one(velocity_fn, obs, t, spec.steps)(a_t)
+    ode = _RemainingOde(velocity_fn, obs, t, spec.steps)
+    velocity = velocity_fn(obs, a_t, t)
+    a1, _ = ode.integrate_rest(a_t + _per_row(ode.step_scale(0)) * velocity)
     a1 = jax.lax.stop_gradient(a1)  # J ≈ I: no differentiation through the remaining chain
     return critic_gradient(q_fn, obs, _maybe_clip_hat(a1, spec)), velocity
 
 
 def _estimate_bptt(velocity_fn, q_fn, obs, a_t, t, spec, key):
-    a1, pullback, velocity = jax.vjp(_euler_to_one(velocity_fn, obs, t, spec.steps), a_t, has_aux=True)
-    (g,) = pullback(critic_gradient(q_fn, obs, _maybe_clip_hat(a1, spec)))
-    return g, velocity
+    # g = (d ODE(a_t) / d a_t)ᵀ grad Q(ODE(a_t)), by the adjoint recursion through the Euler steps.
+    ode = _RemainingOde(velocity_fn, obs, t, spec.steps)
+    velocity, first_pullback = jax.vjp(lambda a: velocity_fn(obs, a, t), a_t)
+    first_scale = _per_row(ode.step_scale(0))
+    a1, states = ode.integrate_rest(a_t + first_scale * velocity)
+    u = ode.pull_back_rest(critic_gradient(q_fn, obs, _maybe_clip_hat(a1, spec)), states)
+    return u + first_pullback(first_scale * u)[0], velocity
 
 
 def _estimate_at_noisy_action(velocity_fn, q_fn, obs, a_t, t, spec, key):
