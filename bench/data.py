@@ -82,6 +82,7 @@ def generation_speed(out_dir: str, workers: int, episodes: int, val_episodes: in
         "seconds": round(result.seconds, 2),
         "steps_per_second": round(result.steps_per_second, 1),
         "cpu_seconds": round(_cpu_seconds() - cpu_start, 2),
+        "rollout_steps_per_cpu_second": round(result.steps_per_cpu_second, 1),
     }
 
 
@@ -198,7 +199,8 @@ def _print_summary(results: dict) -> None:
         print(
             f"generate, {row['workers']} worker(s): {row['steps']} steps in {row['seconds']} s = "
             f"{row['steps_per_second']:.0f} steps/s; {row['cpu_seconds']} CPU-s = "
-            f"{row['steps'] / row['cpu_seconds']:.0f} steps per CPU-second (incl. startup)"
+            f"{row['steps'] / row['cpu_seconds']:.0f} steps per CPU-second incl. start-up, "
+            f"{row['rollout_steps_per_cpu_second']:.0f} in the simulation loop"
         )
     s = results["slices"]
     print(

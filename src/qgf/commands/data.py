@@ -79,10 +79,16 @@ def run_generate(args: argparse.Namespace) -> int:
     )
     resumed = f", {result.episodes_resumed} episodes resumed" if result.episodes_resumed else ""
     discarded = f", {result.episodes_discarded} scene episodes re-drawn" if result.episodes_discarded else ""
+    speed = ""
+    if result.steps_generated:
+        speed = (
+            f": {result.steps_per_second:,.0f} steps/s ({result.steps_per_cpu_second:,.0f} per CPU-second "
+            "of simulation)"
+        )
     print(
         f"generated {result.steps_total:,} steps ({result.plan.train_episodes} train + "
         f"{result.plan.val_episodes} val episodes of {result.plan.episode_length}) in {result.seconds:.1f} s "
-        f"with {result.workers} worker(s): {result.steps_per_second:,.0f} steps/s{resumed}{discarded}"
+        f"with {result.workers} worker(s){speed}{resumed}{discarded}"
     )
     for path in result.paths:
         print(f"  wrote {path}")

@@ -84,10 +84,17 @@ class GenerationResult:
     episodes_discarded: int  # scene episodes re-drawn because the cube left the visible area
     seconds: float
     workers: int
+    rollout_cpu_seconds: float  # CPU time the workers spent simulating (start-up and files excluded)
 
     @property
     def steps_per_second(self) -> float:
         return self.steps_generated / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def steps_per_cpu_second(self) -> float:
+        """Simulation cost per core, independent of how busy the machine was."""
+        cpu = self.rollout_cpu_seconds
+        return self.steps_generated / cpu if cpu > 0 else float("nan")
 
 
 def episode_seeds(seed: int, split: str, index: int, attempt: int) -> tuple[int, int]:
@@ -201,16 +208,20 @@ def episode_path(episode_dir: str, split: str, index: int) -> str:
     return os.path.join(episode_dir, f"{split}-{index:07d}.npz")
 
 
-def _run_episode(task: tuple[str, int]) -> tuple[str, int, int]:
-    """Generate and save one episode, re-drawing unhealthy scene episodes; return (split, index, re-draws)."""
+def _run_episode(task: tuple[str, int]) -> tuple[int, float]:
+    """Generate and save one episode, re-drawing unhealthy scene episodes.
+
+    Returns (number of re-draws, CPU seconds spent simulating)."""
     split, index = task
     spec, length = _worker["spec"], _worker["episode_length"]
+    cpu_start = time.process_time()
     for attempt in range(MAX_ATTEMPTS):
         env_seed, numpy_seed = episode_seeds(_worker["seed"], split, index, attempt)
         episode = rollout(_worker["env"], _worker["oracles"], spec, length, env_seed, numpy_seed)
         if spec.family != "scene" or scene_cube_visible(episode["qpos"]):
+            cpu_seconds = time.process_time() - cpu_start
             save_npz(episode_path(_worker["episode_dir"], split, index), episode, compress=False)
-            return split, index, attempt
+            return attempt, cpu_seconds
     raise QGFError(
         f"{split} episode {index}: the cube left the visible area in {MAX_ATTEMPTS} attempts in a row"
     )
@@ -359,9 +370,12 @@ def generate(
         progress, total_episodes * plan.episode_length, resumed * plan.episode_length, plan.dataset
     )
 
-    def on_episode_done(result: tuple[str, int, int]) -> None:
-        nonlocal discarded
-        discarded += result[2]
+    rollout_cpu_seconds = 0.0
+
+    def on_episode_done(result: tuple[int, float]) -> None:
+        nonlocal discarded, rollout_cpu_seconds
+        discarded += result[0]
+        rollout_cpu_seconds += result[1]
         if bar is not None:
             bar.update(plan.episode_length)
         if plan.slices is not None:
@@ -414,6 +428,7 @@ def generate(
         episodes_discarded=discarded,
         seconds=time.perf_counter() - start_time,
         workers=workers_used,
+        rollout_cpu_seconds=rollout_cpu_seconds,
     )
 
 
