@@ -18,10 +18,16 @@ TINY_VAL_EPISODES = 1
 
 @pytest.fixture(scope="session")
 def generated_dir(tmp_path_factory) -> str:
-    """A tiny cube-double play dataset (3 train + 1 val episodes of 40 steps) made by `qgf.data.generate`."""
+    """A tiny cube-double play dataset (3 train + 1 val episodes of 40 steps) made by `qgf.data.generate`.
+
+    Each test module that imports this fixture gets its own copy of it, so the data is generated once
+    per session at a fixed path and reused.
+    """
     from qgf.data import generate
 
-    out = str(tmp_path_factory.mktemp("generated"))
+    out = str(tmp_path_factory.getbasetemp() / "qgf-data-generated")
+    if os.path.exists(os.path.join(out, "cube-double-play-v0.npz")):
+        return out
     generate(
         "cube-double-play-v0",
         out,
