@@ -14,7 +14,7 @@ import sys
 
 from qgf.errors import QGFError
 
-COMMANDS = ("data", "train", "evaluate", "demo", "toy", "analyze", "bench")
+COMMANDS = ("demo", "data", "train", "evaluate", "toy", "analyze", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
