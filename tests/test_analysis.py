@@ -345,32 +345,50 @@ def test_analytic_formula_agrees_with_the_traced_samplers():
 
 
 def test_paper_orderings_from_hand_made_reports():
-    noise = {
-        "estimators": {"qgf": {"overall": 0.9}, "qgf-jacobian": {"overall": 0.5}, "bptt": {"overall": 0.95}}
-    }
+    def rows(mean, spread=0.0):
+        return [mean - spread, mean, mean + spread]
 
-    def methods(values, key=None):
-        return {
-            "methods": {
-                k: ({key: {"mean": v}} if key else {"mean": v, "minus_reference": {}})
-                for k, v in values.items()
-            }
+    cosines = {"qgf": 0.9, "qgf-jacobian": 0.5, "bptt": 0.95}
+    noise = {"estimators": {name: {"overall_per_observation": rows(v)} for name, v in cosines.items()}}
+    q_means = {"bc": 0.0, "qgf": 3.0, "qgf-jacobian": 2.0, "qgf-chain": 1.0, "ood": 4.0, "bfn-16": 5.0}
+    q = {
+        "methods": {
+            k: {"per_observation": rows(v), "minus_reference": {"mean": v - 5.0}} for k, v in q_means.items()
         }
-
-    q = methods({"bc": 0.0, "qgf": 3.0, "qgf-jacobian": 2.0, "qgf-chain": 1.0, "ood": 4.0, "bfn-16": 5.0})
+    }
+    q["methods"]["qgf-chain"]["per_observation"] = [5.0, -2.0, 0.0]  # mean 1, but beats qgf on row 0
     near = {"bc": 1.0, "qgf": 1.0, "ood": 2.0, "qgf-jacobian": 1.5}
     distances = {
-        "methods": {k: {"to_reference": {"mean": v}, "nearest_dataset": {"mean": v}} for k, v in near.items()}
+        "methods": {
+            k: {"to_reference": {"per_observation": rows(v)}, "nearest_dataset": {"per_observation": rows(v)}}
+            for k, v in near.items()
+        }
     }
     result = analysis.paper_orderings(noise, q, distances, "bfn-16")
-    assert result["fig3_qgf_least_noise_sensitive"]["holds"] is False  # bptt 0.95 > qgf 0.9
-    assert result["fig4_qgf_beats_jacobian_chain_bptt"]["holds"] is True  # bptt absent from q: skipped
-    assert set(result["fig4_qgf_beats_jacobian_chain_bptt"]["against"]) == {"qgf-jacobian", "qgf-chain"}
+
+    fig3 = result["fig3_qgf_least_noise_sensitive"]
+    assert fig3["holds"] is False  # bptt 0.95 > qgf 0.9
+    assert set(fig3["against"]) == {"qgf-jacobian", "bptt"}  # qgf-chain was not run
+    assert fig3["against"]["bptt"]["difference"]["mean"] == pytest.approx(-0.05)
+    fig4 = result["fig4_qgf_beats_jacobian_chain_bptt"]
+    assert fig4["holds"] is True and fig4["value"] == pytest.approx(3.0)
+    # qgf - chain = [-2, 5, 3]: mean 2 but standard error sqrt(13 / 3) = 2.08, so not by 2 s.e.
+    assert fig4["against"]["qgf-chain"]["difference"]["mean"] == pytest.approx(2.0)
+    assert fig4["against"]["qgf-chain"]["difference"]["stderr"] == pytest.approx(np.sqrt(13 / 3))
+    assert fig4["holds_by_2_stderr"] is False
     assert result["fig4_ood_highest_q"]["holds"] is True
+    assert result["fig4_ood_highest_q"]["holds_by_2_stderr"] is False  # via qgf-chain's spread
     assert result["fig4_ood_above_bfn"]["holds"] is False
+    assert result["fig4_qgf_minus_bfn"]["mean"] == pytest.approx(-2.0)
     assert result["fig17_ood_farthest_from_bfn"]["holds"] is True
-    no_qgf = analysis.paper_orderings(None, methods({"ood": 1.0, "bfn-16": 0.0}), distances, "bfn-16")
-    assert no_qgf["fig4_qgf_beats_jacobian_chain_bptt"]["holds"] is None
+    assert result["fig17_ood_farthest_from_bfn"]["holds_by_2_stderr"] is True  # constant paired gaps
+    no_qgf = {"methods": {k: q["methods"][k] for k in ("ood", "bfn-16")}}
+    assert (
+        analysis.paper_orderings(None, no_qgf, distances, "bfn-16")["fig4_qgf_beats_jacobian_chain_bptt"][
+            "holds"
+        ]
+        is None
+    )
 
 
 # ----------------------------------------------------------------------------------- settings and CLI

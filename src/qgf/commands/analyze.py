@@ -144,7 +144,17 @@ def format_summary(summary: dict, out_dir: str) -> str:
         )
         return f"  {title}: {cells}"
 
-    verdict = {True: "holds", False: "does NOT hold", None: "not evaluated"}
+    def verdict(ordering: dict) -> str:
+        if ordering["holds"] is None:
+            return "not evaluated"
+        if not ordering["holds"]:
+            return "does NOT hold"
+        return (
+            "holds (every gap > 2 paired s.e.)"
+            if ordering["holds_by_2_stderr"]
+            else "holds, within 2 paired s.e."
+        )
+
     orderings = summary["orderings"]
     claims = {
         "fig3_qgf_least_noise_sensitive": "Fig. 3  qgf least noise-sensitive (vs jacobian, chain, bptt)",
@@ -166,5 +176,5 @@ def format_summary(summary: dict, out_dir: str) -> str:
     ]
     for key, text in claims.items():
         if key in orderings:
-            lines.append(f"  {text}: {verdict[orderings[key]['holds']]}")
+            lines.append(f"  {text}: {verdict(orderings[key])}")
     return "\n".join(lines)
