@@ -731,7 +731,7 @@ class AgentPolicy:
         return PolicyOutput(actions, q, seconds)
 
 
-def _run_dataset_name(meta: dict[str, Any]) -> str:
+def run_dataset_name(meta: dict[str, Any]) -> str:
     """The OGBench name a run was trained on, from its meta.json."""
     dataset = meta.get("dataset") or {}
     for name in (
@@ -783,7 +783,7 @@ def evaluate_run(
         from qgf.checkpoint import load_run
 
         run = load_run(run)
-    env_name, env_task = evaluation_env_name(_run_dataset_name(run.meta), task)
+    env_name, env_task = evaluation_env_name(run_dataset_name(run.meta), task)
     conditions = sweep_conditions(samplers, weights, bfn, run.config.flow_steps)
     policy = AgentPolicy(run.agent, conditions)
     result = rollout(

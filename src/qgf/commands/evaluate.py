@@ -122,11 +122,19 @@ def run(args: argparse.Namespace) -> int:
         raise QGFError(f"--envs must be >= 1, got {args.envs}")
 
     from qgf.checkpoint import load_run
-    from qgf.evaluate import evaluate_run
+    from qgf.evaluate import evaluate_run, evaluation_env_name, run_dataset_name
     from qgf.results import markdown_table, write_all
 
     run_ = load_run(args.run, step=args.step)
     out = args.out or os.path.join(run_.path, "eval")
+    if args.task is not None:
+        trained_env, trained_task = evaluation_env_name(run_dataset_name(run_.meta))
+        if args.task != trained_task:
+            print(
+                f"qgf: warning: the run was trained on {trained_env}; its critic knows that task's reward, "
+                f"not task {args.task}'s",
+                file=sys.stderr,
+            )
     results = evaluate_run(
         run_,
         samplers,
