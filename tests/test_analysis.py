@@ -455,17 +455,18 @@ def test_analyze_end_to_end_on_a_flow_that_guidance_solves_in_one_step(tmp_path)
         assert distances[name]["to_reference"]["mean"] == pytest.approx(to_bfn, abs=1e-6)
     assert q["bc"]["mean"] < -0.1
     assert q["gradstep"]["mean"] == pytest.approx((1 - 0.01) ** 6 * q["bc"]["mean"], rel=1e-4)
-    assert q["bfn-4"]["minus_baseline"]["mean"] >= 0.0  # BFN's candidates include the BC sample
+    # BFN's candidates include the BC sample, so it is at least as good on every row
+    assert np.all(np.asarray(q["bfn-4"]["per_observation"]) >= np.asarray(q["bc"]["per_observation"]))
     assert distances["bfn-4"]["to_reference"]["mean"] == 0.0
     # On the BC path of v = 0, a_t = a_0 at every t, and every estimator's g is a* - a_t.
     noise = json.loads((tmp_path / "noise_sensitivity.json").read_text())["estimators"]
     for name in settings.estimators:
         np.testing.assert_allclose(noise[name]["mean"], noise["qgf"]["mean"], atol=1e-6)
-    assert summary["orderings"]["fig4_ood_highest_q"]["holds"] is False  # all tie at 0: not strictly highest
     assert summary["flops_per_action"]["bc"] == 0  # v = 0 has no dense layer
     assert summary["num_observations"] == batch
 
 
+@pytest.mark.slow
 def test_qgf_analyze_command_on_a_run_directory(tmp_path, capsys):
     """`qgf analyze RUN` end to end on an (untrained) tiny run over a synthetic OGBench file: reads
     the run's dataset, samples observations from the validation split, writes every file."""
