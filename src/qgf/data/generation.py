@@ -24,6 +24,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -190,7 +191,11 @@ def rollout(
 _worker: dict = {}
 
 
-def _init_worker(domain: str, episode_length: int, seed: int, episode_dir: str) -> None:
+def _init_worker(domain: str, episode_length: int, seed: int, episode_dir: str, in_pool: bool) -> None:
+    if in_pool:
+        # Ctrl-C reaches the whole process group; only the parent should react (it stops the pool and
+        # keeps the finished episodes), instead of every worker printing its own traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("MUJOCO_GL", "egl")
     spec = manipulation_spec(domain)
     env = make_collection_env(spec, episode_length)
@@ -383,13 +388,13 @@ def generate(
 
     try:
         if pending and workers_used == 1:  # in-process: no start-up cost, same episodes
-            _init_worker(spec.domain, plan.episode_length, plan.seed, episode_dir)
+            _init_worker(spec.domain, plan.episode_length, plan.seed, episode_dir, in_pool=False)
             for task in pending:
                 on_episode_done(_run_episode(task))
             _worker.clear()
         elif pending:
             context = multiprocessing.get_context("spawn")  # fork would copy MuJoCo/JAX state unsafely
-            initargs = (spec.domain, plan.episode_length, plan.seed, episode_dir)
+            initargs = (spec.domain, plan.episode_length, plan.seed, episode_dir, True)
             with context.Pool(workers_used, initializer=_init_worker, initargs=initargs) as pool:
                 for result in pool.imap_unordered(_run_episode, pending, chunksize=1):
                     on_episode_done(result)
