@@ -56,21 +56,12 @@ def build_networks(config: TrainConfig, action_dim: int) -> tuple[nn.Module, nn.
     return actor, critic, value
 
 
-def _reduce_metrics(stacked: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
-    """Summarise per-step metrics of a scan: extremes for *_min / *_max, means for the rest."""
-    out = {}
-    for name, values in stacked.items():
-        if name.endswith("_min"):
-            out[name] = jnp.min(values)
-        elif name.endswith("_max"):
-            out[name] = jnp.max(values)
-        else:
-            out[name] = jnp.mean(values)
-    return out
-
-
 class QGFAgent(flax.struct.PyTreeNode):
-    """Training state of a QGF run. Build with `QGFAgent.create`; every method is pure."""
+    """Training state of a QGF run. Build with `QGFAgent.create`; every method is pure.
+
+    `config` is static (part of the pytree structure, not traced) and holds the run's
+    `learner_config()`: everything that shapes the networks and the update.
+    """
 
     actor_params: Any
     critic_params: Any
@@ -90,31 +81,10 @@ class QGFAgent(flax.struct.PyTreeNode):
     @classmethod
     def create(cls, seed: int, obs_dim: int, action_dim: int, config: TrainConfig) -> QGFAgent:
         """Fresh agent. `action_dim` is the environment's per-step action size A; the policy
-        and critic act on flattened chunks of size h*A."""
-        actor, critic, value = build_networks(config, action_dim)
-        chunk_dim = config.horizon * action_dim
-        rng, actor_key, critic_key, value_key = jax.random.split(jax.random.PRNGKey(seed), 4)
-        observations = jnp.zeros((1, obs_dim), jnp.float32)
-        actions = jnp.zeros((1, chunk_dim), jnp.float32)
-        actor_params = actor.init(actor_key, observations, actions, jnp.zeros((1,), jnp.float32))
-        critic_params = critic.init(critic_key, observations, actions)
-        value_params = value.init(value_key, observations)
-        optimizer = optax.adam(config.learning_rate)
-        return cls(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            # A copy, not an alias: the target must be its own buffer (donation, EMA in place).
-            target_critic_params=jax.tree_util.tree_map(jnp.array, critic_params),
-            value_params=value_params,
-            actor_opt_state=optimizer.init(actor_params),
-            critic_opt_state=optimizer.init(critic_params),
-            value_opt_state=optimizer.init(value_params),
-            rng=rng,
-            step=jnp.zeros((), jnp.int32),
-            config=config,
-            obs_dim=obs_dim,
-            action_dim=action_dim,
-        )
+        and critic act on flattened chunks of size h*A. The agent keeps
+        `config.learner_config()`: the schedule, seed and data-reading fields are reset, so
+        runs that differ only in those share compiled code."""
+        return _create(seed, obs_dim, action_dim, config.learner_config())
 
     # ------------------------------------------------------------------ networks
 
@@ -145,11 +115,13 @@ class QGFAgent(flax.struct.PyTreeNode):
         how = self.config.critic_aggregation
         return lambda observations, actions: aggregate_q(critic.apply(params, observations, actions), how)
 
+    @functools.partial(jax.jit, static_argnames=("target",))
     def q_values(self, observations: jnp.ndarray, actions: jnp.ndarray, target: bool = False) -> jnp.ndarray:
         """All heads (K, B) of the online (or target) critic."""
         params = self.target_critic_params if target else self.critic_params
         return self.networks[1].apply(params, observations, actions)
 
+    @jax.jit
     def value(self, observations: jnp.ndarray) -> jnp.ndarray:
         """V(obs) (B,)."""
         return self.networks[2].apply(self.value_params, observations)
@@ -253,7 +225,7 @@ class QGFAgent(flax.struct.PyTreeNode):
     def update_many(
         self, device_data: Any, num_steps: int, sample_fn: SampleFn | None = None, donate: bool = False
     ) -> tuple[QGFAgent, dict]:
-        """`num_steps` updates in one compiled `lax.scan`, each on a batch sampled on the device.
+        """`num_steps` updates in one compiled loop, each on a batch sampled on the device.
 
         `sample_fn(device_data, key, batch_size, horizon, discount) -> batch` defaults to
         `qgf.data.chunks.sample_chunks`. Returns the new agent and the metrics summarised over
@@ -261,42 +233,101 @@ class QGFAgent(flax.struct.PyTreeNode):
         buffers are reused for the output (saves a copy of every parameter and optimiser
         state); the input agent must not be used afterwards.
         """
+        if int(num_steps) < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         if sample_fn is None:
             from qgf.data.chunks import sample_chunks as sample_fn
-        scan = _update_many_donated if donate else _update_many
-        return scan(self, device_data, num_steps, sample_fn)
+        run = _update_many_donated if donate else _update_many
+        return run(self, device_data, jnp.asarray(num_steps, jnp.int32), sample_fn)
 
     # ------------------------------------------------------------------ inference
 
-    @functools.partial(jax.jit, static_argnames=("spec",))
     def sample_actions(self, observations: jnp.ndarray, key: jax.Array, weight, spec) -> jnp.ndarray:
         """Guided action chunks (B, h*A) from `qgf.guidance.sample` with this agent's velocity
-        field and critic. `spec` (a hashable SamplerSpec) is static; `weight` (scalar or (B,))
-        is traced, so sweeping weights never recompiles. A single observation (D,) gives (h*A,)."""
-        from qgf.guidance import sample
-
-        single = observations.ndim == 1
-        if single:
-            observations = observations[None]
-        actions = sample(
-            self.velocity_fn, self.q_fn, observations, key, weight, spec, action_dim=self.chunk_dim
-        )
-        return actions[0] if single else actions
+        field and critic, compiled once per (spec, batch size). `spec` (a hashable SamplerSpec) is
+        static; `weight` (scalar or (B,)) is traced, so sweeping weights never recompiles. A
+        single observation (D,) gives one chunk (h*A,)."""
+        observations = jnp.asarray(observations, jnp.float32)
+        if observations.ndim == 1:
+            return _sample_actions(self, observations[None], key, weight, spec)[0]
+        return _sample_actions(self, observations, key, weight, spec)
 
 
-def _scan_updates(
-    agent: QGFAgent, device_data: Any, num_steps: int, sample_fn: SampleFn
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _sample_actions(agent: QGFAgent, observations: jnp.ndarray, key: jax.Array, weight, spec) -> jnp.ndarray:
+    from qgf.guidance import sample
+
+    return sample(agent.velocity_fn, agent.q_fn, observations, key, weight, spec, action_dim=agent.chunk_dim)
+
+
+# Compiled once per (sizes, config): initialising op by op would compile dozens of tiny kernels.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _create(seed, obs_dim: int, action_dim: int, config: TrainConfig) -> QGFAgent:
+    actor, critic, value = build_networks(config, action_dim)
+    chunk_dim = config.horizon * action_dim
+    rng, actor_key, critic_key, value_key = jax.random.split(jax.random.PRNGKey(seed), 4)
+    observations = jnp.zeros((1, obs_dim), jnp.float32)
+    actions = jnp.zeros((1, chunk_dim), jnp.float32)
+    actor_params = actor.init(actor_key, observations, actions, jnp.zeros((1,), jnp.float32))
+    critic_params = critic.init(critic_key, observations, actions)
+    value_params = value.init(value_key, observations)
+    optimizer = optax.adam(config.learning_rate)
+    return QGFAgent(
+        actor_params=actor_params,
+        critic_params=critic_params,
+        target_critic_params=critic_params,
+        value_params=value_params,
+        actor_opt_state=optimizer.init(actor_params),
+        critic_opt_state=optimizer.init(critic_params),
+        value_opt_state=optimizer.init(value_params),
+        rng=rng,
+        step=jnp.zeros((), jnp.int32),
+        config=config,
+        obs_dim=obs_dim,
+        action_dim=action_dim,
+    )
+
+
+def _metric_kind(name: str) -> str:
+    """How a metric summarises over the steps of one call: its extreme or its mean."""
+    return "min" if name.endswith("_min") else "max" if name.endswith("_max") else "mean"
+
+
+_METRIC_START = {"min": jnp.inf, "max": -jnp.inf, "mean": 0.0}
+_METRIC_ACCUMULATE = {"min": jnp.minimum, "max": jnp.maximum, "mean": jnp.add}
+
+
+def _run_updates(
+    agent: QGFAgent, device_data: Any, num_steps: jax.Array, sample_fn: SampleFn
 ) -> tuple[QGFAgent, dict]:
+    """`num_steps` (traced) updates in one `fori_loop`; metrics are accumulated in the carry.
+
+    The step count is a traced value rather than a `lax.scan` length, so one compilation serves
+    every call length (the last, shorter chunk of a run, resumption at any step); XLA lowers
+    both to the same while loop.
+    """
     config = agent.config
 
-    def one_step(state: QGFAgent, _):
+    def one_step(state: QGFAgent) -> tuple[QGFAgent, dict]:
         rng, batch_key = jax.random.split(state.rng)
         batch = sample_fn(device_data, batch_key, config.batch_size, config.horizon, config.discount)
         return state.replace(rng=rng)._update(batch)
 
-    agent, stacked = jax.lax.scan(one_step, agent, None, length=num_steps)
-    return agent, _reduce_metrics(stacked)
+    metric_names = jax.eval_shape(one_step, agent)[1].keys()
+    start = {name: jnp.asarray(_METRIC_START[_metric_kind(name)], jnp.float32) for name in metric_names}
+
+    def body(_, carry):
+        state, totals = carry
+        state, metrics = one_step(state)
+        return state, {
+            name: _METRIC_ACCUMULATE[_metric_kind(name)](totals[name], metrics[name]) for name in totals
+        }
+
+    agent, totals = jax.lax.fori_loop(0, num_steps, body, (agent, start))
+    return agent, {
+        name: total / num_steps if _metric_kind(name) == "mean" else total for name, total in totals.items()
+    }
 
 
-_update_many = jax.jit(_scan_updates, static_argnums=(2, 3))
-_update_many_donated = jax.jit(_scan_updates, static_argnums=(2, 3), donate_argnums=(0,))
+_update_many = jax.jit(_run_updates, static_argnums=(3,))
+_update_many_donated = jax.jit(_run_updates, static_argnums=(3,), donate_argnums=(0,))

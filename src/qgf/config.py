@@ -24,6 +24,10 @@ from qgf.errors import QGFError
 # Fields that only schedule a run (how long, how often to log and save). Changing them between a
 # run and its resumption does not change the parameters a step produces, so resuming allows it.
 SCHEDULE_FIELDS = frozenset({"steps", "log_every", "ckpt_every", "keep_checkpoints"})
+# Fields that never enter a gradient step: the schedule, the seed (the agent carries its RNG state)
+# and how the dataset is read. `learner_config` resets them so that agents differing only in these
+# share compiled code (the agent's config is static under jit).
+RUN_ONLY_FIELDS = SCHEDULE_FIELDS | {"seed", "sparse_reward", "action_clip_eps"}
 
 
 def _field(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -105,6 +109,13 @@ class TrainConfig:
     def chunk_discount(self) -> float:
         """gamma^h: the bootstrap discount of one chunk."""
         return self.discount**self.horizon
+
+    def learner_config(self) -> TrainConfig:
+        """This config with RUN_ONLY_FIELDS at their defaults: what `QGFAgent` keeps."""
+        defaults = {
+            field.name: field.default for field in dataclasses.fields(self) if field.name in RUN_ONLY_FIELDS
+        }
+        return dataclasses.replace(self, **defaults)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
