@@ -277,7 +277,10 @@ def tiny_agent():
     from qgf.agent import QGFAgent
     from qgf.config import load_preset
 
-    return QGFAgent.create(0, 3, 2, load_preset("tiny", warn=False))
+    import jax
+
+    config = load_preset("tiny", warn=False)
+    return jax.jit(lambda: QGFAgent.create(0, 3, 2, config))()  # one compilation, not one per op
 
 
 def test_agent_policy_rows_do_not_depend_on_their_batch(tiny_agent):
@@ -326,3 +329,20 @@ def test_evaluation_env_name_follows_the_run_and_the_task_override():
     )
     assert evaluation_env_name("cube-single-play-v0", 3) == ("cube-single-singletask-task3-v0", 3)
     assert evaluation_env_name("cube-single-play-v0") == ("cube-single-singletask-v0", None)
+
+
+def test_single_threaded_jax_applies_only_before_jax_starts():
+    import subprocess
+    import sys
+
+    script = (
+        "import os; os.environ.pop('XLA_FLAGS', None)\n"
+        "from qgf.evaluate import prefer_single_threaded_jax_cpu as prefer\n"
+        "first = prefer(); flags = os.environ['XLA_FLAGS']\n"
+        "import jax; jax.numpy.zeros(1).block_until_ready()\n"
+        "os.environ.pop('XLA_FLAGS')\n"
+        "print(first, prefer(), flags)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split()[:2] == ["True", "False"]
+    assert "intra_op_parallelism_threads=1" in out
