@@ -274,10 +274,10 @@ def test_sweep_crosses_samplers_best_of_n_and_weights():
 
 @pytest.fixture(scope="module")
 def tiny_agent():
+    import jax
+
     from qgf.agent import QGFAgent
     from qgf.config import load_preset
-
-    import jax
 
     config = load_preset("tiny", warn=False)
     return jax.jit(lambda: QGFAgent.create(0, 3, 2, config))()  # one compilation, not one per op
