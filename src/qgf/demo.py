@@ -28,10 +28,10 @@ class DemoSettings:
     data_episodes: int = 100  # train play episodes (+ 1/10 for validation)
     episode_length: int = 1001  # steps per play episode (OGBench's)
     preset: str = "cpu"
-    train_steps: int = 20_000
+    train_steps: int = 10_000
     samplers: tuple[str, ...] = ("none", "qgf", "ood")
-    weights: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1)
-    eval_episodes: int = 30
+    weights: tuple[float, ...] = (0.03, 0.1, 0.3)
+    eval_episodes: int = 40
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -39,7 +39,7 @@ class DemoSettings:
 
 
 QUICK = DemoSettings(
-    data_episodes=4, episode_length=200, train_steps=300, weights=(0.0, 0.03), eval_episodes=2
+    data_episodes=4, episode_length=200, train_steps=300, weights=(0.1,), eval_episodes=2
 )
 
 

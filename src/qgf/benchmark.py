@@ -1,0 +1,145 @@
+"""`qgf bench`: run the `bench/` scripts of a source checkout and report every ratio with its target.
+
+Each script in `bench/` exposes `run(quick) -> dict` of raw measurements. This module runs them in
+one process (one machine state for all), turns the raw numbers into ratios `{value, target, ok}`
+(`ok` is None for ratios reported without a target) and writes `DIR/bench.json` atomically:
+`{"ratios": {...}, "raw": {script: dict}, "machine": {...}}`. Ratios are measured within one run,
+so they stay meaningful on a noisy machine where absolute times do not.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qgf.errors import QGFError
+
+SCRIPTS = ("inference", "training", "evaluation", "data")
+
+
+def bench_dir() -> Path:
+    """The `bench/` folder of the source checkout this package was installed from (editable)."""
+    candidate = Path(__file__).resolve().parents[2] / "bench"
+    if not (candidate / "inference.py").exists():
+        raise QGFError(
+            "qgf bench needs the bench/ scripts of a source checkout, which a wheel install lacks; "
+            "clone the repository and `pip install -e .` there"
+        )
+    return candidate
+
+
+def load_script(name: str):
+    path = bench_dir() / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"qgf_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ratio(value: float | None, target: float | None, at_most: bool = True) -> dict[str, Any]:
+    """One reported ratio. `at_most`: the target is an upper bound (else a lower bound)."""
+    if value is None:
+        return {"value": None, "target": target, "ok": None}
+    ok = None if target is None else (value <= target if at_most else value >= target)
+    return {"value": round(float(value), 3), "target": target, "ok": ok}
+
+
+def inference_ratios(raw: dict) -> dict[str, dict]:
+    r = raw["ratios"]
+    return {
+        "inference/qgf-jacobian÷qgf @64": ratio(r["qgf-jacobian/qgf@64"], 2.0),
+        "inference/none÷actor passes @1": ratio(r["none/actor_passes@1"], 1.2),
+        "inference/qgf÷its network passes @1": ratio(r["qgf/its_passes@1"], 1.3),
+        "inference/bptt÷qgf @64": ratio(r["bptt/qgf@64"], None),
+        "inference/bfn-4÷qgf @64": ratio(r["bfn-4/qgf@64"], None),
+        "inference/bfn-16÷qgf @64": ratio(r["bfn-16/qgf@64"], None),
+    }
+
+
+def training_ratios(raw: dict) -> dict[str, dict]:
+    out = {}
+    for name, value in raw.get("ratios", {}).items():
+        target = raw.get("targets", {}).get(name)
+        at_most = raw.get("at_most", {}).get(name, False)
+        out[f"training/{name}"] = ratio(value, target, at_most=at_most)
+    return out
+
+
+def evaluation_ratios(raw: dict) -> dict[str, dict]:
+    return {
+        "evaluation/eval wall÷env-only wall": ratio(raw["ratio"], raw.get("target_ratio", 1.5)),
+        "evaluation/eval CPU÷env-only CPU": ratio(raw.get("cpu_ratio"), None),
+    }
+
+
+def data_ratios(raw: dict) -> dict[str, dict]:
+    env_rate = raw["env_stepping"]["steps_per_cpu_second"]
+    out = {}
+    for row in raw["generation"]:
+        per_worker = row["rollout_steps_per_cpu_second"]
+        out[f"data/generation per worker÷env stepping ({row['workers']} workers)"] = ratio(
+            per_worker / env_rate, 0.5, at_most=False
+        )
+    slices = raw["slices"]
+    streamed = slices["peak_rss_bytes"] - slices["rss_before_first_slice_bytes"]
+    out["data/slice streaming RSS÷dataset in memory"] = ratio(
+        streamed / slices["train_bytes_in_memory_if_loaded_whole"], 0.5
+    )
+    return out
+
+
+RATIOS: dict[str, Callable[[dict], dict[str, dict]]] = {
+    "inference": inference_ratios,
+    "training": training_ratios,
+    "evaluation": evaluation_ratios,
+    "data": data_ratios,
+}
+
+
+def run_bench(out_dir: str | os.PathLike, *, quick: bool = True, only: tuple[str, ...] = SCRIPTS, log=print):
+    from qgf.checkpoint import atomic_write_json
+
+    unknown = [name for name in only if name not in SCRIPTS]
+    if unknown:
+        raise QGFError(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(SCRIPTS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "quick": quick,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_at_start": os.getloadavg()[0],
+        },
+        "ratios": {},
+        "raw": {},
+        "seconds": {},
+    }
+    for name in only:
+        log(f"bench: {name} ...")
+        start = time.perf_counter()
+        raw = load_script(name).run(quick=quick)
+        report["seconds"][name] = round(time.perf_counter() - start, 1)
+        report["raw"][name] = raw
+        report["ratios"].update(RATIOS[name](raw))
+        atomic_write_json(out / "bench.json", json.loads(json.dumps(report, default=str)))
+    log(format_ratios(report["ratios"]))
+    log(f"wrote {out / 'bench.json'}")
+    return report
+
+
+def format_ratios(ratios: dict[str, dict]) -> str:
+    width = max(len(name) for name in ratios) if ratios else 10
+    lines = [f"{'ratio'.ljust(width)}  {'value':>8}  {'target':>8}  ok"]
+    for name, item in ratios.items():
+        target = "-" if item["target"] is None else f"{item['target']:g}"
+        value = "n/a" if item["value"] is None else f"{item['value']:.3f}"
+        ok = {True: "yes", False: "NO", None: "-"}[item["ok"]]
+        lines.append(f"{name.ljust(width)}  {value:>8}  {target:>8}  {ok}")
+    return "\n".join(lines)
