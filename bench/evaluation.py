@@ -189,6 +189,9 @@ def run(quick: bool = True) -> dict:
         "ratio": round(total(evaluated, "wall_s") / total(baseline, "wall_s"), 3),
         "stepping_ratio": round(total(evaluated, "stepping_s") / total(baseline, "stepping_s"), 3),
         "cpu_ratio": round(total(evaluated, "cpu_s") / total(baseline, "cpu_s"), 3),
+        "ratio_per_pair": [
+            round(e["wall_s"] / b["wall_s"], 3) for e, b in zip(evaluated, baseline, strict=True)
+        ],
         "free_policy_ratio": round(engine["wall_s"] / baseline[-1]["wall_s"], 3),
         "free_policy_cpu_ratio": round(engine["cpu_s"] / baseline[-1]["cpu_s"], 3),
         "target_ratio": 1.5,

@@ -515,6 +515,7 @@ class _RolloutLoop:
         self.queue = deque(range(total))
         self.finished: list[EpisodeRecord] = []
         self.action_horizon = 0
+        self.env_steps = 0
         self.running: dict[int, EpisodeRecord] = {}  # slot -> its episode
         self.chunks_done: dict[int, int] = {}  # slot -> chunks chosen so far in its episode
         self.observations: dict[int, np.ndarray] = {}  # slot -> observation to choose from
@@ -580,11 +581,13 @@ class _RolloutLoop:
             record.episode_return += outcome.reward
             record.length += outcome.steps
             record.env_seconds += outcome.seconds
+            self.env_steps += outcome.steps
             if outcome.terminated or outcome.truncated or record.length >= self.limit:
                 record.success = outcome.success
                 record.terminated = outcome.terminated
                 self.finished.append(record)
                 if bar is not None:
+                    bar.set_postfix_str(f"{self.env_steps} env steps", refresh=False)
                     bar.update(1)
                 self._start_episode(slot, commands)
             else:
