@@ -204,9 +204,23 @@ def _check_same_config(run_dir: Path, stored: TrainConfig, config: TrainConfig) 
         )
 
 
-def _warn_about_setup(config: TrainConfig, dataset: Any) -> None:
+# Domains the QGF paper trains with sparse rewards (Section 5: "a challenging sparse reward setting
+# for the harder puzzles environments").
+PAPER_SPARSE_DOMAINS = ("puzzle-4x5", "puzzle-4x6")
+
+
+def _warn_about_setup(config: TrainConfig, dataset: Any, env: str | None) -> None:
     for message in known_bad_combinations(config):
         warnings.warn(message, UserWarning, stacklevel=3)
+    name = env or getattr(dataset, "name", "") or ""
+    domain = next((d for d in PAPER_SPARSE_DOMAINS if d in name), None)
+    if domain and not config.sparse_reward:
+        warnings.warn(
+            f"the QGF paper trains {domain} with sparse rewards; set sparse_reward=true to reproduce it "
+            "(dense rewards define a different task and change the value scale)",
+            UserWarning,
+            stacklevel=3,
+        )
     transitions = getattr(dataset, "num_transitions", None)
     if transitions is not None and config.batch_size > transitions:
         warnings.warn(
@@ -299,7 +313,7 @@ def train(
             dataset=identity,
             extra={"env": env or identity.get("name")},
         )
-    _warn_about_setup(config, dataset)
+    _warn_about_setup(config, dataset, env)
     if agent is None:
         agent = QGFAgent.create(config.seed, obs_dim, action_dim, config)
 

@@ -13,7 +13,7 @@ config or data differ is refused. Settings: --preset, then key=value overrides (
 
 
 def register(subparsers) -> None:
-    from qgf.config import field_help
+    from qgf.config import available_presets, field_help
 
     keys = "\n".join(f"  {name:<20} {text}" for name, text in field_help().items())
     parser = subparsers.add_parser(
@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     parser.add_argument("--env", help="dataset name, e.g. cube-single-play-singletask-task1-v0")
     parser.add_argument("--data", help="data directory (default: $QGF_DATA_DIR, else ~/.ogbench/data)")
     parser.add_argument(
-        "--preset", help="settings preset: paper, cpu, cpu-small, tiny (default: the run's own when resuming)"
+        "--preset",
+        help=f"settings preset: {', '.join(available_presets())} (default: the run's own when resuming)",
     )
     parser.add_argument("--steps", type=int, help="total training steps (overrides the preset's)")
     parser.add_argument("--seed", type=int, help="seed (overrides the preset's, default 0)")
