@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import resource
 import time
@@ -56,51 +55,17 @@ class CpuClock:
         return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def _env_only_worker(env_name: str, num_envs: int, steps: int, seed: int, connection) -> None:
-    from qgf.evaluate import make_ogbench_env
-
-    build_start = time.perf_counter()
-    envs = [make_ogbench_env(env_name) for _ in range(num_envs)]
-    for index, env in enumerate(envs):
-        env.reset(seed=seed + index)
-    rng = np.random.default_rng(seed)
-    actions = rng.uniform(-1, 1, size=(steps, envs[0].action_space.shape[0])).astype(np.float32)
-    step_start = time.perf_counter()
-    for step, action in enumerate(actions):  # round-robin, as the rollout interleaves its envs
-        env = envs[step % num_envs]
-        _, _, terminated, truncated, _ = env.step(action)
-        if terminated or truncated:
-            env.reset(seed=seed + step)
-    connection.send((step_start - build_start, time.perf_counter() - step_start))
-    connection.close()
-
-
 def env_only(env_name: str, workers: int, num_envs: int, total_steps: int) -> dict:
     """Wall-clock of ``workers`` processes stepping ``total_steps`` random actions between them."""
-    context = multiprocessing.get_context("spawn")
-    start, cpu_start = time.perf_counter(), CpuClock.now()
-    processes, connections = [], []
-    for worker in range(workers):
-        parent_end, child_end = context.Pipe(duplex=False)
-        envs = len(range(worker, num_envs, workers))
-        steps = len(range(worker, total_steps, workers))
-        process = context.Process(
-            target=_env_only_worker, args=(env_name, envs, steps, worker * 1000, child_end)
-        )
-        process.start()
-        child_end.close()
-        processes.append(process)
-        connections.append(parent_end)
-    timings = [connection.recv() for connection in connections]
-    wall = time.perf_counter() - start
-    for process in processes:
-        process.join()
-    stepping = max(step for _, step in timings)
+    from qgf.evaluate import time_env_stepping
+
+    cpu_start = CpuClock.now()
+    timing = time_env_stepping(env_name, total_steps, workers, num_envs)
     return {
-        "wall_s": round(wall, 3),
+        "wall_s": round(timing["wall_s"], 3),
         "cpu_s": round(CpuClock.now() - cpu_start, 3),
-        "stepping_s": round(stepping, 3),
-        "steps_per_second": round(total_steps / stepping, 1),
+        "stepping_s": round(timing["stepping_s"], 3),
+        "steps_per_second": round(timing["steps_per_second"], 1),
     }
 
 

@@ -346,3 +346,12 @@ def test_single_threaded_jax_applies_only_before_jax_starts():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.split()[:2] == ["True", "False"]
     assert "intra_op_parallelism_threads=1" in out
+
+
+def test_env_only_timing_reference():
+    from qgf.evaluate import time_env_stepping
+
+    timing = time_env_stepping(make_line_env, total_steps=50, workers=2, num_envs=3)
+    assert timing["wall_s"] >= timing["stepping_s"] > 0 and timing["steps_per_second"] > 0
+    with pytest.raises(QGFError, match="cannot be built"):
+        time_env_stepping(FailingEnv, total_steps=5, workers=1, num_envs=1)
