@@ -355,3 +355,59 @@ def test_env_only_timing_reference():
     assert timing["wall_s"] >= timing["stepping_s"] > 0 and timing["steps_per_second"] > 0
     with pytest.raises(QGFError, match="cannot be built"):
         time_env_stepping(FailingEnv, total_steps=5, workers=1, num_envs=1)
+
+
+class OracleCubeEnv:
+    """The real cube-single task env driven by OGBench's scripted pick-and-place oracle (noise 0):
+    the rollout's actions are replaced by the oracle's, so episodes succeed like a good policy's."""
+
+    def __init__(self):
+        import os
+
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        from ogbench.manipspace import lie
+        from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
+
+        from qgf.envs import make_env
+
+        self.yaw = lambda quaternion: lie.SO3(wxyz=quaternion).compute_yaw_radians()
+        self.env = make_env("cube-single-singletask-task1-v0")
+        self.spec, self.unwrapped = self.env.spec, self.env.unwrapped
+        self.observation_space, self.action_space = self.env.observation_space, self.env.action_space
+        self.oracle = CubePlanOracle(env=self.env, noise=0.0)
+
+    def _with_target(self, info):  # the oracle reads the target from data-collection-mode info keys
+        data, mocap = self.unwrapped._data, self.unwrapped._cube_target_mocap_ids[0]
+        target = {
+            "privileged/target_block": 0,
+            "privileged/target_block_pos": data.mocap_pos[mocap].copy(),
+            "privileged/target_block_yaw": np.array([self.yaw(data.mocap_quat[mocap])]),
+        }
+        return {**info, **target}
+
+    def reset(self, seed=None):
+        self.observation, info = self.env.reset(seed=seed)
+        self.info = self._with_target(info)
+        self.oracle.reset(self.observation, self.info)
+        return self.observation, info
+
+    def step(self, action):
+        oracle_action = self.oracle.select_action(self.observation, self.info)
+        self.observation, reward, terminated, truncated, info = self.env.step(oracle_action)
+        self.info = self._with_target(info)
+        return self.observation, reward, terminated, truncated, info
+
+
+def test_success_on_the_real_env_with_the_scripted_oracle():
+    def zero_policy(observations, conditions, noise_seeds):
+        return PolicyOutput(
+            np.zeros((len(observations), HORIZON, 5), np.float32), np.zeros(len(observations))
+        )
+
+    result = rollout(OracleCubeEnv, zero_policy, ["oracle"], 2, seed=0, workers=0, num_envs=1)
+    assert result.env.success_timing == "pre" and result.env.max_episode_steps == 200
+    for record in result.episodes:
+        assert record.success and record.terminated and 20 < record.length < 200
+        # Reward -1 per step until the cube is placed; the terminating step's reward (like its
+        # success flag) describes the placed state before its action, so it is 0.
+        assert record.episode_return == -(record.length - 1)
