@@ -34,10 +34,6 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-if __name__ == "__main__":  # as `qgf evaluate` does with all cores in use (a no-op if JAX started)
-    from qgf.evaluate import prefer_single_threaded_jax_cpu
-
-    prefer_single_threaded_jax_cpu()
 
 ENV = "cube-single-play-singletask-task1-v0"
 WEIGHTS = (0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)  # the paper's single-task grid

@@ -331,23 +331,6 @@ def test_evaluation_env_name_follows_the_run_and_the_task_override():
     assert evaluation_env_name("cube-single-play-v0") == ("cube-single-singletask-v0", None)
 
 
-def test_single_threaded_jax_applies_only_before_jax_starts():
-    import subprocess
-    import sys
-
-    script = (
-        "import os; os.environ.pop('XLA_FLAGS', None)\n"
-        "from qgf.evaluate import prefer_single_threaded_jax_cpu as prefer\n"
-        "first = prefer(); flags = os.environ['XLA_FLAGS']\n"
-        "import jax; jax.numpy.zeros(1).block_until_ready()\n"
-        "os.environ.pop('XLA_FLAGS')\n"
-        "print(first, prefer(), flags)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    assert out.split()[:2] == ["True", "False"]
-    assert "intra_op_parallelism_threads=1" in out
-
-
 def test_env_only_timing_reference():
     from qgf.evaluate import time_env_stepping
 

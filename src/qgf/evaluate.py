@@ -418,34 +418,6 @@ def default_num_envs(workers: int) -> int:
     return max(min(envs, int(0.5 * free_bytes / ENV_MEMORY_BYTES)), max(workers, 1))
 
 
-SINGLE_THREADED_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-
-
-def prefer_single_threaded_jax_cpu() -> bool:
-    """Run JAX's CPU backend single-threaded, if it has not started yet and XLA_FLAGS leave it open.
-
-    When env workers occupy every core, a multi-threaded policy only competes with them (measured
-    with the CPU preset at batch 8 while the machine was busy: 20 ms -> 8 ms per call, and less CPU).
-    Returns whether the setting applies.
-    """
-    import sys
-
-    jax_module = sys.modules.get("jax")
-    if jax_module is not None:
-        try:
-            from jax._src import xla_bridge
-
-            if xla_bridge.backends_are_initialized():
-                return False
-        except (ImportError, AttributeError):
-            return False
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "multi_thread_eigen" in flags or "intra_op_parallelism_threads" in flags:
-        return False
-    os.environ["XLA_FLAGS"] = f"{flags} {SINGLE_THREADED_XLA_FLAGS}".strip()
-    return True
-
-
 def episode_reset_seed(seed: int, episode: int) -> int:
     """The env reset seed of episode ``episode`` (shared by every condition)."""
     return int(np.random.SeedSequence((seed, 0, episode)).generate_state(1)[0])

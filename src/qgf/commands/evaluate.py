@@ -110,10 +110,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from qgf.errors import QGFError
-    from qgf.evaluate import available_cores, prefer_single_threaded_jax_cpu
 
-    if args.workers is None or args.workers >= available_cores():
-        prefer_single_threaded_jax_cpu()  # the env workers occupy every core; before JAX starts
     samplers = check_samplers(args.sampler or ["qgf"])
     weights = parse_weights(args.weights)
     best_of_n = parse_best_of_n(args.bfn)
