@@ -162,3 +162,62 @@ def test_cli_trains_resumes_and_reports_errors(tmp_path, monkeypatch, capsys):
     assert "did you mean 'batch_size'" in capsys.readouterr().err
     assert cli.main(["train", "--env", "x", "--out", str(tmp_path / "c")]) == 2
     assert "--preset is required" in capsys.readouterr().err
+
+
+def test_optional_sinks_log_every_line(tmp_path, monkeypatch):
+    """TensorBoard / W&B are used only when installed; stand-in modules record what they get."""
+    import importlib.machinery
+    import sys
+    import types
+
+    scalars, wandb_logs = [], []
+
+    class SummaryWriter:
+        def __init__(self, logdir):
+            self.logdir = logdir
+
+        def add_scalar(self, name, value, step):
+            scalars.append((name, step))
+
+        def close(self):
+            scalars.append(("closed", None))
+
+    class WandbRun:
+        def log(self, record, step):
+            wandb_logs.append(step)
+
+        def finish(self):
+            wandb_logs.append("finished")
+
+    fake_tensorboard = types.ModuleType("tensorboardX")
+    fake_tensorboard.SummaryWriter = SummaryWriter
+    fake_tensorboard.__spec__ = importlib.machinery.ModuleSpec("tensorboardX", None)
+    fake_wandb = types.ModuleType("wandb")
+    fake_wandb.init = lambda **kwargs: WandbRun()
+    fake_wandb.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    monkeypatch.setitem(sys.modules, "tensorboardX", fake_tensorboard)
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb)
+
+    config = small_config(**SCHEDULE)
+    train(config, tmp_path / "run", dataset=make_dataset(), progress=False, tensorboard=True, wandb=True)
+    assert ("critic_loss", 3) in scalars and ("bc_loss", 12) in scalars and scalars[-1] == ("closed", None)
+    assert wandb_logs == [3, 6, 9, 12, "finished"]
+
+    monkeypatch.delitem(sys.modules, "wandb")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(QGFError, match="pip install wandb"):
+        train(config, tmp_path / "other", dataset=make_dataset(), progress=False, wandb=True)
+    assert not (tmp_path / "other").exists()  # refused before creating anything
+
+
+def test_log_lines_combine_calls_split_by_a_checkpoint():
+    window = [
+        (2, 1.0, {"bc_loss": 1.0, "q_min": -3.0, "q_max": 1.0}),
+        (6, 2.0, {"bc_loss": 3.0, "q_min": -1.0, "q_max": 4.0}),
+    ]
+    assert train_module.combine_metrics(window) == {
+        "bc_loss": (2 * 1.0 + 6 * 3.0) / 8,
+        "q_min": -3.0,
+        "q_max": 4.0,
+        "steps_per_s": 8 / 3.0,
+    }

@@ -288,8 +288,8 @@ def _create(seed, obs_dim: int, action_dim: int, config: TrainConfig) -> QGFAgen
     )
 
 
-def _metric_kind(name: str) -> str:
-    """How a metric summarises over the steps of one call: its extreme or its mean."""
+def metric_kind(name: str) -> str:
+    """How a metric summarises over steps: 'min' / 'max' (names ending so) or 'mean'."""
     return "min" if name.endswith("_min") else "max" if name.endswith("_max") else "mean"
 
 
@@ -314,18 +314,18 @@ def _run_updates(
         return state.replace(rng=rng)._update(batch)
 
     metric_names = jax.eval_shape(one_step, agent)[1].keys()
-    start = {name: jnp.asarray(_METRIC_START[_metric_kind(name)], jnp.float32) for name in metric_names}
+    start = {name: jnp.asarray(_METRIC_START[metric_kind(name)], jnp.float32) for name in metric_names}
 
     def body(_, carry):
         state, totals = carry
         state, metrics = one_step(state)
         return state, {
-            name: _METRIC_ACCUMULATE[_metric_kind(name)](totals[name], metrics[name]) for name in totals
+            name: _METRIC_ACCUMULATE[metric_kind(name)](totals[name], metrics[name]) for name in totals
         }
 
     agent, totals = jax.lax.fori_loop(0, num_steps, body, (agent, start))
     return agent, {
-        name: total / num_steps if _metric_kind(name) == "mean" else total for name, total in totals.items()
+        name: total / num_steps if metric_kind(name) == "mean" else total for name, total in totals.items()
     }
 
 

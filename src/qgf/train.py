@@ -30,7 +30,7 @@ from typing import Any
 import jax
 
 from qgf import checkpoint as ckpt
-from qgf.agent import QGFAgent
+from qgf.agent import QGFAgent, metric_kind
 from qgf.config import TrainConfig, known_bad_combinations
 from qgf.errors import QGFError
 
@@ -118,12 +118,10 @@ class MetricLog:
             writer.writerow(record)
 
     def _open_tensorboard(self, run_dir: Path) -> None:
-        if importlib.util.find_spec("tensorboardX") is not None:
+        if tensorboard_package() == "tensorboardX":
             from tensorboardX import SummaryWriter
-        elif importlib.util.find_spec("torch") is not None:
-            from torch.utils.tensorboard import SummaryWriter
         else:
-            raise QGFError("TensorBoard logging needs tensorboardX (pip install tensorboardX) or torch")
+            from torch.utils.tensorboard import SummaryWriter
         summary = SummaryWriter(str(run_dir / "tensorboard"))
 
         def write(record: dict) -> None:
@@ -135,8 +133,6 @@ class MetricLog:
         self._closers.append(summary.close)
 
     def _open_wandb(self, run_dir: Path) -> None:
-        if importlib.util.find_spec("wandb") is None:
-            raise QGFError("W&B logging needs wandb (pip install wandb)")
         import wandb
 
         meta = ckpt.read_meta(run_dir)
@@ -156,6 +152,22 @@ class MetricLog:
     def close(self) -> None:
         for close in self._closers:
             close()
+
+
+def tensorboard_package() -> str | None:
+    """The installed package that provides a TensorBoard SummaryWriter, if any."""
+    for package in ("tensorboardX", "torch"):
+        if importlib.util.find_spec(package) is not None:
+            return package
+    return None
+
+
+def check_sinks(tensorboard: bool, wandb: bool) -> None:
+    """Fail before any work when an optional sink is requested but its package is missing."""
+    if tensorboard and tensorboard_package() is None:
+        raise QGFError("TensorBoard logging needs tensorboardX (pip install tensorboardX) or torch")
+    if wandb and importlib.util.find_spec("wandb") is None:
+        raise QGFError("W&B logging needs wandb (pip install wandb)")
 
 
 def _parse_step(line: str) -> int | None:
@@ -281,6 +293,7 @@ def train(
     after each log line (after the checkpoint of that step, if any).
     """
     run_dir = Path(out_dir)
+    check_sinks(tensorboard, wandb)
     if dataset is None:
         dataset = load_training_data(config, env, data_dir)
     identity = dataset_identity(dataset)
@@ -325,6 +338,9 @@ def train(
     step = int(agent.step)
     log = MetricLog(run_dir, step, tensorboard=tensorboard, wandb=wandb)
     record: dict[str, Any] = {}
+    window: list[
+        tuple[int, float, dict[str, float]]
+    ] = []  # (steps, seconds, metrics) since the last log line
     last_saved = resumed_from
     bar = _progress_bar(progress, step, config.steps)
     try:
@@ -333,20 +349,20 @@ def train(
             started = time.perf_counter()
             agent, metrics = agent.update_many(device_data, length, sample_fn=sample_fn, donate=True)
             metrics = {name: float(value) for name, value in jax.device_get(metrics).items()}
-            elapsed = time.perf_counter() - started
+            window.append((length, time.perf_counter() - started, metrics))
             step += length
             bar.update(length)
-            if step % config.log_every == 0 or step == config.steps:
-                record = {"step": step, **metrics, "steps_per_s": length / elapsed, "time": time.time()}
-                bar.set_postfix(
-                    bc=f"{metrics['bc_loss']:.3f}",
-                    q=f"{metrics['q_mean']:.2f}",
-                    sps=f"{length / elapsed:.0f}",
-                )
             if step % config.ckpt_every == 0 or step == config.steps:
                 ckpt.save_checkpoint(run_dir, agent, metrics=metrics, keep=config.keep_checkpoints)
                 last_saved = step
-            if record.get("step") == step:
+            if step % config.log_every == 0 or step == config.steps:
+                record = {"step": step, **combine_metrics(window), "time": time.time()}
+                window = []
+                bar.set_postfix(
+                    bc=f"{record['bc_loss']:.3f}",
+                    q=f"{record['q_mean']:.2f}",
+                    sps=f"{record['steps_per_s']:.0f}",
+                )
                 log.write(record)
                 if on_log is not None:
                     on_log(record)
@@ -359,6 +375,24 @@ def train(
         bar.close()
         log.close()
     return TrainResult(run_dir=run_dir, agent=agent, step=step, resumed_from=resumed_from, metrics=record)
+
+
+def combine_metrics(window: list[tuple[int, float, dict[str, float]]]) -> dict[str, float]:
+    """Summarise consecutive calls (steps, seconds, metrics) as one: step-weighted means,
+    extremes for *_min / *_max, and steps_per_s over the whole window."""
+    total_steps = sum(steps for steps, _, _ in window)
+    combined = {}
+    for name in window[0][2]:
+        values = [metrics[name] for _, _, metrics in window]
+        kind = metric_kind(name)
+        if kind == "min":
+            combined[name] = min(values)
+        elif kind == "max":
+            combined[name] = max(values)
+        else:
+            combined[name] = sum(steps * metrics[name] for steps, _, metrics in window) / total_steps
+    combined["steps_per_s"] = total_steps / sum(seconds for _, seconds, _ in window)
+    return combined
 
 
 def _save_on_interrupt(run_dir: Path, agent: QGFAgent, config: TrainConfig) -> None:
