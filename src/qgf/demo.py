@@ -32,7 +32,10 @@ class DemoSettings:
     samplers: tuple[str, ...] = ("none", "qgf", "ood")
     weights: tuple[float, ...] = (0.03, 0.1, 0.3)
     eval_episodes: int = 40
-    seed: int = 0
+    seed: int = 0  # data and training
+    # The weights above were chosen on evaluation episodes of seed 0 (docs/demo.md); the demo reports
+    # on other episodes, so its table is not a selection made on the episodes it shows.
+    eval_seed: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -102,7 +105,7 @@ def run_demo(
         samplers=settings.samplers,
         weights=settings.weights,
         episodes=settings.eval_episodes,
-        seed=settings.seed,
+        seed=settings.eval_seed,
         workers=workers,
         progress=progress,
     )
