@@ -60,9 +60,19 @@ def make_dataset(num_trajectories=6, length=20, obs_dim=4, action_dim=2, success
     )
 
 
+# One learner config for every training test in the suite, so the update compiles once per run.
+SMALL = {
+    "actor_hidden_dims": (32, 32),
+    "critic_hidden_dims": (32, 32),
+    "batch_size": 64,
+    "horizon": 2,
+    "discount": 0.9,
+    "target_update_rate": 0.05,
+}
+
+
 def small_config(**overrides):
-    values = {"actor_hidden_dims": (32, 32), "critic_hidden_dims": (32, 32), "batch_size": 16, "horizon": 2}
-    return load_preset("tiny", {**values, **overrides})
+    return load_preset("tiny", {**SMALL, **overrides})
 
 
 def equal_trees(a, b):
@@ -78,14 +88,15 @@ def device_data():
 
 
 def test_create_shapes_and_initial_state():
-    config = small_config(num_critics=3)
+    config = small_config()
     agent = QGFAgent.create(0, 4, 2, config)
     assert agent.chunk_dim == 4
     obs, actions = jnp.zeros((5, 4)), jnp.zeros((5, 4))
-    assert agent.q_values(obs, actions).shape == (3, 5)
+    three_heads = QGFAgent.create(0, 4, 2, small_config(num_critics=3))
+    assert three_heads.q_values(obs, actions).shape == (3, 5)
     assert agent.value(obs).shape == (5,)
-    assert agent.velocity_fn(obs, actions, jnp.zeros(5)).shape == (5, 4)
-    assert agent.q_fn(obs, actions).shape == (5,)
+    assert jax.eval_shape(agent.velocity_fn, obs, actions, jnp.zeros(5)).shape == (5, 4)
+    assert jax.eval_shape(agent.q_fn, obs, actions).shape == (5,)
     assert int(agent.step) == 0
     assert equal_trees(agent.critic_params, agent.target_critic_params)
     assert equal_trees(agent.actor_params, QGFAgent.create(0, 4, 2, config).actor_params)

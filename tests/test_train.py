@@ -12,7 +12,7 @@ from qgf import train as train_module
 from qgf.data.chunks import gather_chunks, to_device
 from qgf.errors import QGFError
 from qgf.train import read_log, resume, train
-from test_agent import equal_trees, make_dataset, small_config
+from test_agent import SMALL, equal_trees, make_dataset, small_config
 
 SCHEDULE = {"steps": 12, "log_every": 3, "ckpt_every": 6, "keep_checkpoints": 2}
 
@@ -82,7 +82,7 @@ def test_resume_refuses_other_settings_or_data(straight_run, tmp_path):
     out = tmp_path / "run"
     config = small_config(**{**SCHEDULE, "steps": 6})
     train(config, out, dataset=make_dataset(), progress=False)
-    with pytest.raises(QGFError, match=r"different config \(batch_size=16 \(run\) vs 32"):
+    with pytest.raises(QGFError, match=r"different config \(batch_size=64 \(run\) vs 32"):
         train(config.replace(batch_size=32), out, dataset=make_dataset(), progress=False)
     other_data = make_dataset()
     other_data.fingerprint = "regenerated"
@@ -103,15 +103,8 @@ def test_training_fits_a_tiny_dataset(tmp_path):
     """
     gamma, length = 0.9, 20
     dataset = make_dataset(length=length)
-    config = small_config(
-        discount=gamma,
-        batch_size=64,
-        learning_rate=1e-3,
-        target_update_rate=0.05,
-        steps=1200,
-        log_every=200,
-        ckpt_every=1200,
-    )
+    config = small_config(steps=1200, log_every=200, ckpt_every=1200)
+    assert (config.discount, config.horizon) == (gamma, 2)
     result = train(config, tmp_path / "run", dataset=dataset, progress=False)
 
     expected = np.zeros(length)
@@ -135,7 +128,10 @@ def test_training_fits_a_tiny_dataset(tmp_path):
 def test_cli_trains_resumes_and_reports_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train_module, "load_training_data", lambda config, env, data_dir: make_dataset())
     out = str(tmp_path / "run")
-    settings = ["actor_hidden_dims=32,32", "critic_hidden_dims=32,32", "batch_size=16", "horizon=2"]
+    settings = [
+        f"{key}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
+        for key, value in SMALL.items()
+    ]
     settings += ["log_every=3", "ckpt_every=6"]
 
     def command(steps, *extra):
