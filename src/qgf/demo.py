@@ -41,9 +41,7 @@ class DemoSettings:
         return dataclasses.asdict(self)
 
 
-QUICK = DemoSettings(
-    data_episodes=4, episode_length=200, train_steps=300, weights=(0.1,), eval_episodes=2
-)
+QUICK = DemoSettings(data_episodes=4, episode_length=200, train_steps=300, weights=(0.1,), eval_episodes=2)
 
 
 def default_cache_dir() -> Path:
