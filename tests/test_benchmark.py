@@ -1,0 +1,47 @@
+"""`qgf bench` bookkeeping: ratios against targets, computed from raw numbers by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from qgf.benchmark import data_ratios, format_ratios, ratio, run_bench
+from qgf.errors import QGFError
+
+
+def test_ratio_respects_the_direction_of_its_target():
+    assert ratio(1.19, 1.2) == {"value": 1.19, "target": 1.2, "ok": True}
+    assert ratio(1.21, 1.2)["ok"] is False
+    assert ratio(0.71, 0.7, at_most=False)["ok"] is True
+    assert ratio(0.69, 0.7, at_most=False)["ok"] is False
+    assert ratio(3.0, None)["ok"] is None
+    assert ratio(None, 1.5) == {"value": None, "target": 1.5, "ok": None}
+
+
+def test_data_ratios_from_raw_numbers():
+    raw = {
+        "env_stepping": {"steps_per_cpu_second": 500.0},
+        "generation": [
+            {"workers": 1, "rollout_steps_per_cpu_second": 400.0},
+            {"workers": 2, "rollout_steps_per_cpu_second": 200.0},
+        ],
+        "slices": {
+            "peak_rss_bytes": 900,
+            "rss_before_first_slice_bytes": 800,
+            "train_bytes_in_memory_if_loaded_whole": 1000,
+        },
+    }
+    ratios = data_ratios(raw)
+    assert ratios["data/generation per worker÷env stepping (1 workers)"] == {
+        "value": 0.8,
+        "target": 0.5,
+        "ok": True,
+    }
+    assert ratios["data/generation per worker÷env stepping (2 workers)"]["ok"] is False
+    assert ratios["data/slice streaming RSS÷dataset in memory"]["value"] == pytest.approx(0.1)
+    table = format_ratios(ratios)
+    assert "NO" in table and "yes" in table
+
+
+def test_unknown_benchmark_is_a_clear_error(tmp_path):
+    with pytest.raises(QGFError, match="unknown benchmark 'trainig'"):
+        run_bench(tmp_path, only=("trainig",))
