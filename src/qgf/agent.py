@@ -275,7 +275,7 @@ def _create(seed, obs_dim: int, action_dim: int, config: TrainConfig) -> QGFAgen
     return QGFAgent(
         actor_params=actor_params,
         critic_params=critic_params,
-        target_critic_params=critic_params,
+        target_critic_params=critic_params,  # jit outputs get separate buffers: safe to donate later
         value_params=value_params,
         actor_opt_state=optimizer.init(actor_params),
         critic_opt_state=optimizer.init(critic_params),
