@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from qgf import fileio
 from qgf import results as R
 from qgf.errors import QGFError
 
@@ -168,19 +169,13 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
     R.write_json(example_results(), tmp_path / "results.json")
     before = (tmp_path / "results.json").read_text()
 
-    real_dumps = json.dumps
-    monkeypatch.setattr(R.json, "dumps", lambda *a, **k: real_dumps(*a, **k)[:100])
-    original_atomic = R._atomic_write
+    def interrupted_replace(src, dst):
+        raise KeyboardInterrupt  # killed after the new file was written, before it took the name
 
-    def write_half_then_fail(path, write, binary=False):
-        def failing(handle):
-            write(handle)
-            raise KeyboardInterrupt
-
-        original_atomic(path, failing, binary)
-
-    monkeypatch.setattr(R, "_atomic_write", write_half_then_fail)
-    with pytest.raises(KeyboardInterrupt):
-        R.write_json(example_results(), tmp_path / "results.json")
+    monkeypatch.setattr(fileio.os, "replace", interrupted_replace)
+    changed = dataclasses.replace(example_results(), seed=123)
+    for write in (R.write_json, R.write_csv, R.write_markdown):
+        with pytest.raises(KeyboardInterrupt):
+            write(changed, tmp_path / "results.json")
     assert (tmp_path / "results.json").read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]

@@ -19,14 +19,12 @@ outputs, docs/fidelity-analysis.md the choices made where the paper is silent.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ import numpy as np
 from jax.extend import core as jax_core
 
 from qgf.errors import QGFError
+from qgf.fileio import atomic_path
 from qgf.guidance import ESTIMATORS, SamplerSpec, estimate_gradient, sample_with_info
 
 Array = jax.Array
@@ -684,29 +683,15 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path in the target's folder, moved over `path` only if writing succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def write_json(path: Path, data: Any) -> None:
-    with _atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(_json_ready(data), indent=2, allow_nan=False) + "\n")
+    with atomic_path(path) as temporary:
+        Path(temporary).write_text(json.dumps(_json_ready(data), indent=2, allow_nan=False) + "\n")
 
 
 def _save_figure(figure, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    with _atomic_path(path) as temporary:
+    with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=110, bbox_inches="tight", format="png")
     plt.close(figure)
 

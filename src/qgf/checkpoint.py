@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import re
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -38,13 +37,13 @@ import numpy as np
 from qgf.agent import QGFAgent
 from qgf.config import TrainConfig
 from qgf.errors import QGFError
+from qgf.fileio import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 META_FILE = "meta.json"
 CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT_NAME = re.compile(r"^step_(\d+)\.msgpack$")
-_TEMP_PREFIX = ".tmp-"
 
 
 @dataclasses.dataclass
@@ -56,29 +55,6 @@ class Run:
     config: TrainConfig
     meta: dict[str, Any]
     step: int
-
-
-# ------------------------------------------------------------------ atomic files
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -216,13 +192,8 @@ def save_checkpoint(
             # Sidecar first: a half-deleted checkpoint is then merely incomplete, never corrupt.
             old.with_suffix(".json").unlink(missing_ok=True)
             old.unlink(missing_ok=True)
-    _remove_stale_temporaries(path.parent)
+    remove_stale_temporaries(path.parent)
     return path
-
-
-def _remove_stale_temporaries(directory: Path) -> None:
-    for entry in directory.glob(_TEMP_PREFIX + "*"):
-        entry.unlink(missing_ok=True)
 
 
 def agent_template(config: TrainConfig, meta: dict[str, Any]) -> QGFAgent:

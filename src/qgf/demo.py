@@ -149,6 +149,6 @@ def _ensure_data(generate, stem, data_dir, settings, workers, progress, log) -> 
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from qgf.checkpoint import atomic_write_json
+    from qgf.fileio import atomic_write_json
 
     atomic_write_json(path, json.loads(json.dumps(obj)))

@@ -16,12 +16,12 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from qgf.errors import QGFError
+from qgf.fileio import atomic_path, atomic_write_json, atomic_write_text
 
 SCHEMA = "qgf.evaluation"
 SCHEMA_VERSION = 1
@@ -235,22 +235,9 @@ def read_results(path: str | os.PathLike) -> EvaluationResults:
 # Writers
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb" if binary else "w", newline=None if binary else "") as handle:
-            write(handle)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def write_json(results: EvaluationResults, path: str | os.PathLike) -> Path:
     path = Path(path)
-    text = json.dumps(results.to_dict(), indent=2, allow_nan=False) + "\n"
-    _atomic_write(path, lambda handle: handle.write(text))
+    atomic_write_json(path, results.to_dict(), allow_nan=False)
     return path
 
 
@@ -262,7 +249,7 @@ def write_csv(results: EvaluationResults, path: str | os.PathLike) -> Path:
     writer.writerow(SCALAR_FIELDS)
     for item in results.results:
         writer.writerow(["" if getattr(item, key) is None else getattr(item, key) for key in SCALAR_FIELDS])
-    _atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+    atomic_write_text(path, buffer.getvalue())
     return path
 
 
@@ -304,8 +291,7 @@ def markdown_report(results: EvaluationResults) -> str:
 
 def write_markdown(results: EvaluationResults, path: str | os.PathLike) -> Path:
     path = Path(path)
-    text = markdown_report(results)
-    _atomic_write(path, lambda handle: handle.write(text))
+    atomic_write_text(path, markdown_report(results))
     return path
 
 
@@ -355,7 +341,8 @@ def write_plot(results: EvaluationResults, path: str | os.PathLike) -> Path:
     axis.legend(fontsize=8, loc="best")
     figure.tight_layout()
     try:
-        _atomic_write(path, lambda handle: figure.savefig(handle, format="png"), binary=True)
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format="png")
     finally:
         plt.close(figure)
     return path

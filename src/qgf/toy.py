@@ -26,7 +26,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qgf.fileio import atomic_write_bytes
 from qgf.guidance import SamplerSpec, sample_with_info
 
 TOY_ESTIMATORS = ("none", "ood", "bptt", "qgf", "qgf-jacobian", "qgf-chain")
@@ -186,23 +186,12 @@ def format_table(toy: dict) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _save_figure(figure, path: Path) -> None:
     import io
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_toy(toy: dict, out_dir: str | os.PathLike) -> list[Path]:
@@ -216,7 +205,7 @@ def write_toy(toy: dict, out_dir: str | os.PathLike) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     payload = {"config": toy["config"], "results": toy["results"]}
     json_path = out / "toy.json"
-    _atomic_write_bytes(json_path, (json.dumps(payload, indent=2) + "\n").encode())
+    atomic_write_bytes(json_path, (json.dumps(payload, indent=2) + "\n").encode())
     written = [json_path]
     for name, draw in (
         ("toy_trajectories.png", _plot_trajectories),

@@ -8,17 +8,16 @@ appears under its final name only once it is complete (temporary file + `os.repl
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from qgf.errors import QGFError
+from qgf.fileio import atomic_path
 
 # A fixed timestamp makes archives byte-identical across runs (zip stores a mtime per member).
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -27,31 +26,6 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 def one_line(text: Any) -> str:
     """Collapse an exception message onto one line, for error messages printed by the CLI."""
     return " ".join(str(text).split()) or type(text).__name__
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path next to `path`; on success it replaces `path` atomically."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:  # flush to disk so a crash never leaves a renamed empty file
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class NpzWriter:

@@ -31,10 +31,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from qgf.data.files import NpzFile, NpzWriter, atomic_path, save_npz
+from qgf.data.files import NpzFile, NpzWriter, save_npz
 from qgf.data.load import resolve_data_dir
 from qgf.envs import ACTION_DIM, DomainSpec, OGBenchName, manipulation_spec, parse_name
 from qgf.errors import QGFError
+from qgf.fileio import atomic_path
 
 GENERATOR_VERSION = 1  # bump when the recipe changes, so old work directories are not reused
 DEFAULT_EPISODE_LENGTH = 1001
