@@ -139,6 +139,10 @@ def measure_slice_streaming(directory: str, batches_per_slice: int) -> dict:
     slices = SliceDataset(directory, "cube-double-play-singletask-task2-v0")
     _relabel_env("cube-double-play-singletask-task2-v0")  # build the env before measuring the baseline
     before = rss_bytes()
+    # ru_maxrss is the lifetime peak and includes transient start-up peaks (imports, building the
+    # env) that have nothing to do with streaming: sample the current RSS during the stream instead.
+    maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = before
     capacity = None
     key = jax.random.key(0)
     baseline = None
@@ -152,12 +156,15 @@ def measure_slice_streaming(directory: str, batches_per_slice: int) -> dict:
             key, subkey = jax.random.split(key)
             batch = sample_chunks_jit(device_data, subkey, batch_size=256, horizon=5, discount=0.99)
             reward_sum += float(batch["rewards"].sum())
+            peak = max(peak, rss_bytes())
         if baseline is None:
             baseline = rss_bytes()  # after imports, compilation and the first slice
         del device_data
     seconds = time.perf_counter() - start
     return {
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak,
+        "process_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "process_maxrss_before_streaming_bytes": maxrss_before,
         "rss_before_first_slice_bytes": before,
         "rss_after_first_slice_bytes": baseline,
         "slices_streamed": len(slices),

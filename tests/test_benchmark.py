@@ -26,7 +26,8 @@ def test_data_ratios_from_raw_numbers():
         ],
         "slices": {
             "peak_rss_bytes": 900,
-            "rss_before_first_slice_bytes": 800,
+            "rss_before_first_slice_bytes": 700,
+            "rss_after_first_slice_bytes": 800,
             "train_bytes_in_memory_if_loaded_whole": 1000,
         },
     }
@@ -37,7 +38,7 @@ def test_data_ratios_from_raw_numbers():
         "ok": True,
     }
     assert ratios["data/generation per worker÷env stepping (2 workers)"]["ok"] is False
-    assert ratios["data/slice streaming RSS÷dataset in memory"]["value"] == pytest.approx(0.1)
+    assert ratios["data/slice streaming RSS growth÷dataset in memory"]["value"] == pytest.approx(0.1)
     table = format_ratios(ratios)
     assert "NO" in table and "yes" in table
 
