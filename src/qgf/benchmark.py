@@ -81,10 +81,12 @@ def evaluation_ratios(raw: dict) -> dict[str, dict]:
 def data_ratios(raw: dict) -> dict[str, dict]:
     env_rate = raw["env_stepping"]["steps_per_cpu_second"]
     out = {}
+    # Reported without a target (the issue sets none): the scripted oracle and the recording cost
+    # about as much as the physics, so ~0.5 is the expected level (DESIGN §3: ~380 vs ~700 steps/s).
     for row in raw["generation"]:
         per_worker = row["rollout_steps_per_cpu_second"]
         out[f"data/generation per worker÷env stepping ({row['workers']} workers)"] = ratio(
-            per_worker / env_rate, 0.5, at_most=False
+            per_worker / env_rate, None
         )
     # Memory that accumulates while streaming: the peak RSS sampled during the stream minus the RSS
     # once the first slice is resident (imports, JAX's compiled batch sampler and one slice are paid
