@@ -14,7 +14,7 @@ For a frozen policy (velocity field) and critic, and a sample of dataset observa
 
 Everything takes any JAX callables (`PolicyAndCritic`), like `qgf.guidance`; `analyze_run` loads
 a run directory and its dataset and writes JSON + PNG files. docs/analysis.md describes the
-outputs, docs/fidelity-analysis.md the choices made where the paper is silent.
+outputs, docs/fidelity.md ("Diagnostics") the choices made where the paper is silent.
 """
 
 from __future__ import annotations

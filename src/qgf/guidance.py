@@ -67,7 +67,7 @@ class SamplerSpec:
             [-1, 1] before the critic gradient, so the critic is only queried where it was trained.
             The clip is straight-through: Jacobian estimators chain through the unclipped map, so a
             clipped coordinate is still guided. The authors' code clips; the paper's Eq. 7 does not.
-            Default True (docs/fidelity-guidance.md).
+            Default True (see docs/fidelity.md, "Test-time guidance").
         smooth_k, smooth_sigma: qgf-jacobian-smooth averages the Jacobian over K perturbations
             a_t + eps, eps ~ N(0, sigma^2 I). The paper gives no values; these are ours.
         reg_eps: qgf-regularized uses g = (I + eps J)^T grad Q (paper Eq. 10, eps = 0.1).
