@@ -23,9 +23,7 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import re
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from qgf.agent import QGFAgent
 from qgf.config import TrainConfig
 from qgf.errors import QGFError
 from qgf.fileio import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
+from qgf.versions import package_versions
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -67,17 +66,6 @@ def read_json(path: Path, what: str) -> Any:
 
 
 # ------------------------------------------------------------------ run directories
-
-
-def package_versions() -> dict[str, str]:
-    """Versions that decide whether a run can be reproduced (ogbench sets evaluation semantics)."""
-    versions = {"python": platform.python_version()}
-    for package in ("qgf", "jax", "jaxlib", "flax", "optax", "numpy", "ogbench"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:

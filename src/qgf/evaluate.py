@@ -109,12 +109,8 @@ def wilson_interval(successes: int, trials: int, z: float = _Z_95) -> tuple[floa
 def make_ogbench_env(name: str) -> Any:
     """An OGBench env by name, without datasets and without touching the network."""
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless: never needs a display
-    try:
-        from qgf.envs import make_env
-    except ImportError:  # qgf.envs not available: fall back to OGBench directly
-        import ogbench
+    from qgf.envs import make_env
 
-        return ogbench.make_env_and_datasets(name, env_only=True)
     return make_env(name)
 
 
@@ -860,9 +856,9 @@ def evaluate_run(
     """Evaluate a run (a `qgf.checkpoint.Run` or its path) on its single-task env for every
     (sampler, best-of-N, weight); returns `qgf.results.EvaluationResults`."""
     import datetime
-    from importlib import metadata
 
     from qgf import __version__
+    from qgf.versions import package_version
 
     if not isinstance(run, str | os.PathLike) and not hasattr(run, "agent"):
         raise QGFError(f"expected a run or a run directory, got {type(run).__name__}")
@@ -876,14 +872,10 @@ def evaluate_run(
     result = rollout(
         env_name, policy, conditions, episodes, seed, workers=workers, num_envs=num_envs, progress=progress
     )
-    try:
-        ogbench_version = metadata.version("ogbench")
-    except metadata.PackageNotFoundError:
-        ogbench_version = None
     return EvaluationResults(
         env=env_name,
         task=env_task,
-        ogbench_version=ogbench_version,
+        ogbench_version=package_version("ogbench"),
         success_timing=result.env.success_timing,
         success_definition=SUCCESS_DEFINITION,
         max_episode_steps=result.env.max_episode_steps,

@@ -36,6 +36,7 @@ from qgf.data.load import resolve_data_dir
 from qgf.envs import ACTION_DIM, DomainSpec, OGBenchName, manipulation_spec, parse_name
 from qgf.errors import QGFError
 from qgf.fileio import atomic_path
+from qgf.versions import package_version
 
 GENERATOR_VERSION = 1  # bump when the recipe changes, so old work directories are not reused
 DEFAULT_EPISODE_LENGTH = 1001
@@ -330,7 +331,7 @@ def generate(
         episode_length=int(episode_length),
         seed=int(seed),
         slices=int(slices) if slices else None,
-        ogbench_version=_ogbench_version(),
+        ogbench_version=package_version("ogbench") or "unknown",
     )
     outputs = _outputs(target, out_dir, plan.slices)
     existing = [p for p in outputs if os.path.exists(p)]
@@ -466,15 +467,6 @@ def _progress_bar(enabled: bool, total: int, initial: int, description: str):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, unit="step", unit_scale=True, desc=description, file=sys.stderr)
-
-
-def _ogbench_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("ogbench")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _remove_if_empty(path: str) -> None:
