@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jax_core
 
+from qgf.data.chunks import trajectory_ends
 from qgf.errors import QGFError
 from qgf.fileio import atomic_path
 from qgf.guidance import ESTIMATORS, SamplerSpec, estimate_gradient, sample_with_info
@@ -323,13 +324,8 @@ def dataset_chunk_starts(terminals: np.ndarray, horizon: int) -> np.ndarray:
     starts no transition (`qgf.data.load`), so the chunk is valid iff no row in i .. i + h - 1 is
     terminal: the same chunks the training sampler marks fully valid (`qgf.data.chunks`).
     """
-    terminals = np.asarray(terminals) > 0.5
-    count = terminals.shape[0] - horizon + 1
-    if count <= 0:
-        return np.zeros((0,), np.int64)
-    cumulative = np.concatenate([[0], np.cumsum(terminals, dtype=np.int64)])
-    terminal_rows_in_chunk = cumulative[horizon : horizon + count] - cumulative[:count]
-    return np.flatnonzero(terminal_rows_in_chunk == 0)
+    end = trajectory_ends(terminals)
+    return np.flatnonzero(np.arange(end.shape[0]) + horizon <= end)
 
 
 def action_chunks(actions: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
