@@ -37,6 +37,7 @@ from qgf.data.chunks import trajectory_ends
 from qgf.errors import QGFError
 from qgf.fileio import atomic_path
 from qgf.guidance import ESTIMATORS, SamplerSpec, estimate_gradient, sample_with_info
+from qgf.progress import progress_bar
 
 Array = jax.Array
 
@@ -866,9 +867,7 @@ def plot_compute(report: Mapping[str, Any], path: Path, title: str) -> None:
 
 class _Progress:
     def __init__(self, total: int, enabled: bool):
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=total, disable=not enabled, desc="analyze", unit="step", dynamic_ncols=True)
+        self._bar = progress_bar(enabled, total, unit="step", desc="analyze")
 
     def __call__(self, description: str) -> None:
         self._bar.set_description(description, refresh=False)

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from qgf.errors import QGFError
+from qgf.progress import progress_bar
 from qgf.results import ConditionResult, EvaluationResults
 
 # An OGBench manipulation env holds ~150-200 MB and takes ~0.5 s to build: build a few per worker
@@ -555,11 +556,7 @@ class _RolloutLoop:
     def run(self, layout: _Layout, progress: bool) -> None:
         self.layout = layout
         pending: list[dict[int, list[int]]] = [{} for _ in range(layout.groups)]  # per group: worker -> slots
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=self.total, unit="episode", desc="evaluate", dynamic_ncols=True)
+        bar = progress_bar(progress, self.total, unit="episode", desc="evaluate")
         try:
             for group in range(layout.groups):
                 commands: dict[int, list] = {}
@@ -572,8 +569,7 @@ class _RolloutLoop:
                     if group_pending:
                         self._round(group_pending, bar)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
     def _start_episode(self, slot: int, commands: dict[int, list]) -> None:
         """Queue a reset of ``slot`` into the next episode, or retire the slot."""
@@ -617,9 +613,8 @@ class _RolloutLoop:
                 record.success = outcome.success
                 record.terminated = outcome.terminated
                 self.finished.append(record)
-                if bar is not None:
-                    bar.set_postfix_str(f"{self.env_steps} env steps", refresh=False)
-                    bar.update(1)
+                bar.set_postfix_str(f"{self.env_steps} env steps", refresh=False)
+                bar.update(1)
                 self._start_episode(slot, commands)
             else:
                 self.observations[slot] = outcome.observation

@@ -33,6 +33,7 @@ from qgf import checkpoint as ckpt
 from qgf.agent import QGFAgent, metric_kind
 from qgf.config import TrainConfig, known_bad_combinations
 from qgf.errors import QGFError
+from qgf.progress import progress_bar
 
 LOG_JSONL = "log.jsonl"
 LOG_CSV = "log.csv"
@@ -342,7 +343,7 @@ def train(
         tuple[int, float, dict[str, float]]
     ] = []  # (steps, seconds, metrics) since the last log line
     last_saved = resumed_from
-    bar = _progress_bar(progress, step, config.steps)
+    bar = progress_bar(progress, config.steps, initial=step, unit="step", smoothing=0.1)
     try:
         while step < config.steps:
             length = _chunk_length(step, config.steps, config)
@@ -422,19 +423,3 @@ def resume(
         stored_path = meta.get("dataset", {}).get("path")
         data_dir = str(Path(stored_path).parent) if stored_path else None
     return train(config, run_dir, env=env, data_dir=data_dir, dataset=dataset, progress=progress, **kwargs)
-
-
-class _NoProgress:
-    def update(self, _n: int) -> None: ...
-
-    def set_postfix(self, **_kwargs: Any) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _progress_bar(enabled: bool, initial: int, total: int):
-    if not enabled:
-        return _NoProgress()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)

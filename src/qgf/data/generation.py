@@ -25,7 +25,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -36,6 +35,7 @@ from qgf.data.load import resolve_data_dir
 from qgf.envs import ACTION_DIM, DomainSpec, OGBenchName, manipulation_spec, parse_name
 from qgf.errors import QGFError
 from qgf.fileio import atomic_path
+from qgf.progress import progress_bar
 from qgf.versions import package_version
 
 GENERATOR_VERSION = 1  # bump when the recipe changes, so old work directories are not reused
@@ -373,8 +373,13 @@ def generate(
     os.environ.setdefault("MUJOCO_GL", "egl")  # spawned workers inherit it
     workers_used = max(1, min(workers, len(pending)))
     discarded = 0
-    bar = _progress_bar(
-        progress, total_episodes * plan.episode_length, resumed * plan.episode_length, plan.dataset
+    bar = progress_bar(
+        progress,
+        total_episodes * plan.episode_length,
+        initial=resumed * plan.episode_length,
+        unit="step",
+        desc=plan.dataset,
+        unit_scale=True,
     )
 
     rollout_cpu_seconds = 0.0
@@ -383,8 +388,7 @@ def generate(
         nonlocal discarded, rollout_cpu_seconds
         discarded += result[0]
         rollout_cpu_seconds += result[1]
-        if bar is not None:
-            bar.update(plan.episode_length)
+        bar.update(plan.episode_length)
         if plan.slices is not None:
             _assemble_ready_slices(plan, target, ranges, slice_done, episode_dir, slice_stage)
 
@@ -401,8 +405,7 @@ def generate(
                 for result in pool.imap_unordered(_run_episode, pending, chunksize=1):
                     on_episode_done(result)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
     if plan.slices is not None:
         _assemble_ready_slices(plan, target, ranges, slice_done, episode_dir, slice_stage)
@@ -459,14 +462,6 @@ def _assemble_ready_slices(plan, target, ranges, slice_done, episode_dir, slice_
             for path in paths:
                 os.remove(path)
         slice_done[i] = True
-
-
-def _progress_bar(enabled: bool, total: int, initial: int, description: str):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="step", unit_scale=True, desc=description, file=sys.stderr)
 
 
 def _remove_if_empty(path: str) -> None:
