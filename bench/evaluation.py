@@ -68,7 +68,7 @@ def env_only(env_name: str, workers: int, num_envs: int, total_steps: int) -> di
 def _random_agent(obs_dim: int, action_dim: int):
     import jax
 
-    from qgf.agent import QGFAgent
+    from qgf.agents.qgf import QGFAgent
     from qgf.config import load_preset
 
     config = load_preset("cpu", warn=False)

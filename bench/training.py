@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qgf.agent import QGFAgent
+from qgf.agents.qgf import QGFAgent
 from qgf.config import load_preset
 from qgf.data.chunks import to_device
 from qgf.nets import count_params
@@ -83,7 +83,7 @@ def matmul_flops_per_second(size: int = 2048, repeats: int = 10) -> float:
 
 
 def trained_params(agent: QGFAgent) -> int:
-    return count_params((agent.actor_params, agent.critic_params, agent.value_params))
+    return count_params(agent.params)
 
 
 def fused_steps_per_second(agent: QGFAgent, device_data, steps: int, repeats: int) -> float:
@@ -171,7 +171,7 @@ def run(quick: bool) -> dict:
         steps = fused_steps[1] if quick else fused_steps[0]
         agent = QGFAgent.create(0, OBS_DIM, ACTION_DIM, config)
         params = trained_params(agent)
-        forward_only = count_params((agent.target_critic_params, agent.value_params))
+        forward_only = count_params((agent.target_params, agent.params["value"]))
         fused = fused_steps_per_second(agent, device_data, steps, repeats=1 if name == "paper" else 2)
         # The machine is shared: take the matmul rate right before and after this case and use the
         # better one, so a load spike during the peak measurement cannot inflate the utilisation.

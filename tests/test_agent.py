@@ -1,85 +1,14 @@
-"""QGFAgent: construction, fused multi-step updates on device batches, determinism, inference.
-
-`ArrayDataset` / `make_dataset` build a tiny synthetic dataset in OGBench's compact layout; the
-other training tests import them from here.
-"""
-
-import dataclasses
+"""QGFAgent: construction, fused multi-step updates on device batches, determinism, inference."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qgf import agent as agent_module
-from qgf.agent import QGFAgent
-from qgf.config import load_preset
+from helpers import equal_trees, make_dataset, small_config
+from qgf.agents import base as agent_module
+from qgf.agents.qgf import QGFAgent
 from qgf.data.chunks import to_device
-
-
-@dataclasses.dataclass
-class ArrayDataset:
-    """The fields `qgf.train` and `qgf.data.chunks.to_device` read from a dataset."""
-
-    observations: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    masks: np.ndarray
-    terminals: np.ndarray
-    name: str = "synthetic-v0"
-    path: str = "<memory>"
-    fingerprint: str = "synthetic"
-
-    @property
-    def size(self) -> int:
-        return len(self.observations)
-
-    @property
-    def num_transitions(self) -> int:
-        return self.size - int(self.terminals.sum())
-
-
-def make_dataset(num_trajectories=6, length=20, obs_dim=4, action_dim=2, success_rows=3, seed=0):
-    """Trajectories of `length` rows; the state encodes (progress, trajectory features); actions
-    are a fixed smooth function of the state; the last `success_rows` states solve the task
-    (reward 0, mask 0), every other state has reward -1."""
-    rng = np.random.default_rng(seed)
-    progress = np.tile(np.arange(length) / (length - 1), num_trajectories)
-    features = np.repeat(rng.normal(size=(num_trajectories, obs_dim - 1)), length, axis=0)
-    observations = np.concatenate([progress[:, None], features], axis=1).astype(np.float32)
-    projection = rng.normal(size=(obs_dim, action_dim))
-    actions = np.tanh(observations @ projection).astype(np.float32) * 0.9
-    solved = np.tile(np.arange(length) >= length - success_rows, num_trajectories)
-    terminals = np.tile(np.arange(length) == length - 1, num_trajectories)
-    return ArrayDataset(
-        observations=observations,
-        actions=actions,
-        rewards=np.where(solved, 0.0, -1.0).astype(np.float32),
-        masks=np.where(solved, 0.0, 1.0).astype(np.float32),
-        terminals=terminals.astype(np.float32),
-    )
-
-
-# One learner config for every training test in the suite, so the update compiles once per run.
-SMALL = {
-    "actor_hidden_dims": (32, 32),
-    "critic_hidden_dims": (32, 32),
-    "batch_size": 64,
-    "horizon": 2,
-    "discount": 0.9,
-    "target_update_rate": 0.05,
-}
-
-
-def small_config(**overrides):
-    return load_preset("tiny", {**SMALL, **overrides})
-
-
-def equal_trees(a, b):
-    return all(
-        np.array_equal(np.asarray(x), np.asarray(y))
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    )
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +27,9 @@ def test_create_shapes_and_initial_state():
     assert jax.eval_shape(agent.velocity_fn, obs, actions, jnp.zeros(5)).shape == (5, 4)
     assert jax.eval_shape(agent.q_fn, obs, actions).shape == (5,)
     assert int(agent.step) == 0
-    assert equal_trees(agent.critic_params, agent.target_critic_params)
-    assert equal_trees(agent.actor_params, QGFAgent.create(0, 4, 2, config).actor_params)
-    assert not equal_trees(agent.actor_params, QGFAgent.create(1, 4, 2, config).actor_params)
+    assert equal_trees(agent.params["critic"], agent.target_params["critic"])
+    assert equal_trees(agent.params["actor"], QGFAgent.create(0, 4, 2, config).params["actor"])
+    assert not equal_trees(agent.params["actor"], QGFAgent.create(1, 4, 2, config).params["actor"])
 
 
 def test_update_many_trains_and_is_deterministic(device_data):
@@ -110,8 +39,8 @@ def test_update_many_trains_and_is_deterministic(device_data):
     assert set(metrics) >= {"bc_loss", "critic_loss", "value_loss", "q_mean", "v_mean", "critic_grad_norm"}
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert metrics["q_min"] <= metrics["q_mean"] <= metrics["q_max"]
-    assert not equal_trees(trained.actor_params, agent.actor_params)
-    assert not equal_trees(trained.target_critic_params, agent.target_critic_params)
+    assert not equal_trees(trained.params["actor"], agent.params["actor"])
+    assert not equal_trees(trained.target_params["critic"], agent.target_params["critic"])
     again, _ = agent.update_many(device_data, 6)
     assert equal_trees(trained, again)
 

@@ -472,7 +472,7 @@ def test_qgf_analyze_command_on_a_run_directory(tmp_path, capsys):
     the run's dataset, samples observations from the validation split, writes every file."""
     from _data_fixtures import synthetic_arrays, write_npz
     from qgf import checkpoint
-    from qgf.agent import QGFAgent
+    from qgf.agents.qgf import QGFAgent
     from qgf.cli import main
     from qgf.config import load_preset
     from qgf.data import load_dataset

@@ -6,11 +6,11 @@ import jax
 import msgpack
 import pytest
 
+from helpers import equal_trees, make_dataset, small_config
 from qgf import checkpoint as ckpt
-from qgf.agent import QGFAgent
+from qgf.agents.qgf import QGFAgent
 from qgf.data.chunks import to_device
 from qgf.errors import QGFError
-from test_agent import equal_trees, make_dataset, small_config
 
 DATASET = {"name": "synthetic-v0", "path": "/data/x.npz", "size": 120, "fingerprint": "abc123"}
 
@@ -58,17 +58,8 @@ def test_checkpoint_is_plain_msgpack(tmp_path, agents):
     run_dir = new_run(tmp_path)
     path = ckpt.save_checkpoint(run_dir, agents[1])
     decoded = msgpack.unpackb(path.read_bytes(), strict_map_key=False)
-    assert set(decoded) == {
-        "actor_params",
-        "critic_params",
-        "target_critic_params",
-        "value_params",
-        "actor_opt_state",
-        "critic_opt_state",
-        "value_opt_state",
-        "rng",
-        "step",
-    }
+    assert set(decoded) == {"params", "target_params", "opt_state", "rng", "step"}
+    assert set(decoded["params"]) == {"actor", "critic", "value"}
     assert json.loads((run_dir / "config.json").read_text())["actor_hidden_dims"] == [32, 32]
 
 
@@ -158,4 +149,44 @@ def test_config_that_does_not_match_the_arrays_is_refused(tmp_path, agents):
     edited = small_config(critic_hidden_dims=(64, 32)).to_dict()
     (run_dir / "config.json").write_text(json.dumps(edited))
     with pytest.raises(QGFError, match="does not match its config"):
+        ckpt.load_run(run_dir)
+
+
+def test_format_1_runs_of_qgf_0_1_still_load(tmp_path, agents):
+    """A run written before the agent family (format 1: one field per network) loads unchanged."""
+    import hashlib
+
+    import flax.serialization
+
+    run_dir = new_run(tmp_path)
+    late = agents[2]
+    state = flax.serialization.to_state_dict(jax.device_get(late))
+    old_state = {
+        **{f"{name}_params": state["params"][name] for name in ("actor", "critic", "value")},
+        **{f"{name}_opt_state": state["opt_state"][name] for name in ("actor", "critic", "value")},
+        "target_critic_params": state["target_params"]["critic"],
+        "rng": state["rng"],
+        "step": state["step"],
+    }
+    payload = flax.serialization.msgpack_serialize(old_state)
+    path = ckpt.checkpoint_path(run_dir, 6)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+    sidecar = {
+        "format_version": 1,
+        "step": 6,
+        "bytes": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    meta = json.loads((run_dir / "meta.json").read_text())
+    (run_dir / "meta.json").write_text(json.dumps({**meta, "format_version": 1}))
+    config = json.loads((run_dir / "config.json").read_text())
+    del config["agent"], config["critic"]  # format-1 configs predate these keys
+    (run_dir / "config.json").write_text(json.dumps(config))
+    run = ckpt.load_run(run_dir)
+    assert run.config.agent == "qgf" and equal_trees(run.agent, late)
+
+    (run_dir / "meta.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(QGFError, match="format version 99"):
         ckpt.load_run(run_dir)

@@ -276,7 +276,7 @@ def test_sweep_crosses_samplers_best_of_n_and_weights():
 def tiny_agent():
     import jax
 
-    from qgf.agent import QGFAgent
+    from qgf.agents.qgf import QGFAgent
     from qgf.config import load_preset
 
     config = load_preset("tiny", warn=False)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qgf.agent import QGFAgent
+from qgf.agents.qgf import QGFAgent
 from qgf.config import load_preset
 from qgf.critics import aggregate_q, chunk_td_target, critic_loss, ema_update, expectile_loss, value_loss
 from qgf.flow import chunk_step_weights, flow_matching_loss, sample_flow_times
@@ -145,9 +145,9 @@ def perturb(params, scale=0.3, seed=3):
 def test_agent_critic_and_value_losses_by_hand(aggregation):
     agent = tiny_agent(critic_aggregation=aggregation)
     # Move the target critic away from the online one so the test tells them apart.
-    agent = agent.replace(target_critic_params=perturb(agent.critic_params))
+    agent = agent.replace(target_params={"critic": perturb(agent.params["critic"])})
     batch = tiny_batch()
-    params = (agent.actor_params, agent.critic_params, agent.value_params)
+    params = agent.params
     _, metrics = agent.losses(params, batch, jax.random.PRNGKey(0))
 
     obs, actions = batch["observations"], batch["actions"]
@@ -176,7 +176,7 @@ def test_agent_bc_loss_by_hand(mask_invalid):
     agent = tiny_agent(bc_mask_invalid=mask_invalid)
     batch = tiny_batch()
     key = jax.random.PRNGKey(4)
-    params = (agent.actor_params, agent.critic_params, agent.value_params)
+    params = agent.params
     bc_loss = float(agent.losses(params, batch, key)[1]["bc_loss"])
 
     noise_key, time_key = jax.random.split(key)
@@ -194,7 +194,7 @@ def test_agent_bc_loss_by_hand(mask_invalid):
 
 
 def grads_of(agent, batch):
-    params = (agent.actor_params, agent.critic_params, agent.value_params)
+    params = agent.params
     return jax.grad(lambda p: agent.losses(p, batch, jax.random.PRNGKey(0))[0])(params)
 
 
@@ -213,12 +213,14 @@ def test_gradients_do_not_cross_networks():
     base = grads_of(agent, batch)
     new_rewards = dict(batch, rewards=batch["rewards"] + 5.0)
     moved = grads_of(agent, new_rewards)
-    assert trees_close(base[0], moved[0]) and trees_close(base[2], moved[2])
-    assert not trees_close(base[1], moved[1])
+    assert trees_close(base["actor"], moved["actor"]) and trees_close(base["value"], moved["value"])
+    assert not trees_close(base["critic"], moved["critic"])
 
     other_expectile = grads_of(agent.replace(config=agent.config.replace(expectile=0.6)), batch)
-    assert trees_close(base[0], other_expectile[0]) and trees_close(base[1], other_expectile[1])
-    assert not trees_close(base[2], other_expectile[2])
+    assert trees_close(base["actor"], other_expectile["actor"]) and trees_close(
+        base["critic"], other_expectile["critic"]
+    )
+    assert not trees_close(base["value"], other_expectile["value"])
 
 
 def test_rows_crossing_trajectory_end_do_not_train_the_critic():
@@ -227,7 +229,7 @@ def test_rows_crossing_trajectory_end_do_not_train_the_critic():
     rewards = np.asarray(batch["rewards"]).copy()
     rewards[[1, 3]] += 100.0  # rows with valid[:, -1] == 0
     assert trees_close(
-        grads_of(agent, batch)[1], grads_of(agent, dict(batch, rewards=jnp.asarray(rewards)))[1]
+        grads_of(agent, batch)["critic"], grads_of(agent, dict(batch, rewards=jnp.asarray(rewards)))["critic"]
     )
 
 
@@ -235,25 +237,25 @@ def test_update_applies_adam_and_ema_by_hand():
     """First Adam step: delta = -lr * m_hat / (sqrt(v_hat) + eps) = -lr * g / (|g| + eps); then
     target <- (1 - rate) target + rate * new online critic."""
     agent = tiny_agent(learning_rate=0.01, target_update_rate=0.2)
-    agent = agent.replace(target_critic_params=perturb(agent.critic_params))
+    agent = agent.replace(target_params={"critic": perturb(agent.params["critic"])})
     batch = tiny_batch()
     new, _ = agent.update(batch)
     # update() draws its loss key from the agent's rng; reproduce the gradient with that key.
     loss_key = jax.random.split(agent.rng)[1]
-    params = (agent.actor_params, agent.critic_params, agent.value_params)
+    params = agent.params
     grads = jax.grad(lambda p: agent.losses(p, batch, loss_key)[0])(params)
-    olds = (agent.actor_params, agent.critic_params, agent.value_params)
-    news = (new.actor_params, new.critic_params, new.value_params)
-    for old, fresh, grad in zip(olds, news, grads, strict=True):
+    olds = [agent.params[n] for n in ("actor", "critic", "value")]
+    news = [new.params[n] for n in ("actor", "critic", "value")]
+    for old, fresh, grad in zip(olds, news, [grads[n] for n in ("actor", "critic", "value")], strict=True):
         for o, f, g in zip(jax.tree.leaves(old), jax.tree.leaves(fresh), jax.tree.leaves(grad), strict=True):
             g = np.asarray(g, np.float64)
             np.testing.assert_allclose(
                 np.asarray(f) - np.asarray(o), -0.01 * g / (np.abs(g) + 1e-8), atol=1e-6
             )
     for t_old, t_new, c_new in zip(
-        jax.tree.leaves(agent.target_critic_params),
-        jax.tree.leaves(new.target_critic_params),
-        jax.tree.leaves(new.critic_params),
+        jax.tree.leaves(agent.target_params["critic"]),
+        jax.tree.leaves(new.target_params["critic"]),
+        jax.tree.leaves(new.params["critic"]),
         strict=True,
     ):
         np.testing.assert_allclose(t_new, 0.8 * np.asarray(t_old) + 0.2 * np.asarray(c_new), atol=1e-6)

@@ -6,13 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import SMALL, equal_trees, make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf import cli
 from qgf import train as train_module
 from qgf.data.chunks import gather_chunks, to_device
 from qgf.errors import QGFError
 from qgf.train import read_log, resume, train
-from test_agent import SMALL, equal_trees, make_dataset, small_config
 
 SCHEDULE = {"steps": 12, "log_every": 3, "ckpt_every": 6, "keep_checkpoints": 2}
 

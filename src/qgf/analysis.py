@@ -36,13 +36,11 @@ from jax.extend import core as jax_core
 from qgf.data.chunks import trajectory_ends
 from qgf.errors import QGFError
 from qgf.fileio import atomic_path
-from qgf.guidance import ESTIMATORS, SamplerSpec, estimate_gradient, sample_with_info
+from qgf.guidance import GUIDED_ESTIMATORS, SamplerSpec, estimate_gradient, sample_with_info
 from qgf.progress import progress_bar
 
 Array = jax.Array
 
-# Estimators that produce a guidance direction at every denoising step (Figs. 3, 4 and 17).
-GUIDED_ESTIMATORS: tuple[str, ...] = tuple(e for e in ESTIMATORS if e not in ("none", "gradstep"))
 # The estimators the paper's Figs. 3, 4 and 17 compare.
 PAPER_ESTIMATORS: tuple[str, ...] = ("qgf", "qgf-jacobian", "qgf-chain", "bptt", "ood")
 # The middle of the paper's single-task weight grid {0.004, ..., 0.12} (App. J, Table 5).

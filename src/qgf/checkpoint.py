@@ -32,13 +32,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qgf.agent import QGFAgent
+from qgf.agents import agent_class
+from qgf.agents.base import Agent
 from qgf.config import TrainConfig
 from qgf.errors import QGFError
 from qgf.fileio import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
 from qgf.versions import package_versions
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 (qgf 0.1.0) held only the QGF agent, with one field per network; format 2 holds any
+# agent, its networks by name. Format-1 checkpoints are converted on load.
+READABLE_FORMATS = (1, 2)
 CONFIG_FILE = "config.json"
 META_FILE = "meta.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -50,7 +54,7 @@ class Run:
     """A loaded run: the agent at `step`, its config and its meta (versions, dataset, sizes)."""
 
     path: Path
-    agent: QGFAgent
+    agent: Agent
     config: TrainConfig
     meta: dict[str, Any]
     step: int
@@ -117,10 +121,11 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     meta = read_json(path / META_FILE, "meta")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMATS:
         raise QGFError(
-            f"{path} has run format version {version!r}; this qgf reads version {FORMAT_VERSION} "
-            f"(written by qgf {meta.get('versions', {}).get('qgf', '?')})"
+            f"{path} has run format version {version!r}; this qgf reads versions "
+            f"{', '.join(map(str, READABLE_FORMATS))} (the run was written by qgf "
+            f"{meta.get('versions', {}).get('qgf', '?')}); use that qgf version or retrain"
         )
     for key in ("obs_dim", "action_dim"):
         if not isinstance(meta.get(key), int):
@@ -155,7 +160,7 @@ def latest_step(run_dir: str | os.PathLike) -> int | None:
 
 def save_checkpoint(
     run_dir: str | os.PathLike,
-    agent: QGFAgent,
+    agent: Agent,
     *,
     metrics: dict[str, float] | None = None,
     keep: int | None = None,
@@ -184,12 +189,25 @@ def save_checkpoint(
     return path
 
 
-def agent_template(config: TrainConfig, meta: dict[str, Any]) -> QGFAgent:
+def agent_template(config: TrainConfig, meta: dict[str, Any]) -> Agent:
     """The agent's structure (shapes and dtypes, no values) for a run's config and sizes."""
-    return jax.eval_shape(lambda: QGFAgent.create(0, meta["obs_dim"], meta["action_dim"], config))
+    cls = agent_class(config.agent)
+    return jax.eval_shape(lambda: cls.create(0, meta["obs_dim"], meta["action_dim"], config))
 
 
-def read_checkpoint(path: Path, template: QGFAgent) -> QGFAgent:
+def _from_format_1(state: dict) -> dict:
+    """A format-1 (qgf 0.1.0, QGF agent only) checkpoint state in the format-2 layout."""
+    networks = ("actor", "critic", "value")
+    return {
+        "params": {name: state[f"{name}_params"] for name in networks},
+        "target_params": {"critic": state["target_critic_params"]},
+        "opt_state": {name: state[f"{name}_opt_state"] for name in networks},
+        "rng": state["rng"],
+        "step": state["step"],
+    }
+
+
+def read_checkpoint(path: Path, template: Agent) -> Agent:
     """Restore an agent from a msgpack checkpoint, verified against its sidecar and `template`."""
     sidecar = read_json(path.with_suffix(".json"), "checkpoint sidecar")
     try:
@@ -205,6 +223,8 @@ def read_checkpoint(path: Path, template: QGFAgent) -> QGFAgent:
         state = flax.serialization.msgpack_restore(payload)
     except Exception as exc:
         raise QGFError(f"checkpoint {path} cannot be decoded: {exc}") from None
+    if sidecar.get("format_version") == 1 and isinstance(state, dict) and "actor_params" in state:
+        state = _from_format_1(state)
     _check_structure(path, flax.serialization.to_state_dict(template), state)
     agent = flax.serialization.from_state_dict(template, state)
     return jax.tree_util.tree_map(jnp.asarray, agent)

@@ -17,15 +17,24 @@ from qgf.errors import QGFError
 COMMANDS = ("demo", "data", "train", "evaluate", "toy", "analyze", "bench")
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that refuses abbreviated options: `--env X` must never be read as
+    `--envs X` (long jobs should fail at once on a typo, not after an hour)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from qgf import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="qgf",
         description="Test-time Q-gradient guidance (QGF) for flow-matching policies in offline RL.",
     )
     parser.add_argument("--version", action="version", version=f"qgf {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"qgf.commands.{name}")

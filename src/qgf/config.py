@@ -83,6 +83,33 @@ class TrainConfig:
         choices=("target", "online"),
     )
 
+    # --- which method (qgf.agents) and which critic (qgf.critics)
+    agent: str = _field("qgf", "training method: one of the registered agents (qgf.agents.AGENT_NAMES)")
+    critic: str = _field(
+        "iql",
+        "critic: 'iql' (in-sample chunked IQL, QGF App. F) or 'td' (TD backups on the agent's own policy "
+        "samples with pessimistic ensemble target, QAM Eq. 26)",
+        choices=("iql", "td"),
+    )
+    critic_pessimism: float = _field(
+        0.5, "rho of the td critic's target mean_K Qbar - rho * std_K Qbar (QAM Eq. 26)"
+    )
+
+    # --- training-time policy extraction (QGF App. I; QAM App. C); each used only by its agent
+    fql_alpha: float = _field(300.0, "fql: weight of the distillation term (Eq. 23's alpha)")
+    edp_bc_weight: float = _field(30.0, "edp: weight w_BC of the flow-matching term against -Q")
+    normalize_q_loss: bool = _field(
+        True, "fql / edp: divide the -Q term by the batch's mean |Q| (held fixed), so alpha is scale-free"
+    )
+    dac_alpha: float = _field(
+        100.0, "dac: behaviour weight; Eq. 22's 1/beta = 1/(2 alpha) (QAM Eq. 53/54's eta)"
+    )
+    qsm_inv_temperature: float = _field(0.1, "qsm-bc: tau_inv = 1/beta of Eq. 21")
+    qsm_bc_weight: float = _field(10.0, "qsm-bc: weight eta (the paper's alpha) of the DDPM term; 0 is QSM")
+    actor_grad_clip: float = _field(
+        0.0, "element-wise clip of the policy network's gradient (0 = off; QAM uses 1 for QSM, DAC, QAM)"
+    )
+
     # --- optimisation
     learning_rate: float = _field(3e-4, "Adam learning rate of all three networks")
     batch_size: int = _field(1024, "chunks per gradient step")
@@ -111,7 +138,7 @@ class TrainConfig:
         return self.discount**self.horizon
 
     def learner_config(self) -> TrainConfig:
-        """This config with RUN_ONLY_FIELDS at their defaults: what `QGFAgent` keeps."""
+        """This config with RUN_ONLY_FIELDS at their defaults: what an agent keeps."""
         defaults = {
             field.name: field.default for field in dataclasses.fields(self) if field.name in RUN_ONLY_FIELDS
         }
@@ -179,17 +206,55 @@ def preset_values(name: str) -> dict[str, Any]:
     return values
 
 
+def _layer_file(*parts: str) -> dict[str, Any] | None:
+    """A preset layer (presets/agents/NAME.json, presets/critics/NAME.json) or None if absent."""
+    path = _preset_dir().joinpath(*parts)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise QGFError(f"preset file {'/'.join(parts)} is not valid JSON: {exc}") from exc
+
+
+def preset_layers(name: str, overrides: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The (source, values) layers that make preset `name` for the agent and critic that the
+    overrides (or the preset) choose, lowest priority first: the scale preset, the critic's
+    defaults (`presets/critics/<critic>.json`), the agent's defaults and its values for this scale
+    (`presets/agents/<agent>.json`: "defaults", "presets": {scale: ...}), then the overrides."""
+    base = preset_values(name)
+    agent = overrides.get("agent", base.get("agent", "qgf"))
+    agent_file = _layer_file("agents", f"{agent}.json") or {}
+    agent_layers = [agent_file.get("defaults", {}), agent_file.get("presets", {}).get(name, {})]
+    critic = overrides.get("critic")
+    for layer in [base, *agent_layers]:
+        critic = critic or layer.get("critic")
+    critic_file = _layer_file("critics", f"{critic or 'iql'}.json") or {}
+    layers = [
+        (f"preset {name!r}", base),
+        (f"critic {critic!r} defaults", critic_file.get("defaults", {})),
+        (f"agent {agent!r} defaults", agent_layers[0]),
+        (f"agent {agent!r} preset {name!r}", agent_layers[1]),
+        ("overrides", dict(overrides)),
+    ]
+    return layers
+
+
 def load_preset(name: str, overrides: Mapping[str, Any] | None = None, *, warn: bool = True) -> TrainConfig:
     """Preset `name` with `overrides` applied (values may be typed or `key=value`-style strings).
 
-    Raises QGFError for an unknown preset, unknown keys or bad values; warns (UserWarning) about
-    known-bad combinations unless `warn=False`.
+    The agent and critic named in the overrides (default: qgf with the iql critic) bring their
+    own preset layers, so `load_preset("cpu", {"agent": "fql"})` is FQL at CPU scale with its
+    documented alpha. Raises QGFError for an unknown preset, unknown keys or bad values; warns
+    (UserWarning) about known-bad combinations unless `warn=False`.
     """
-    values = preset_values(name)
-    _check_keys(values.keys(), source=f"preset {name!r}")
     overrides = dict(overrides or {})
     _check_keys(overrides.keys())
-    config = TrainConfig(**{**values, **overrides})
+    values: dict[str, Any] = {}
+    for source, layer in preset_layers(name, overrides):
+        _check_keys(layer.keys(), source=source)
+        values.update(layer)
+    config = TrainConfig(**values)
     if warn:
         for message in known_bad_combinations(config):
             warnings.warn(message, UserWarning, stacklevel=2)
@@ -368,6 +433,18 @@ def _validate(config: TrainConfig) -> None:
         0.0 < config.target_update_rate <= 1.0,
         f"target_update_rate must be in (0, 1], got {config.target_update_rate}",
     )
+    from qgf.agents import AGENT_NAMES
+
+    require(
+        config.agent in AGENT_NAMES,
+        f"unknown agent {config.agent!r}{_suggest(config.agent, AGENT_NAMES)}; "
+        f"choose one of {', '.join(AGENT_NAMES)}",
+    )
+    require(config.critic_pessimism >= 0.0, f"critic_pessimism must be >= 0, got {config.critic_pessimism}")
+    for name in ("fql_alpha", "edp_bc_weight", "dac_alpha", "qsm_inv_temperature", "qsm_bc_weight"):
+        require(getattr(config, name) >= 0.0, f"{name} must be >= 0, got {getattr(config, name)}")
+    require(config.dac_alpha > 0.0, f"dac_alpha must be > 0, got {config.dac_alpha}")
+    require(config.actor_grad_clip >= 0.0, f"actor_grad_clip must be >= 0, got {config.actor_grad_clip}")
     require(config.learning_rate > 0.0, f"learning_rate must be > 0, got {config.learning_rate}")
     require(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
     require(config.steps >= 0, f"steps must be >= 0, got {config.steps}")

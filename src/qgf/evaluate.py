@@ -718,8 +718,8 @@ class Condition:
 
 def sweep_conditions(samplers: Sequence[Any], weights: Sequence[float], bfn: Sequence[int], steps: int):
     """The (sampler, N, weight) grid, sampler-major. A sampler given by name is crossed with every
-    N in ``bfn``; a `SamplerSpec` is used as given. Plain BC (estimator ``none``) ignores the weight,
-    so it is evaluated once, at weight 0."""
+    N in ``bfn``; a `SamplerSpec` is used as given. Plain BC (``none``) and a method's own policy
+    (``policy``) ignore the weight, so they are evaluated once, at weight 0."""
     from qgf.guidance import SamplerSpec
 
     if not samplers or not weights or not bfn:
@@ -735,13 +735,13 @@ def sweep_conditions(samplers: Sequence[Any], weights: Sequence[float], bfn: Seq
             specs.extend(SamplerSpec(estimator=sampler, steps=steps, best_of_n=int(n)) for n in bfn)
     conditions = []
     for spec in dict.fromkeys(specs):
-        spec_weights = [0.0] if spec.estimator == "none" else sorted(set(map(float, weights)))
+        spec_weights = sorted(set(map(float, weights))) if spec.uses_weight else [0.0]
         conditions.extend(Condition(spec, weight) for weight in spec_weights)
     return conditions
 
 
 class AgentPolicy:
-    """A `PolicyFn` over a `QGFAgent` for a list of `Condition`s.
+    """A `PolicyFn` over an agent (`qgf.agents`) for a list of `Condition`s.
 
     Rows are grouped by sampler spec: one compiled call per distinct spec and batch, each row with
     its own weight. Each row draws its noise from its own key (``jax.random.key(noise_seed)``), so
@@ -809,6 +809,11 @@ class AgentPolicy:
         return PolicyOutput(actions, q, seconds)
 
 
+def default_samplers(run: Any) -> tuple[str, ...]:
+    """QGF where the run has a behaviour flow to guide, else the method's own policy."""
+    return ("qgf",) if run.agent.behavior_velocity_fn is not None else ("policy",)
+
+
 def run_dataset_name(meta: dict[str, Any]) -> str:
     """The OGBench name a run was trained on, from its meta.json."""
     dataset = meta.get("dataset") or {}
@@ -837,7 +842,7 @@ def evaluation_env_name(name: str, task: int | None = None) -> tuple[str, int | 
 
 def evaluate_run(
     run: Any,
-    samplers: Sequence[Any] = ("qgf",),
+    samplers: Sequence[Any] | None = None,
     weights: Sequence[float] = (0.0,),
     bfn: Sequence[int] = (1,),
     episodes: int = 50,
@@ -849,7 +854,8 @@ def evaluate_run(
     progress: bool = False,
 ) -> EvaluationResults:
     """Evaluate a run (a `qgf.checkpoint.Run` or its path) on its single-task env for every
-    (sampler, best-of-N, weight); returns `qgf.results.EvaluationResults`."""
+    (sampler, best-of-N, weight); returns `qgf.results.EvaluationResults`. `samplers` default to
+    `default_samplers(run)`."""
     import datetime
 
     from qgf import __version__
@@ -862,7 +868,11 @@ def evaluate_run(
 
         run = load_run(run)
     env_name, env_task = evaluation_env_name(run_dataset_name(run.meta), task)
-    conditions = sweep_conditions(samplers, weights, bfn, run.config.flow_steps)
+    conditions = sweep_conditions(samplers or default_samplers(run), weights, bfn, run.config.flow_steps)
+    from qgf.agents.base import check_sampler
+
+    for spec in dict.fromkeys(condition.spec for condition in conditions):
+        check_sampler(run.agent, spec)
     policy = AgentPolicy(run.agent, conditions)
     result = rollout(
         env_name, policy, conditions, episodes, seed, workers=workers, num_envs=num_envs, progress=progress
@@ -888,6 +898,8 @@ def evaluate_run(
         results=summarize(result, lambda c: (c.spec.estimator, c.weight, c.spec.best_of_n, c.spec.label)),
         extra={
             "run_step": run.step,
+            "agent": run.config.agent,
+            "critic": run.config.critic,
             "flow_steps": run.config.flow_steps,
             "guidance_critic": run.config.guidance_critic,
             "startup_s": result.startup_s,

@@ -37,21 +37,48 @@ Array = jax.Array
 VelocityFn = Callable[[Any, Array, Array], Array]
 QFn = Callable[[Any, Array], Array]
 
-ESTIMATORS: tuple[str, ...] = (
-    "none",
-    "qgf",
-    "qgf-jacobian",
-    "qgf-chain",
-    "qgf-jacobian-smooth",
-    "qgf-regularized",
-    "qgf-jacobian-ortho",
-    "ood",
-    "bptt",
-    "gradstep",
-)
 
-# Estimators whose g is evaluated at an estimate of the clean action, where `clip_hat` applies.
-_CLEAN_ACTION_ESTIMATORS = frozenset(ESTIMATORS) - {"none", "ood", "gradstep"}
+@dataclasses.dataclass(frozen=True)
+class EstimatorInfo:
+    """One entry of the estimator registry: what the CLI, analysis and docs read.
+
+    `guided`: adds w * g at every denoising step (not BC, not GradStep's after-the-fact ascent);
+    `clean_action`: g is taken at an estimate of the clean action, where `clip_hat` applies."""
+
+    name: str
+    summary: str
+    guided: bool = True
+    clean_action: bool = True
+
+
+# The one registry of test-time estimators, in the order of tables and help texts. The functions
+# live in `_ESTIMATOR_FNS` below, keyed the same way.
+ESTIMATOR_INFO: dict[str, EstimatorInfo] = {
+    info.name: info
+    for info in (
+        EstimatorInfo("none", "BC: the unguided flow (g = 0)", guided=False, clean_action=False),
+        EstimatorInfo("qgf", "QGF: grad Q at the one-Euler-step estimate of a_1, Jacobian ~ I (Eq. 9)"),
+        EstimatorInfo("qgf-jacobian", "QGF-Jacobian: J^T grad Q at the one-step estimate (one VJP)"),
+        EstimatorInfo("qgf-chain", "grad Q at the full unguided Euler solution from a_t, Jacobian ~ I"),
+        EstimatorInfo("qgf-jacobian-smooth", "Jacobian averaged over K Gaussian perturbations of a_t"),
+        EstimatorInfo("qgf-regularized", "(I + eps J)^T grad Q at the one-step estimate (Eq. 10)"),
+        EstimatorInfo("qgf-jacobian-ortho", "J replaced by the orthogonal factor U V^T of its SVD"),
+        EstimatorInfo("ood", "QFQL: grad Q at the noisy a_t itself", clean_action=False),
+        EstimatorInfo("bptt", "grad through the remaining Euler steps (adjoint)"),
+        EstimatorInfo(
+            "gradstep",
+            "GradStep: BC sample, then L steps a += alpha grad Q(a)",
+            guided=False,
+            clean_action=False,
+        ),
+    )
+}
+ESTIMATORS: tuple[str, ...] = tuple(ESTIMATOR_INFO)
+GUIDED_ESTIMATORS: tuple[str, ...] = tuple(name for name, info in ESTIMATOR_INFO.items() if info.guided)
+# Not an estimator: the trained method's own policy (an FQL one-step policy, a DAC diffusion
+# policy, ...). Only an agent can sample it (`Agent.sample_actions`); every run has it.
+POLICY_SAMPLER = "policy"
+SAMPLERS: tuple[str, ...] = (POLICY_SAMPLER, *ESTIMATORS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +86,8 @@ class SamplerSpec:
     """Everything about a sampler except the guidance weight (which is traced, see module doc).
 
     Attributes:
-        estimator: one of `ESTIMATORS`.
+        estimator: one of `ESTIMATORS`, or 'policy': the trained method's own policy (only
+            `qgf.agents.Agent.sample_actions` can sample it; the weight is ignored).
         steps: T, the number of Euler steps (delta = 1 / T).
         best_of_n: N > 1 draws N samples per row (distinct noises) with this estimator and keeps the
             one the critic ranks highest. ``SamplerSpec("none", best_of_n=N)`` is BFN.
@@ -84,7 +112,7 @@ class SamplerSpec:
     gradstep_steps: int = 3
 
     def __post_init__(self) -> None:
-        if self.estimator not in ESTIMATORS:
+        if self.estimator not in SAMPLERS:
             raise QGFError(_unknown_estimator_message(self.estimator))
         for name in ("steps", "best_of_n", "smooth_k"):
             value = getattr(self, name)
@@ -96,9 +124,14 @@ class SamplerSpec:
             raise QGFError(f"SamplerSpec.smooth_sigma must be >= 0, got {self.smooth_sigma!r}")
 
     @property
+    def uses_weight(self) -> bool:
+        """Whether the weight changes the samples (BC and the method's own policy ignore it)."""
+        return self.estimator not in ("none", POLICY_SAMPLER)
+
+    @property
     def uses_critic(self) -> bool:
         """Whether sampling evaluates q_fn at all (plain BC with N = 1 never does)."""
-        return self.estimator != "none" or self.best_of_n > 1
+        return self.estimator not in ("none", POLICY_SAMPLER) or self.best_of_n > 1
 
     @property
     def label(self) -> str:
@@ -111,13 +144,13 @@ class SamplerSpec:
 
 
 def _unknown_estimator_message(name: object) -> str:
-    known = ", ".join(ESTIMATORS)
+    known = ", ".join(SAMPLERS)
     if isinstance(name, str) and name.lower().startswith("bfn"):
         return (
             f"unknown estimator {name!r}: best-of-N is SamplerSpec.best_of_n, "
             f"e.g. SamplerSpec('none', best_of_n=4) for BFN. Estimators: {known}"
         )
-    close = difflib.get_close_matches(str(name), ESTIMATORS, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(str(name), SAMPLERS, n=3, cutoff=0.5)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return f"unknown estimator {name!r}.{hint} Estimators: {known}"
 
@@ -315,6 +348,7 @@ _ESTIMATOR_FNS = {
     "bptt": _estimate_bptt,
     "gradstep": _estimate_at_noisy_action,  # GradStep's direction grad_a Q(s, a) at the given a
 }
+assert tuple(_ESTIMATOR_FNS) == ESTIMATORS, "the estimator registry and its functions must agree"
 
 
 def estimate_gradient(
@@ -410,6 +444,11 @@ def sample_with_info(
 
 
 def _sample(velocity_fn, q_fn, obs, key, weight, spec, action_dim, noise, trajectory, score_actions):
+    if spec.estimator == POLICY_SAMPLER:
+        raise QGFError(
+            "sampler 'policy' is a trained method's own policy: sample it with agent.sample_actions, "
+            "not with a velocity field"
+        )
     if spec.uses_critic and q_fn is None:
         raise QGFError(f"sampler {spec.label!r} needs a critic: pass q_fn")
     first_obs = jax.tree.leaves(obs)[0]

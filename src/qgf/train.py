@@ -5,7 +5,7 @@
     result = train(load_preset("cpu"), "runs/cube1", env="cube-single-play-singletask-task1-v0",
                    data_dir="data")
 
-Each compiled call runs up to `log_every` steps (`QGFAgent.update_many`, a `lax.scan` that samples
+Each compiled call runs up to `log_every` steps (`Agent.update_many`, a `lax.scan` that samples
 its batches on the device); calls end at every multiple of `log_every` and of `ckpt_every`, so log
 lines and checkpoints land on fixed steps whatever the history of interruptions. Calling `train`
 again on an existing run directory resumes from its latest checkpoint; because the RNG is part of
@@ -30,7 +30,8 @@ from typing import Any
 import jax
 
 from qgf import checkpoint as ckpt
-from qgf.agent import QGFAgent, metric_kind
+from qgf.agents import agent_class
+from qgf.agents.base import Agent, metric_kind
 from qgf.config import TrainConfig, known_bad_combinations
 from qgf.errors import QGFError
 from qgf.progress import progress_bar
@@ -44,7 +45,7 @@ class TrainResult:
     """What `train` returns: the final agent and where it is stored."""
 
     run_dir: Path
-    agent: QGFAgent
+    agent: Agent
     step: int
     resumed_from: int | None  # checkpoint step the run continued from; None for a fresh start
     metrics: dict[str, float]  # the last log line
@@ -325,11 +326,11 @@ def train(
             obs_dim=obs_dim,
             action_dim=action_dim,
             dataset=identity,
-            extra={"env": env or identity.get("name")},
+            extra={"env": env or identity.get("name"), "agent": config.agent},
         )
     _warn_about_setup(config, dataset, env)
     if agent is None:
-        agent = QGFAgent.create(config.seed, obs_dim, action_dim, config)
+        agent = agent_class(config.agent).create(config.seed, obs_dim, action_dim, config)
 
     if device_data is None:
         from qgf.data.chunks import to_device
@@ -360,9 +361,11 @@ def train(
                 record = {"step": step, **combine_metrics(window), "time": time.time()}
                 window = []
                 bar.set_postfix(
-                    bc=f"{record['bc_loss']:.3f}",
-                    q=f"{record['q_mean']:.2f}",
-                    sps=f"{record['steps_per_s']:.0f}",
+                    {
+                        key: f"{record[key]:.3g}"
+                        for key in ("bc_loss", "q_mean", "steps_per_s")
+                        if key in record
+                    }
                 )
                 log.write(record)
                 if on_log is not None:
@@ -396,7 +399,7 @@ def combine_metrics(window: list[tuple[int, float, dict[str, float]]]) -> dict[s
     return combined
 
 
-def _save_on_interrupt(run_dir: Path, agent: QGFAgent, config: TrainConfig) -> None:
+def _save_on_interrupt(run_dir: Path, agent: Agent, config: TrainConfig) -> None:
     try:
         ckpt.save_checkpoint(run_dir, agent, keep=config.keep_checkpoints)
     except RuntimeError:

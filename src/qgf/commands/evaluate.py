@@ -31,9 +31,9 @@ def register(subparsers) -> None:
         "--sampler",
         action="append",
         metavar="NAME",
-        help="estimator to evaluate; repeat for several (default: qgf). 'none' is BC; e.g. --sampler qgf "
-        "--sampler ood. Estimators: none, qgf, qgf-jacobian, qgf-chain, qgf-jacobian-smooth, "
-        "qgf-regularized, qgf-jacobian-ortho, ood, bptt, gradstep",
+        help="sampler to evaluate; repeat for several (default: qgf, or 'policy' for a run without a "
+        "behaviour flow). 'none' is BC, 'policy' the trained method's own policy; e.g. --sampler qgf "
+        "--sampler ood. Samplers: " + ", ".join(_sampler_names()),
     )
     parser.add_argument(
         "--weights",
@@ -57,6 +57,12 @@ def register(subparsers) -> None:
     parser.add_argument("--out", help="output directory (default: RUN/eval)")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     parser.set_defaults(func=run)
+
+
+def _sampler_names() -> tuple[str, ...]:
+    from qgf.guidance import SAMPLERS
+
+    return SAMPLERS
 
 
 def parse_weights(text: str) -> list[float]:
@@ -93,16 +99,16 @@ def check_samplers(names: list[str]) -> list[str]:
     import difflib
 
     from qgf.errors import QGFError
-    from qgf.guidance import ESTIMATORS
+    from qgf.guidance import SAMPLERS
 
     for name in names:
-        if name in ESTIMATORS:
+        if name in SAMPLERS:
             continue
         if name.lower().startswith("bfn"):
             raise QGFError(f"--sampler {name!r}: best-of-N is --bfn N (BFN is --sampler none --bfn N)")
-        close = difflib.get_close_matches(name, ESTIMATORS, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, SAMPLERS, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise QGFError(f"unknown --sampler {name!r}; {hint}choose from: {', '.join(ESTIMATORS)}")
+        raise QGFError(f"unknown --sampler {name!r}; {hint}choose from: {', '.join(SAMPLERS)}")
     return list(dict.fromkeys(names))
 
 
@@ -111,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     from qgf.errors import QGFError
 
-    samplers = check_samplers(args.sampler or ["qgf"])
+    samplers = check_samplers(args.sampler) if args.sampler else None
     weights = parse_weights(args.weights)
     best_of_n = parse_best_of_n(args.bfn)
     if args.episodes < 1:

@@ -6,19 +6,21 @@ import argparse
 import warnings
 
 DESCRIPTION = """\
-Train the reference flow policy (behaviour cloning) and the chunked IQL critic on an OGBench dataset,
-writing a self-describing run directory (config.json, meta.json, checkpoints/, log.jsonl, log.csv).
+Train one method (--agent; default qgf: the reference BC flow policy and the chunked IQL critic) on an
+OGBench dataset, writing a self-describing run directory (config.json, meta.json, checkpoints/,
+log.jsonl, log.csv). The critic is chosen with critic=iql (default) or critic=td.
 Re-running the same command on an existing --out resumes from its latest checkpoint; a run whose
 config or data differ is refused. Settings: --preset, then key=value overrides (listed below)."""
 
 
 def register(subparsers) -> None:
+    from qgf.agents import AGENT_NAMES
     from qgf.config import available_presets, field_help
 
     keys = "\n".join(f"  {name:<20} {text}" for name, text in field_help().items())
     parser = subparsers.add_parser(
         "train",
-        help="train (or resume) the BC flow policy and IQL critic",
+        help="train (or resume) a method: the BC flow + IQL critic of QGF, or a baseline (--agent)",
         description=DESCRIPTION,
         epilog=f"config keys (key=value):\n{keys}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -31,6 +33,11 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--preset",
         help=f"settings preset: {', '.join(available_presets())} (default: the run's own when resuming)",
+    )
+    parser.add_argument(
+        "--agent",
+        choices=AGENT_NAMES,
+        help="training method (default: qgf, or the run's own when resuming): " + ", ".join(AGENT_NAMES),
     )
     parser.add_argument("--steps", type=int, help="total training steps (overrides the preset's)")
     parser.add_argument("--seed", type=int, help="seed (overrides the preset's, default 0)")
@@ -54,6 +61,10 @@ def resolve_config(args: argparse.Namespace):
         overrides["steps"] = args.steps
     if args.seed is not None:
         overrides["seed"] = args.seed
+    if args.agent is not None:
+        overrides["agent"] = args.agent
+    elif checkpoint.is_run_dir(args.out):
+        overrides.setdefault("agent", checkpoint.read_config(args.out).agent)
     if args.preset is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # train() repeats the warnings once, with the data in view

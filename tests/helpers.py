@@ -1,0 +1,74 @@
+"""Builders shared by the training tests: a tiny synthetic dataset in OGBench's compact layout and
+one small learner config (so the update compiles once per agent and test session)."""
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from qgf.config import load_preset
+
+
+@dataclasses.dataclass
+class ArrayDataset:
+    """The fields `qgf.train` and `qgf.data.chunks.to_device` read from a dataset."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    masks: np.ndarray
+    terminals: np.ndarray
+    name: str = "synthetic-v0"
+    path: str = "<memory>"
+    fingerprint: str = "synthetic"
+
+    @property
+    def size(self) -> int:
+        return len(self.observations)
+
+    @property
+    def num_transitions(self) -> int:
+        return self.size - int(self.terminals.sum())
+
+
+def make_dataset(num_trajectories=6, length=20, obs_dim=4, action_dim=2, success_rows=3, seed=0):
+    """Trajectories of `length` rows; the state encodes (progress, trajectory features); actions
+    are a fixed smooth function of the state; the last `success_rows` states solve the task
+    (reward 0, mask 0), every other state has reward -1."""
+    rng = np.random.default_rng(seed)
+    progress = np.tile(np.arange(length) / (length - 1), num_trajectories)
+    features = np.repeat(rng.normal(size=(num_trajectories, obs_dim - 1)), length, axis=0)
+    observations = np.concatenate([progress[:, None], features], axis=1).astype(np.float32)
+    projection = rng.normal(size=(obs_dim, action_dim))
+    actions = np.tanh(observations @ projection).astype(np.float32) * 0.9
+    solved = np.tile(np.arange(length) >= length - success_rows, num_trajectories)
+    terminals = np.tile(np.arange(length) == length - 1, num_trajectories)
+    return ArrayDataset(
+        observations=observations,
+        actions=actions,
+        rewards=np.where(solved, 0.0, -1.0).astype(np.float32),
+        masks=np.where(solved, 0.0, 1.0).astype(np.float32),
+        terminals=terminals.astype(np.float32),
+    )
+
+
+# One learner config for every training test in the suite, so the update compiles once per run.
+SMALL = {
+    "actor_hidden_dims": (32, 32),
+    "critic_hidden_dims": (32, 32),
+    "batch_size": 64,
+    "horizon": 2,
+    "discount": 0.9,
+    "target_update_rate": 0.05,
+}
+
+
+def small_config(**overrides):
+    return load_preset("tiny", {**SMALL, **overrides})
+
+
+def equal_trees(a, b):
+    return all(
+        np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
