@@ -20,7 +20,7 @@ from typing import Any
 
 from qgf.errors import QGFError
 
-SCRIPTS = ("inference", "training", "evaluation", "data")
+SCRIPTS = ("inference", "training", "agents", "evaluation", "data")
 
 
 def bench_dir() -> Path:
@@ -103,6 +103,9 @@ def data_ratios(raw: dict) -> dict[str, dict]:
 RATIOS: dict[str, Callable[[dict], dict[str, dict]]] = {
     "inference": inference_ratios,
     "training": training_ratios,
+    "agents": lambda raw: {
+        key.replace("training/", "agents/", 1): value for key, value in training_ratios(raw).items()
+    },
     "evaluation": evaluation_ratios,
     "data": data_ratios,
 }
