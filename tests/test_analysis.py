@@ -226,7 +226,7 @@ def test_valid_chunk_starts_by_hand():
 
 
 def test_valid_chunk_starts_agree_with_the_training_sampler():
-    chunks = pytest.importorskip("qgf.data.chunks")
+    from qgf.data import chunks
     rng = np.random.default_rng(4)
     terminals = (rng.random(300) < 0.05).astype(np.float32)
     terminals[-1] = 1.0
@@ -278,6 +278,9 @@ def test_dense_flops_of_a_known_mlp_by_hand():
 def test_xla_cost_analysis_of_a_matmul():
     lowered = jax.jit(lambda x, y: x @ y).lower(jnp.ones((8, 16)), jnp.ones((16, 4)))
     flops = analysis.xla_flops(lowered)
+    # XLA's CPU backend (the one CI runs) reports cost analysis; None there would be a regression.
+    if jax.default_backend() == "cpu":
+        assert flops is not None
     assert flops is None or flops == pytest.approx(2 * 8 * 16 * 4, rel=0.05)
 
 
