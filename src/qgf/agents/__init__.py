@@ -16,6 +16,8 @@ from qgf.errors import QGFError
 # name -> (module, class). Order is the order of tables and help texts.
 _AGENTS: dict[str, tuple[str, str]] = {
     "qgf": ("qgf.agents.qgf", "QGFAgent"),
+    "fql": ("qgf.agents.fql", "FQLAgent"),
+    "edp": ("qgf.agents.edp", "EDPAgent"),
 }
 AGENT_NAMES: tuple[str, ...] = tuple(_AGENTS)
 
