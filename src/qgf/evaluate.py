@@ -470,6 +470,7 @@ def rollout(
     groups: int = 2,
     max_episode_steps: int | None = None,
     progress: bool = False,
+    on_condition_done: Callable[[int, list[EpisodeRecord], EnvDescription, int], None] | None = None,
 ) -> RolloutResult:
     """Run ``episodes_per_condition`` episodes of every condition and record each episode.
 
@@ -484,6 +485,8 @@ def rollout(
             group's chunks while the workers step the others (2 = ping-pong).
         max_episode_steps: episode limit; default the env's own (``env.spec.max_episode_steps``).
         progress: show a tqdm bar over episodes.
+        on_condition_done: called as ``(condition index, its episodes, env description, action
+            horizon)`` as soon as every episode of a condition has finished (to save it).
     """
     start = time.perf_counter()
     if episodes_per_condition < 1 or not conditions:
@@ -512,6 +515,10 @@ def rollout(
         loop = _RolloutLoop(
             pool, policy_fn, description.action_dim, limit, seed, episodes_per_condition, total_episodes
         )
+        if on_condition_done is not None:
+            loop.on_condition_done = lambda index, records: on_condition_done(
+                index, records, description, loop.action_horizon
+            )
         loop.run(layout, progress)
     finally:
         pool.close()
@@ -552,6 +559,8 @@ class _RolloutLoop:
         self.chunks_done: dict[int, int] = {}  # slot -> chunks chosen so far in its episode
         self.observations: dict[int, np.ndarray] = {}  # slot -> observation to choose from
         self.layout: _Layout | None = None
+        self.on_condition_done: Callable[[int, list[EpisodeRecord]], None] | None = None
+        self.episodes_left = [episodes_per_condition] * (total // episodes_per_condition)
 
     def run(self, layout: _Layout, progress: bool) -> None:
         self.layout = layout
@@ -613,6 +622,11 @@ class _RolloutLoop:
                 record.success = outcome.success
                 record.terminated = outcome.terminated
                 self.finished.append(record)
+                self.episodes_left[record.condition] -= 1
+                if self.episodes_left[record.condition] == 0 and self.on_condition_done is not None:
+                    self.on_condition_done(
+                        record.condition, [r for r in self.finished if r.condition == record.condition]
+                    )
                 bar.set_postfix_str(f"{self.env_steps} env steps", refresh=False)
                 bar.update(1)
                 self._start_episode(slot, commands)
@@ -840,6 +854,61 @@ def evaluation_env_name(name: str, task: int | None = None) -> tuple[str, int | 
     return parsed.env_name, parsed.task
 
 
+# --------------------------------------------------------------------------------------------------
+# Resuming an evaluation condition by condition
+
+PARTIAL_FORMAT = 1
+
+
+def _condition_identity(run: Any, env_name: str, seed: int, episodes: int, condition: Condition) -> dict:
+    spec = condition.spec
+    return {
+        "format": PARTIAL_FORMAT,
+        "run_step": int(run.step),
+        "env": env_name,
+        "seed": int(seed),
+        "episodes": int(episodes),
+        "spec": repr(spec),  # every field of the sampler (estimator, steps, best-of-N, ...)
+        "weight": float(condition.weight),
+    }
+
+
+def _partial_path(resume_dir: Any, identity: dict) -> Any:
+    import hashlib
+    import json
+    from pathlib import Path
+
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(resume_dir) / f"condition-{digest}.json"
+
+
+def _load_partial(resume_dir: Any, identity: dict) -> dict | None:
+    """A finished condition saved by an earlier (killed) evaluation with the same identity."""
+    import json
+
+    path = _partial_path(resume_dir, identity)
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # absent, or cut short by a kill before the atomic rename (never happens) or edited
+    return document if document.get("identity") == identity else None
+
+
+def _save_partial(resume_dir: Any, identity: dict, records, description, horizon, seconds: float) -> None:
+    from qgf.fileio import atomic_write_json
+
+    atomic_write_json(
+        _partial_path(resume_dir, identity),
+        {
+            "identity": identity,
+            "episodes": [dataclasses.asdict(record) for record in records],
+            "env": dataclasses.asdict(description),
+            "action_horizon": int(horizon),
+            "wall_clock_s": float(seconds),
+        },
+    )
+
+
 def evaluate_run(
     run: Any,
     samplers: Sequence[Any] | None = None,
@@ -852,10 +921,21 @@ def evaluate_run(
     workers: int | None = None,
     num_envs: int | None = None,
     progress: bool = False,
+    resume_dir: str | os.PathLike | None = None,
+    conditions: Sequence[Condition] | None = None,
+    max_episode_steps: int | None = None,
 ) -> EvaluationResults:
     """Evaluate a run (a `qgf.checkpoint.Run` or its path) on its single-task env for every
     (sampler, best-of-N, weight); returns `qgf.results.EvaluationResults`. `samplers` default to
-    `default_samplers(run)`."""
+    `default_samplers(run)`.
+
+    With `resume_dir`, each condition's episodes are saved there as soon as the condition finishes,
+    and conditions already saved (same run step, env, seed, episodes, sampler and weight) are not
+    run again: a killed evaluation resumes at the next condition. Episodes depend only on (seed,
+    episode) (common random numbers), so a resumed evaluation gives the same results as an
+    uninterrupted one; its wall-clock is the sum of the parts. `conditions` (a list of
+    `Condition`) replaces the samplers x bfn x weights grid; `max_episode_steps` shortens episodes
+    (toy sweeps; default the env's own limit)."""
     import datetime
 
     from qgf import __version__
@@ -868,14 +948,23 @@ def evaluate_run(
 
         run = load_run(run)
     env_name, env_task = evaluation_env_name(run_dataset_name(run.meta), task)
-    conditions = sweep_conditions(samplers or default_samplers(run), weights, bfn, run.config.flow_steps)
+    if conditions is None:
+        conditions = sweep_conditions(samplers or default_samplers(run), weights, bfn, run.config.flow_steps)
     from qgf.agents.base import check_sampler
 
     for spec in dict.fromkeys(condition.spec for condition in conditions):
         check_sampler(run.agent, spec)
-    policy = AgentPolicy(run.agent, conditions)
-    result = rollout(
-        env_name, policy, conditions, episodes, seed, workers=workers, num_envs=num_envs, progress=progress
+    result = _rollout_resumable(
+        run,
+        env_name,
+        conditions,
+        episodes,
+        seed,
+        resume_dir,
+        workers=workers,
+        num_envs=num_envs,
+        progress=progress,
+        max_episode_steps=max_episode_steps,
     )
     return EvaluationResults(
         env=env_name,
@@ -905,4 +994,72 @@ def evaluate_run(
             "startup_s": result.startup_s,
             "common_random_numbers": True,
         },
+    )
+
+
+def _rollout_resumable(
+    run, env_name, conditions, episodes, seed, resume_dir, **rollout_options
+) -> RolloutResult:
+    """`rollout` of the conditions not yet saved in `resume_dir` (all of them without one), merged
+    with the saved ones into one `RolloutResult` over every condition."""
+    identities = [_condition_identity(run, env_name, seed, episodes, c) for c in conditions]
+    saved = {}
+    if resume_dir is not None:
+        os.makedirs(resume_dir, exist_ok=True)
+        saved = {i: doc for i, ident in enumerate(identities) if (doc := _load_partial(resume_dir, ident))}
+    remaining = [index for index in range(len(conditions)) if index not in saved]
+    records = [
+        EpisodeRecord(**{**episode, "condition": index})
+        for index, document in saved.items()
+        for episode in document["episodes"]
+    ]
+    wall_clock_s = sum(document["wall_clock_s"] for document in saved.values())
+    if not remaining:
+        any_saved = next(iter(saved.values()))
+        return RolloutResult(
+            conditions=list(conditions),
+            episodes_per_condition=episodes,
+            seed=seed,
+            episodes=sorted(records, key=lambda r: (r.condition, r.episode)),
+            env=EnvDescription(**any_saved["env"]),
+            action_horizon=any_saved["action_horizon"],
+            env_steps=sum(r.length for r in records),
+            wall_clock_s=wall_clock_s,
+            startup_s=0.0,
+            num_envs=0,
+            workers=0,
+        )
+    todo = [conditions[index] for index in remaining]
+    last_finish = [time.perf_counter()]
+
+    def save(local_index, condition_records, description, horizon) -> None:
+        now = time.perf_counter()  # wall-clock since the previous condition finished: its share
+        _save_partial(
+            resume_dir,
+            identities[remaining[local_index]],
+            condition_records,
+            description,
+            horizon,
+            now - last_finish[0],
+        )
+        last_finish[0] = now
+
+    result = rollout(
+        env_name,
+        AgentPolicy(run.agent, todo),
+        todo,
+        episodes,
+        seed,
+        on_condition_done=save if resume_dir is not None else None,
+        **rollout_options,
+    )
+    for record in result.episodes:
+        record.condition = remaining[record.condition]
+    merged = sorted(records + result.episodes, key=lambda r: (r.condition, r.episode))
+    return dataclasses.replace(
+        result,
+        conditions=list(conditions),
+        episodes=merged,
+        env_steps=sum(r.length for r in merged),
+        wall_clock_s=result.wall_clock_s + wall_clock_s,
     )

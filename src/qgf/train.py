@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from qgf import checkpoint as ckpt
 from qgf.agents import agent_class
@@ -268,6 +269,44 @@ def _chunk_length(step: int, total: int, config: TrainConfig) -> int:
     return min(to_log, to_checkpoint, total - step)
 
 
+def _open_run(
+    run_dir: Path,
+    config: TrainConfig,
+    identity: dict[str, Any],
+    obs_dim: int,
+    action_dim: int,
+    env: str | None,
+) -> tuple[Agent | None, int | None]:
+    """Create the run directory, or check an existing one against `config` and the data and load
+    its latest checkpoint. Returns (agent or None for a fresh start, resumed checkpoint step)."""
+    if not ckpt.is_run_dir(run_dir):
+        ckpt.create_run(
+            run_dir,
+            config,
+            obs_dim=obs_dim,
+            action_dim=action_dim,
+            dataset=identity,
+            extra={"env": env or identity.get("name"), "agent": config.agent},
+        )
+        return None, None
+    _check_same_config(run_dir, ckpt.read_config(run_dir), config)
+    meta = ckpt.read_meta(run_dir)
+    _check_same_dataset(run_dir, meta.get("dataset", {}), identity)
+    if (meta["obs_dim"], meta["action_dim"]) != (obs_dim, action_dim):
+        raise QGFError(
+            f"run {run_dir} has obs/action dims {meta['obs_dim']}/{meta['action_dim']}, "
+            f"the data has {obs_dim}/{action_dim}"
+        )
+    ckpt.atomic_write_json(run_dir / ckpt.CONFIG_FILE, config.to_dict())  # schedule may have changed
+    resumed_from = ckpt.latest_step(run_dir)
+    if resumed_from is None:
+        return None, None
+    agent = ckpt.read_checkpoint(
+        ckpt.checkpoint_path(run_dir, resumed_from), ckpt.agent_template(config, meta)
+    )
+    return agent, resumed_from
+
+
 def train(
     config: TrainConfig,
     out_dir: str | Path,
@@ -301,84 +340,216 @@ def train(
     identity = dataset_identity(dataset)
     obs_dim = int(dataset.observations.shape[1])
     action_dim = int(dataset.actions.shape[1])
-
-    agent = None
-    resumed_from = None
-    if ckpt.is_run_dir(run_dir):
-        _check_same_config(run_dir, ckpt.read_config(run_dir), config)
-        meta = ckpt.read_meta(run_dir)
-        _check_same_dataset(run_dir, meta.get("dataset", {}), identity)
-        if (meta["obs_dim"], meta["action_dim"]) != (obs_dim, action_dim):
-            raise QGFError(
-                f"run {run_dir} has obs/action dims {meta['obs_dim']}/{meta['action_dim']}, "
-                f"the data has {obs_dim}/{action_dim}"
-            )
-        ckpt.atomic_write_json(run_dir / ckpt.CONFIG_FILE, config.to_dict())  # schedule may have changed
-        resumed_from = ckpt.latest_step(run_dir)
-        if resumed_from is not None:
-            agent = ckpt.read_checkpoint(
-                ckpt.checkpoint_path(run_dir, resumed_from), ckpt.agent_template(config, meta)
-            )
-    else:
-        ckpt.create_run(
-            run_dir,
-            config,
-            obs_dim=obs_dim,
-            action_dim=action_dim,
-            dataset=identity,
-            extra={"env": env or identity.get("name"), "agent": config.agent},
-        )
+    agent, resumed_from = _open_run(run_dir, config, identity, obs_dim, action_dim, env)
     _warn_about_setup(config, dataset, env)
     if agent is None:
         agent = agent_class(config.agent).create(config.seed, obs_dim, action_dim, config)
-
     if device_data is None:
         from qgf.data.chunks import to_device
 
         device_data = to_device(dataset)
 
-    step = int(agent.step)
-    log = MetricLog(run_dir, step, tensorboard=tensorboard, wandb=wandb)
-    record: dict[str, Any] = {}
-    window: list[
-        tuple[int, float, dict[str, float]]
-    ] = []  # (steps, seconds, metrics) since the last log line
-    last_saved = resumed_from
+    def advance(agent: Agent, length: int) -> tuple[Agent, dict]:
+        return agent.update_many(device_data, length, sample_fn=sample_fn, donate=True)
+
+    agent, step, records = _training_loop(
+        config,
+        [run_dir],
+        agent,
+        int(agent.step),
+        advance,
+        lambda agent: [agent],
+        last_saved=resumed_from,
+        progress=progress,
+        tensorboard=tensorboard,
+        wandb=wandb,
+        on_log=on_log,
+    )
+    return TrainResult(run_dir=run_dir, agent=agent, step=step, resumed_from=resumed_from, metrics=records[0])
+
+
+def seed_run_dirs(out: str | Path, seeds: list[int]) -> list[Path]:
+    """One run directory per seed: `out` with `{seed}` filled in, else `out/seed<S>`."""
+    out = str(out)
+    if "{seed}" in out:
+        return [Path(out.replace("{seed}", str(seed))) for seed in seeds]
+    return [Path(out) / f"seed{seed}" for seed in seeds]
+
+
+def train_seeds(
+    config: TrainConfig,
+    seeds: list[int],
+    out_dirs: list[str | Path],
+    *,
+    env: str | None = None,
+    data_dir: str | Path | None = None,
+    dataset: Any = None,
+    progress: bool = True,
+    sample_fn: Callable | None = None,
+    device_data: Any = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> list[TrainResult]:
+    """Train (or resume) S seeds of one config as ONE compiled program, writing S ordinary run
+    directories (`out_dirs[i]` holds seed `seeds[i]`, with `config.seed = seeds[i]`).
+
+    The S agents are stacked along a leading axis and `jax.vmap` maps the generic many-updates
+    loop over them: each seed keeps its own parameters, optimiser states and RNG, and so samples
+    its own batches; the dataset is shared. Each run directory equals what `train` would write for
+    that seed, up to floating-point reassociation of the batched kernels. Runs that stopped at
+    different steps are first brought to the furthest one separately (each with `train`)."""
+    seeds = [int(seed) for seed in seeds]
+    run_dirs = [Path(out_dir) for out_dir in out_dirs]
+    if not seeds or len(set(seeds)) != len(seeds) or len(run_dirs) != len(seeds):
+        raise QGFError(f"need distinct seeds and one run directory per seed, got seeds {seeds}")
+    if len(set(run_dirs)) != len(run_dirs):
+        raise QGFError("each seed needs its own run directory; use {seed} in the output path")
+    if dataset is None:
+        dataset = load_training_data(config, env, data_dir)
+    identity = dataset_identity(dataset)
+    obs_dim = int(dataset.observations.shape[1])
+    action_dim = int(dataset.actions.shape[1])
+    configs = [config.replace(seed=seed) for seed in seeds]
+    opened = [
+        _open_run(run_dir, seed_config, identity, obs_dim, action_dim, env)
+        for run_dir, seed_config in zip(run_dirs, configs, strict=True)
+    ]
+    _warn_about_setup(config, dataset, env)
+    if device_data is None:
+        from qgf.data.chunks import to_device
+
+        device_data = to_device(dataset)
+    resumed = [resumed_from for _, resumed_from in opened]
+    common = min(max(step or 0 for step in resumed), config.steps)
+    for index, (run_dir, seed_config) in enumerate(zip(run_dirs, configs, strict=True)):
+        if (resumed[index] or 0) < common:  # a straggler: bring it level on its own first
+            train(
+                seed_config.replace(steps=common),
+                run_dir,
+                env=env,
+                dataset=dataset,
+                progress=False,
+                sample_fn=sample_fn,
+                device_data=device_data,
+            )
+            ckpt.atomic_write_json(run_dir / ckpt.CONFIG_FILE, seed_config.to_dict())
+            opened[index] = _open_run(run_dir, seed_config, identity, obs_dim, action_dim, env)
+    cls = agent_class(config.agent)
+    agents = [
+        agent if agent is not None else cls.create(seed, obs_dim, action_dim, seed_config)
+        for (agent, _), seed, seed_config in zip(opened, seeds, configs, strict=True)
+    ]
+    stacked = stack_agents(agents)
+    if sample_fn is None:
+        from qgf.data.chunks import sample_chunks as sample_fn
+
+    def advance(stacked: Agent, length: int) -> tuple[Agent, dict]:
+        return _update_seeds(stacked, device_data, jax.numpy.asarray(length, jax.numpy.int32), sample_fn)
+
+    stacked, step, records = _training_loop(
+        config,
+        run_dirs,
+        stacked,
+        common,
+        advance,
+        lambda stacked: unstack_agents(stacked, len(seeds)),
+        last_saved=common if common else None,
+        progress=progress,
+        on_log=on_log,
+    )
+    finals = unstack_agents(stacked, len(seeds))
+    return [
+        TrainResult(run_dir=run_dir, agent=agent, step=step, resumed_from=resumed_from, metrics=record)
+        for run_dir, agent, resumed_from, record in zip(run_dirs, finals, resumed, records, strict=True)
+    ]
+
+
+def stack_agents(agents: list[Agent]) -> Agent:
+    """S agents of one config as one agent whose every array has a leading seed axis."""
+    return jax.tree.map(lambda *leaves: jax.numpy.stack(leaves), *agents)
+
+
+def unstack_agents(stacked: Agent, count: int) -> list[Agent]:
+    """The inverse of `stack_agents`."""
+    return [jax.tree.map(lambda leaf, i=index: leaf[i], stacked) for index in range(count)]
+
+
+def _run_updates_per_seed(stacked: Agent, device_data: Any, num_steps: jax.Array, sample_fn: Callable):
+    from qgf.agents.base import _run_updates
+
+    # The data and the step count are shared; everything the agent carries is mapped.
+    return jax.vmap(lambda agent: _run_updates(agent, device_data, num_steps, sample_fn))(stacked)
+
+
+_update_seeds = jax.jit(_run_updates_per_seed, static_argnums=(3,), donate_argnums=(0,))
+
+
+def _training_loop(
+    config: TrainConfig,
+    run_dirs: list[Path],
+    agent: Any,
+    step: int,
+    advance: Callable[[Any, int], tuple[Any, dict]],
+    unstack: Callable[[Any], list[Agent]],
+    *,
+    last_saved: int | None,
+    progress: bool,
+    tensorboard: bool = False,
+    wandb: bool = False,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[Any, int, list[dict[str, Any]]]:
+    """The loop shared by one run and by S seeds trained as one program: `advance(agent, n)` runs
+    n steps of `agent` (one agent, or S stacked) and returns per-run metrics (scalars, or (S,)
+    arrays); `unstack(agent)` gives one `Agent` per entry of `run_dirs`, for checkpoints. All runs
+    share the step counter, so their log lines and checkpoints land on the same steps."""
+    logs = [MetricLog(run_dir, step, tensorboard=tensorboard, wandb=wandb) for run_dir in run_dirs]
+    records: list[dict[str, Any]] = [{} for _ in run_dirs]
+    # per run: (steps, seconds, metrics) since the last log line
+    windows: list[list[tuple[int, float, dict[str, float]]]] = [[] for _ in run_dirs]
     bar = progress_bar(progress, config.steps, initial=step, unit="step", smoothing=0.1)
     try:
         while step < config.steps:
             length = _chunk_length(step, config.steps, config)
             started = time.perf_counter()
-            agent, metrics = agent.update_many(device_data, length, sample_fn=sample_fn, donate=True)
-            metrics = {name: float(value) for name, value in jax.device_get(metrics).items()}
-            window.append((length, time.perf_counter() - started, metrics))
+            agent, metrics = advance(agent, length)
+            metrics = {name: np.reshape(value, -1) for name, value in jax.device_get(metrics).items()}
+            seconds = time.perf_counter() - started
+            for index, window in enumerate(windows):
+                window.append(
+                    (length, seconds, {name: float(value[index]) for name, value in metrics.items()})
+                )
             step += length
             bar.update(length)
             if step % config.ckpt_every == 0 or step == config.steps:
-                ckpt.save_checkpoint(run_dir, agent, metrics=metrics, keep=config.keep_checkpoints)
+                for run_dir, run_agent, window in zip(run_dirs, unstack(agent), windows, strict=True):
+                    ckpt.save_checkpoint(
+                        run_dir, run_agent, metrics=window[-1][2], keep=config.keep_checkpoints
+                    )
                 last_saved = step
             if step % config.log_every == 0 or step == config.steps:
-                record = {"step": step, **combine_metrics(window), "time": time.time()}
-                window = []
+                for index, (log, window) in enumerate(zip(logs, windows, strict=True)):
+                    records[index] = {"step": step, **combine_metrics(window), "time": time.time()}
+                    window.clear()
+                    log.write(records[index])
                 bar.set_postfix(
                     {
-                        key: f"{record[key]:.3g}"
+                        key: f"{records[0][key]:.3g}"
                         for key in ("bc_loss", "q_mean", "steps_per_s")
-                        if key in record
+                        if key in records[0]
                     }
                 )
-                log.write(record)
                 if on_log is not None:
-                    on_log(record)
+                    for record in records:
+                        on_log(record)
     except KeyboardInterrupt:
         # Keep the finished steps: the agent after a completed compiled call is a consistent state.
         if last_saved != step:
-            _save_on_interrupt(run_dir, agent, config)
+            _save_on_interrupt(run_dirs, agent, unstack, config)
         raise
     finally:
         bar.close()
-        log.close()
-    return TrainResult(run_dir=run_dir, agent=agent, step=step, resumed_from=resumed_from, metrics=record)
+        for log in logs:
+            log.close()
+    return agent, step, records
 
 
 def combine_metrics(window: list[tuple[int, float, dict[str, float]]]) -> dict[str, float]:
@@ -399,9 +570,10 @@ def combine_metrics(window: list[tuple[int, float, dict[str, float]]]) -> dict[s
     return combined
 
 
-def _save_on_interrupt(run_dir: Path, agent: Agent, config: TrainConfig) -> None:
+def _save_on_interrupt(run_dirs: list[Path], agent: Any, unstack: Callable, config: TrainConfig) -> None:
     try:
-        ckpt.save_checkpoint(run_dir, agent, keep=config.keep_checkpoints)
+        for run_dir, run_agent in zip(run_dirs, unstack(agent), strict=True):
+            ckpt.save_checkpoint(run_dir, run_agent, keep=config.keep_checkpoints)
     except RuntimeError:
         pass  # the interrupt hit while the agent's buffers were handed to the next call
 

@@ -41,6 +41,12 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--steps", type=int, help="total training steps (overrides the preset's)")
     parser.add_argument("--seed", type=int, help="seed (overrides the preset's, default 0)")
+    parser.add_argument(
+        "--seeds",
+        type=_seed_list,
+        help="train several seeds as ONE compiled program (e.g. 0,1,2,3), one run directory each: "
+        "--out with {seed} filled in, else OUT/seed<S>",
+    )
     parser.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     parser.add_argument(
@@ -81,18 +87,28 @@ def run(args: argparse.Namespace) -> int:
     from qgf.errors import QGFError
     from qgf.train import train
 
-    config = resolve_config(args)
+    if args.seeds is not None and args.seed is not None:
+        raise QGFError("pass either --seed or --seeds, not both")
+    run_dir = args.out
+    if args.seeds is not None:
+        from qgf.train import seed_run_dirs
+
+        run_dirs = seed_run_dirs(args.out, args.seeds)
+        run_dir = next((str(d) for d in run_dirs if checkpoint.is_run_dir(d)), str(run_dirs[0]))
+    config = resolve_config(argparse.Namespace(**{**vars(args), "out": run_dir}))
     env = args.env
     data_dir = args.data
-    if checkpoint.is_run_dir(args.out):
-        meta = checkpoint.read_meta(args.out)
+    if checkpoint.is_run_dir(run_dir):
+        meta = checkpoint.read_meta(run_dir)
         stored_env = meta.get("env")
         if env is not None and stored_env is not None and env != stored_env:
-            raise QGFError(f"run {args.out} was trained on --env {stored_env}, not {env}; choose a new --out")
+            raise QGFError(f"run {run_dir} was trained on --env {stored_env}, not {env}; choose a new --out")
         env = env or stored_env
     if env is None:
         raise QGFError("--env is required for a new run (e.g. cube-single-play-singletask-task1-v0)")
 
+    if args.seeds is not None:
+        return _run_seeds(args, config, env, data_dir, run_dirs)
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
         warnings.showwarning = _show_warning
@@ -120,3 +136,27 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     import sys
 
     print(f"qgf: warning: {message}", file=sys.stderr)
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"--seeds needs distinct integers >= 0, got {text!r}")
+    return seeds
+
+
+def _run_seeds(args: argparse.Namespace, config, env: str, data_dir, run_dirs) -> int:
+    from qgf.train import train_seeds
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = _show_warning
+        results = train_seeds(
+            config, args.seeds, run_dirs, env=env, data_dir=data_dir, progress=not args.no_progress
+        )
+    for result in results:
+        print(f"qgf train: {result.run_dir} at step {result.step}")
+    return 0

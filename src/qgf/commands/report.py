@@ -1,0 +1,27 @@
+"""`qgf report`: the aggregate report of a sweep directory. Standard library only at import time."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    report = subparsers.add_parser(
+        "report",
+        help="aggregate a sweep (rliable): markdown, CSV and figures",
+        description="Aggregate a finished (or partly finished) sweep directory with rliable: per task "
+        "mean over seeds with 95%% CIs, IQM and mean across tasks with stratified-bootstrap CIs, "
+        "probability of improvement; writes report.md, CSVs and PNGs into SWEEP_DIR/report.",
+    )
+    report.add_argument("sweep_dir", help="the sweep directory")
+    report.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default 2000)")
+    report.set_defaults(func=run_report_command)
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from qgf.experiments.report import write_report
+
+    paths = write_report(args.sweep_dir, reps=args.reps)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,61 @@
+"""`qgf sweep`: a study from a TOML spec run as jobs on Ray. Standard library only at import time."""
+
+from __future__ import annotations
+
+import argparse
+
+SWEEP_DESCRIPTION = """\
+Run a study described by a TOML spec (tasks, data, agents with hyperparameter grids, seeds,
+test-time conditions, the paper's tuning protocol) as a graph of jobs on Ray: a local instance by
+default, a cluster with --address. Every job writes a directory derived from its settings, so
+re-running the same command skips finished jobs and resumes the rest. See docs/experiments.md;
+shipped specs: qgf/experiments/specs/."""
+
+
+def register(subparsers) -> None:
+    sweep = subparsers.add_parser(
+        "sweep",
+        help="run a study (TOML spec) as jobs on Ray: generate -> train -> evaluate",
+        description=SWEEP_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sweep.add_argument("spec", help="the sweep spec (TOML)")
+    sweep.add_argument("--out", help="sweep directory (default: sweeps/<spec name>)")
+    sweep.add_argument(
+        "--plan", action="store_true", help="print the job list with estimated cost; run nothing"
+    )
+    sweep.add_argument("--address", help="an existing Ray cluster (default: start a local instance)")
+    sweep.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    sweep.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    sweep.set_defaults(func=run_sweep_command)
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from qgf.experiments.spec import load_spec
+
+    spec = load_spec(args.spec)
+    out = Path(args.out or Path("sweeps") / spec.name)
+    if args.plan:
+        from qgf.experiments.plan import plan
+        from qgf.experiments.runner import format_plan
+
+        jobs, note = plan(spec, out)
+        print(format_plan(jobs, note))
+        return 0
+    from qgf.experiments.runner import run_sweep
+
+    outcome = run_sweep(
+        spec, out, address=args.address, num_cpus=args.num_cpus, progress=not args.no_progress
+    )
+    print(
+        f"qgf sweep: {out}: {len(outcome.ran)} jobs run, {len(outcome.skipped)} already done, "
+        f"{len(outcome.failed)} failed, {len(outcome.blocked)} skipped after a failure "
+        f"in {outcome.wall_clock_s:.0f} s (Ray overhead {outcome.ray_overhead_s:.1f} s)"
+    )
+    for job_id, (error, log_path) in outcome.failed.items():
+        print(f"  FAILED {job_id}: {error}\n    log: {log_path}")
+    if outcome.waiting:
+        print(f"  waiting: {outcome.waiting}")
+    return 0 if outcome.ok else 1

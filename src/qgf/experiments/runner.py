@@ -1,0 +1,337 @@
+"""Running a sweep's job graph on Ray: a local instance by default (`ray.init(num_cpus=...)`,
+nothing to start by hand) or a cluster (`address`). Each job declares its CPUs/GPUs; a job runs
+in a Ray worker with its output sent to its own log file; a failed job is reported with that log
+and its dependants are skipped while every other job finishes. A file lock refuses a second sweep
+on the same directory. Finished jobs (outputs complete on disk) are never run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from qgf.errors import QGFError
+from qgf.experiments.plan import Job, job_done, plan
+from qgf.experiments.spec import SweepSpec
+
+LOCK_FILE = ".sweep.lock"
+STATUS_FILE = "sweep-status.json"
+
+
+# ------------------------------------------------------------------ one job (runs in a Ray worker)
+
+
+def execute(job: Job) -> None:
+    """Run one job in this process (what a Ray task does)."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    out = Path(job.out)
+    params = job.params
+    if job.kind == "generate":
+        from qgf.data import generate
+
+        generate(
+            params["env"],
+            out,
+            episodes=params.get("episodes"),
+            val_episodes=params.get("val_episodes"),
+            episode_length=params.get("episode_length", 1001),
+            seed=params.get("seed", 0),
+            workers=params.get("workers", 1),
+            progress=False,
+        )
+    elif job.kind == "train":
+        from qgf.config import TrainConfig
+        from qgf.train import train_seeds
+
+        config = TrainConfig.from_dict(params["config"])
+        seeds = params["seeds"]
+        train_seeds(
+            config,
+            seeds,
+            [out / f"seed{seed}" for seed in seeds],
+            env=params["task"],
+            data_dir=params["data_dir"],
+            progress=False,
+        )
+    elif job.kind == "evaluate":
+        from qgf.evaluate import Condition, evaluate_run
+        from qgf.guidance import SamplerSpec
+        from qgf.results import write_json
+
+        conditions = [Condition(SamplerSpec(**c["spec"]), float(c["weight"])) for c in params["conditions"]]
+        results = evaluate_run(
+            params["run"],
+            conditions=conditions,
+            episodes=params["episodes"],
+            seed=params["seed"],
+            workers=params["workers"],
+            num_envs=params["num_envs"],
+            resume_dir=out / "partial",
+            max_episode_steps=params.get("max_episode_steps"),
+        )
+        results = dataclasses.replace(results, extra={**results.extra, "sweep": _sweep_extra(params)})
+        write_json(results, out / "results.json")  # the completion marker: written last, atomically
+        shutil.rmtree(out / "partial", ignore_errors=True)
+    else:
+        raise QGFError(f"unknown job kind {job.kind!r}")
+
+
+def _sweep_extra(params: dict[str, Any]) -> dict[str, Any]:
+    return {key: params[key] for key in ("group", "agent", "point", "task", "run_seed", "stage")}
+
+
+def run_logged(job: Job, log_path: str) -> dict[str, Any]:
+    """`execute` with stdout and stderr (file descriptors, so subprocesses too) sent to the log.
+    Returns {'ok', 'error', 'seconds'}; never raises, so one failure cannot stop the sweep."""
+    start = time.perf_counter()
+    started_at = time.time()
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "a") as log:
+        log.write(f"--- {job.id} started {time.strftime('%Y-%m-%d %H:%M:%S')} (pid {os.getpid()})\n")
+        log.flush()
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            execute(job)
+            error = None
+        except BaseException as exc:  # noqa: BLE001 - reported to the driver with the log path
+            traceback.print_exc()
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+    seconds = time.perf_counter() - start
+    return {
+        "ok": error is None,
+        "error": error,
+        "seconds": seconds,
+        "started": started_at,
+        "ended": time.time(),
+    }
+
+
+# ------------------------------------------------------------------ the driver
+
+
+class SweepLock:
+    """An exclusive `flock` on SWEEP_DIR/.sweep.lock, released when the process ends (even killed)."""
+
+    def __init__(self, sweep_dir: Path):
+        import fcntl
+
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.path = sweep_dir / LOCK_FILE
+        self.handle = open(self.path, "a+")  # noqa: SIM115 - held for the sweep's lifetime
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "another process"
+            self.handle.close()
+            raise QGFError(
+                f"another sweep ({holder}) is running on {sweep_dir}; "
+                "wait for it to finish or use another --out"
+            ) from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        self.handle.flush()
+
+    def release(self) -> None:
+        import fcntl
+
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+@dataclasses.dataclass
+class SweepOutcome:
+    sweep_dir: Path
+    ran: list[str]
+    skipped: list[str]  # finished before this call
+    failed: dict[str, tuple[str, str]]  # job id -> (error, log path)
+    blocked: list[str]  # not run because a dependency failed
+    waiting: str  # a note on jobs not yet plannable
+    wall_clock_s: float
+    ray_overhead_s: float  # time during which no job was executing (scheduling, worker start, driver)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.blocked
+
+
+def format_plan(jobs: list[Job], note: dict[str, Any]) -> str:
+    """The job list with its estimated cost, for --plan."""
+    lines = [f"{'status':<8} {'stage':<6} {'cpus':>4} {'gpus':>4} {'est. cpu-s':>10}  job"]
+    for job in jobs:
+        status = "done" if job_done(job) else "todo"
+        lines.append(f"{status:<8} {job.stage:<6} {job.cpus:>4g} {job.gpus:>4g} {job.cost:>10.0f}  {job.id}")
+    todo = [job for job in jobs if not job_done(job)]
+    lines.append(
+        f"{len(jobs)} jobs, {len(todo)} to run, about {sum(j.cost for j in todo) / 3600:.2f} CPU-hours "
+        "(a rough estimate)"
+    )
+    if note.get("waiting"):
+        lines.append(f"not yet planned: {note['waiting']}")
+    return "\n".join(lines)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    sweep_dir: str | Path,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    progress: bool = True,
+) -> SweepOutcome:
+    """Run every job of `spec` not yet finished in `sweep_dir` on Ray; returns what happened."""
+    import ray
+
+    sweep_dir = Path(sweep_dir)
+    lock = SweepLock(sweep_dir)
+    started_ray = False
+    try:
+        (sweep_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=1, default=str))
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            else:
+                cpus = num_cpus or spec.resources.get("num_cpus") or os.cpu_count() or 1
+                ray.init(
+                    num_cpus=cpus,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                    object_store_memory=100 * 2**20,
+                )
+            started_ray = True
+        return _drive(spec, sweep_dir, progress)
+    finally:
+        if started_ray:
+            ray.shutdown()
+        lock.release()
+
+
+def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool) -> SweepOutcome:
+    import ray
+
+    from qgf.progress import progress_bar
+
+    cluster_cpus = ray.cluster_resources().get("CPU", 1)
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    remote = ray.remote(run_logged)
+    start = time.perf_counter()
+    wall_start = time.time()
+    done: set[str] = set()
+    skipped: list[str] = []
+    ran: list[str] = []
+    failed: dict[str, tuple[str, str]] = {}
+    blocked: set[str] = set()
+    running: dict[Any, tuple[Job, float]] = {}
+    job_seconds: dict[str, dict[str, float]] = {}
+    bar = progress_bar(progress, 1, unit="cpu-s", desc="sweep")
+    note: dict[str, Any] = {"waiting": ""}
+    try:
+        while True:
+            jobs, note = plan(spec, sweep_dir)
+            active = {job.id for job, _ in running.values()}
+            for job in jobs:
+                if job.id not in done and job.id not in active and job_done(job):
+                    done.add(job.id)
+                    skipped.append(job.id)
+            bar.total = max(sum(job.cost for job in jobs), 1)
+            bar.n = sum(job.cost for job in jobs if job.id in done)
+            for job in jobs:
+                if job.id in done or job.id in active or job.id in failed or job.id in blocked:
+                    continue
+                if any(dep in failed or dep in blocked for dep in job.deps):
+                    blocked.add(job.id)
+                    continue
+                if all(dep in done for dep in job.deps):
+                    log_path = str(sweep_dir / "logs" / job.log_name)
+                    options = {
+                        "num_cpus": min(job.cpus, cluster_cpus),
+                        "num_gpus": min(job.gpus, cluster_gpus),
+                    }
+                    ref = remote.options(**options).remote(job, log_path)
+                    running[ref] = (job, time.perf_counter())
+                    active.add(job.id)
+            bar.set_postfix_str(_stage_summary(jobs, done, active, failed), refresh=True)
+            if not running:
+                break
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                job, submitted = running.pop(ref)
+                report = ray.get(ref)
+                job_seconds[job.id] = {
+                    "inside": report["seconds"],
+                    "observed": time.perf_counter() - submitted,
+                    "started": report["started"],
+                    "ended": report["ended"],
+                }
+                if report["ok"]:
+                    done.add(job.id)
+                    ran.append(job.id)
+                else:
+                    log_path = str(sweep_dir / "logs" / job.log_name)
+                    failed[job.id] = (report["error"], log_path)
+                    bar.write(f"qgf sweep: job {job.id} failed: {report['error']} (log: {log_path})")
+    finally:
+        bar.close()
+    overhead = _idle_seconds(job_seconds.values(), wall_start, time.time())
+    outcome = SweepOutcome(
+        sweep_dir=sweep_dir,
+        ran=ran,
+        skipped=skipped,
+        failed=failed,
+        blocked=sorted(blocked),
+        waiting=note.get("waiting", ""),
+        wall_clock_s=time.perf_counter() - start,
+        ray_overhead_s=overhead,
+    )
+    status = {
+        **{k: v for k, v in dataclasses.asdict(outcome).items() if k != "sweep_dir"},
+        "job_seconds": job_seconds,
+    }
+    (sweep_dir / STATUS_FILE).write_text(json.dumps(status, indent=1, default=str))
+    return outcome
+
+
+def _stage_summary(jobs: list[Job], done: set[str], active: set[str], failed: dict) -> str:
+    parts = []
+    for stage in dict.fromkeys(job.stage for job in jobs):
+        ids = [job.id for job in jobs if job.stage == stage]
+        finished = sum(i in done for i in ids)
+        running = sum(i in active for i in ids)
+        bad = sum(i in failed for i in ids)
+        parts.append(
+            f"{stage} {finished}/{len(ids)}"
+            + (f" ({running} running)" if running else "")
+            + (f" {bad} failed" if bad else "")
+        )
+    return ", ".join(parts)
+
+
+def _idle_seconds(intervals, start: float, end: float) -> float:
+    """Seconds of [start, end] covered by no job's [started, ended] interval."""
+    busy, cursor = 0.0, start
+    for interval in sorted(intervals, key=lambda s: s["started"]):
+        low, high = max(interval["started"], cursor), min(interval["ended"], end)
+        if high > low:
+            busy += high - low
+            cursor = high
+    return max(0.0, (end - start) - busy)

@@ -1,0 +1,342 @@
+"""Sweep specifications: a TOML file (read with the standard library's tomllib) validated into a
+`SweepSpec`. The format is documented in docs/experiments.md; shipped examples live in
+`qgf/experiments/specs/`.
+
+    name = "cpu-study"
+    preset = "cpu"                      # scale preset of every run (an agent may override it)
+    seeds = [0, 1, 2]
+    tasks = ["cube-single-play-singletask-task2-v0", "scene-play-singletask-task2-v0"]
+    overrides = { steps = 20000 }       # config overrides of every run
+
+    [data]                              # dir = existing datasets, or generation settings
+    episodes = 200
+
+    [[agents]]
+    name = "qgf"                        # a registry name (qgf.agents.AGENT_NAMES)
+    samplers = ["none", "qgf", "qgf-jacobian"]
+    grid = { }                          # training-time hyperparameters: {field = [values]}
+
+    [evaluation]
+    episodes = 50
+    weights = [0.0, 0.03, 0.1, 0.3]
+    bfn = [1, 4]
+
+    [protocol]                          # optional: the paper's protocol (QGF App. J)
+    tune_tasks = [2, 4]
+
+Every error is a `QGFError` naming the offending key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from qgf.errors import QGFError
+
+TOP_KEYS = {"name", "description", "preset", "seeds", "tasks", "overrides", "data", "agents"}
+TOP_KEYS |= {"evaluation", "protocol", "resources", "report"}
+DATA_KEYS = {"dir", "episodes", "val_episodes", "episode_length", "seed", "workers"}
+AGENT_KEYS = {"name", "label", "preset", "overrides", "grid", "samplers", "bfn"}
+EVALUATION_KEYS = {"episodes", "weights", "bfn", "seed", "workers", "num_envs", "max_episode_steps"}
+PROTOCOL_KEYS = {"tune_tasks", "tune_seed", "final_seed"}
+RESOURCE_KEYS = {"generate_cpus", "train_cpus", "train_gpus", "evaluate_cpus", "evaluate_gpus", "num_cpus"}
+REPORT_KEYS = {"reference"}
+# Plain BC is a method of its own in every table (QGF paper Fig. 5 "BC").
+METHOD_RENAMES = {"none": "bc"}
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSpec:
+    name: str  # registry name
+    label: str  # unique display name
+    preset: str
+    overrides: dict[str, Any]
+    grid: dict[str, list[Any]]  # training-time hyperparameters
+    samplers: tuple[Any, ...]  # names or SamplerSpec-field tables; empty = the run's default
+    bfn: tuple[int, ...] | None  # per-agent best-of-N (default: the evaluation's)
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the grid ({} when there is none), in a fixed order."""
+        keys = sorted(self.grid)
+        return [
+            dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(self.grid[k] for k in keys))
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    description: str
+    preset: str
+    seeds: tuple[int, ...]
+    tasks: tuple[str, ...]
+    overrides: dict[str, Any]
+    data: dict[str, Any]
+    agents: tuple[AgentSpec, ...]
+    evaluation: dict[str, Any]
+    protocol: dict[str, Any] | None
+    resources: dict[str, Any]
+    report: dict[str, Any]
+    source: str = "<spec>"
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep spec file."""
+    path = Path(path)
+    if not path.is_file():
+        raise QGFError(f"sweep spec {path} does not exist; see qgf/experiments/specs/ for examples")
+    try:
+        document = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise QGFError(f"{path}: not valid TOML ({exc})") from None
+    return parse_spec(document, source=str(path))
+
+
+def _fail(source: str, message: str) -> QGFError:
+    return QGFError(f"{source}: {message}")
+
+
+def _check_keys(source: str, where: str, table: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise _fail(source, f"{where} must be a table")
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        import difflib
+
+        hints = [difflib.get_close_matches(key, sorted(allowed), n=1) for key in unknown]
+        said = ", ".join(
+            f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
+            for k, h in zip(unknown, hints, strict=True)
+        )
+        raise _fail(source, f"unknown key(s) in {where}: {said}; allowed: {', '.join(sorted(allowed))}")
+    return table
+
+
+def _int_list(source: str, where: str, value: Any, minimum: int = 0) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise _fail(source, f"{where} must be a non-empty list of integers")
+    for item in value:
+        if not isinstance(item, int) or isinstance(item, bool) or item < minimum:
+            raise _fail(source, f"{where} must hold integers >= {minimum}, got {item!r}")
+    if len(set(value)) != len(value):
+        raise _fail(source, f"{where} has duplicates: {value}")
+    return tuple(value)
+
+
+def _positive_int(source: str, where: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise _fail(source, f"{where} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
+    """Validate a parsed TOML document; a `QGFError` names the first problem and its fix."""
+    from qgf.agents import AGENT_NAMES
+    from qgf.config import available_presets
+    from qgf.envs import parse_name
+
+    _check_keys(source, "the spec", document, TOP_KEYS)
+    for required in ("tasks", "agents", "seeds"):
+        if required not in document:
+            raise _fail(source, f"missing {required!r} (see docs/experiments.md)")
+    presets = available_presets()
+    preset = document.get("preset", "cpu")
+    if preset not in presets:
+        raise _fail(source, f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
+    seeds = _int_list(source, "seeds", document["seeds"])
+    tasks = document["tasks"]
+    if not isinstance(tasks, list) or not tasks:
+        raise _fail(source, "tasks must be a non-empty list of single-task dataset names")
+    for task in tasks:
+        parsed = parse_name(task)
+        if not (parsed.singletask and parsed.task is not None and parsed.dataset_type is not None):
+            raise _fail(
+                source,
+                f"task {task!r} is not a single-task dataset name; write e.g. "
+                f"{parsed.with_task(parsed.task or 1).singletask_dataset_name}",
+            )
+    if len(set(tasks)) != len(tasks):
+        raise _fail(source, "tasks has duplicates")
+    overrides = document.get("overrides", {})
+    _check_config_keys(source, "overrides", overrides)
+
+    data = _check_keys(source, "[data]", document.get("data", {}), DATA_KEYS)
+    for key in ("episodes", "val_episodes", "episode_length", "workers"):
+        if key in data:
+            _positive_int(source, f"data.{key}", data[key])
+    if "dir" in data and not isinstance(data["dir"], str):
+        raise _fail(source, "data.dir must be a path string")
+
+    raw_agents = document["agents"]
+    if not isinstance(raw_agents, list) or not raw_agents:
+        raise _fail(source, "agents must be a non-empty array of tables ([[agents]])")
+    agents = []
+    for index, raw in enumerate(raw_agents):
+        where = f"agents[{index}]"
+        _check_keys(source, where, raw, AGENT_KEYS)
+        name = raw.get("name")
+        if name not in AGENT_NAMES:
+            raise _fail(
+                source,
+                f"{where}.name {name!r} is not a registered agent; choose one of {', '.join(AGENT_NAMES)}",
+            )
+        agent_preset = raw.get("preset", preset)
+        if agent_preset not in presets:
+            raise _fail(
+                source, f"{where}.preset {agent_preset!r} unknown; choose one of {', '.join(presets)}"
+            )
+        agent_overrides = raw.get("overrides", {})
+        _check_config_keys(source, f"{where}.overrides", agent_overrides)
+        grid = raw.get("grid", {})
+        _check_config_keys(source, f"{where}.grid", grid)
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise _fail(source, f"{where}.grid.{key} must be a non-empty list of values")
+        samplers = raw.get("samplers", [])
+        if not isinstance(samplers, list):
+            raise _fail(source, f"{where}.samplers must be a list of sampler names or tables")
+        for sampler in samplers:
+            _sampler_spec(source, where, sampler, steps=10, best_of_n=1)  # validates
+        bfn = _int_list(source, f"{where}.bfn", raw["bfn"], 1) if "bfn" in raw else None
+        agents.append(
+            AgentSpec(
+                name=name,
+                label=str(raw.get("label", name)),
+                preset=agent_preset,
+                overrides=dict(agent_overrides),
+                grid={key: list(values) for key, values in grid.items()},
+                samplers=tuple(samplers),
+                bfn=bfn,
+            )
+        )
+        _check_configs(source, where, agents[-1], overrides)
+    labels = [agent.label for agent in agents]
+    if len(set(labels)) != len(labels):
+        raise _fail(source, f"agent labels must be unique, got {labels}; give repeated agents a label")
+
+    evaluation = _check_keys(source, "[evaluation]", document.get("evaluation", {}), EVALUATION_KEYS)
+    evaluation = {"episodes": 50, "weights": [0.0], "bfn": [1], "seed": 1000, **evaluation}
+    _positive_int(source, "evaluation.episodes", evaluation["episodes"])
+    weights = evaluation["weights"]
+    if not isinstance(weights, list) or not weights:
+        raise _fail(source, "evaluation.weights must be a non-empty list of numbers >= 0")
+    for weight in weights:
+        if not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
+            raise _fail(source, f"evaluation.weights must be numbers >= 0, got {weight!r}")
+    evaluation["bfn"] = list(_int_list(source, "evaluation.bfn", evaluation["bfn"], 1))
+
+    protocol = None
+    if "protocol" in document:
+        protocol = _check_keys(source, "[protocol]", document["protocol"], PROTOCOL_KEYS)
+        protocol = {"tune_tasks": [2, 4], "tune_seed": 1000, "final_seed": 2000, **protocol}
+        tune = _int_list(source, "protocol.tune_tasks", protocol["tune_tasks"], 1)
+        task_ids = {parse_name(task).task for task in tasks}
+        missing = sorted(set(tune) - task_ids)
+        if missing:
+            raise _fail(
+                source, f"protocol.tune_tasks {missing} are not among the tasks' ids {sorted(task_ids)}"
+            )
+        if protocol["tune_seed"] == protocol["final_seed"]:
+            raise _fail(source, "protocol.final_seed must differ from tune_seed (fresh evaluation seeds)")
+
+    resources = _check_keys(source, "[resources]", document.get("resources", {}), RESOURCE_KEYS)
+    resources = {
+        "generate_cpus": 1,
+        "train_cpus": 1,
+        "train_gpus": 0,
+        "evaluate_cpus": 1,
+        "evaluate_gpus": 0,
+        **resources,
+    }
+    report = _check_keys(source, "[report]", document.get("report", {}), REPORT_KEYS)
+    return SweepSpec(
+        name=str(document.get("name", Path(source).stem)),
+        description=str(document.get("description", "")),
+        preset=preset,
+        seeds=seeds,
+        tasks=tuple(tasks),
+        overrides=dict(overrides),
+        data=dict(data),
+        agents=tuple(agents),
+        evaluation=evaluation,
+        protocol=protocol,
+        resources=resources,
+        report=dict(report),
+        source=source,
+    )
+
+
+def _check_config_keys(source: str, where: str, table: Any) -> None:
+    from qgf.config import field_names
+
+    _check_keys(source, where, table, set(field_names()) - {"seed", "agent"})
+
+
+def _check_configs(source: str, where: str, agent: AgentSpec, overrides: dict[str, Any]) -> None:
+    """Build every grid point's config once, so a bad value fails now rather than in a job."""
+    for point in agent.grid_points():
+        try:
+            run_config(agent, overrides, point)
+        except QGFError as exc:
+            raise _fail(source, f"{where} (grid point {point or 'default'}): {exc}") from None
+
+
+def run_config(agent: AgentSpec, overrides: dict[str, Any], point: dict[str, Any]):
+    """The TrainConfig of one agent at one grid point (seed 0; the sweep sets each seed)."""
+    import warnings
+
+    from qgf.config import load_preset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_preset(agent.preset, {**overrides, **agent.overrides, **point, "agent": agent.name})
+
+
+def _sampler_spec(source: str, where: str, sampler: Any, *, steps: int, best_of_n: int):
+    from qgf.guidance import SamplerSpec
+
+    try:
+        if isinstance(sampler, str):
+            return SamplerSpec(estimator=sampler, steps=steps, best_of_n=best_of_n)
+        if isinstance(sampler, dict):
+            return SamplerSpec(**{"steps": steps, **sampler})
+    except (QGFError, TypeError) as exc:
+        raise _fail(source, f"{where}.samplers: {exc}") from None
+    raise _fail(source, f"{where}.samplers entries must be names or tables, got {sampler!r}")
+
+
+def agent_conditions(spec: SweepSpec, agent: AgentSpec, flow_steps: int, has_behavior_flow: bool):
+    """The (SamplerSpec, weight) conditions evaluated for one agent: samplers x best-of-N x weights
+    (`qgf.evaluate.sweep_conditions`; BC and a policy are evaluated once, at weight 0)."""
+    from qgf.evaluate import sweep_conditions
+
+    samplers = list(agent.samplers) or (["none", "qgf"] if has_behavior_flow else ["policy"])
+    bfn = list(agent.bfn or spec.evaluation["bfn"])
+    names = [s for s in samplers if isinstance(s, str)]
+    specs = [
+        _sampler_spec(spec.source, agent.label, s, steps=flow_steps, best_of_n=1)
+        for s in samplers
+        if not isinstance(s, str)
+    ]
+    conditions = []
+    if names:
+        conditions += sweep_conditions(names, spec.evaluation["weights"], bfn, flow_steps)
+    if specs:
+        conditions += sweep_conditions(specs, spec.evaluation["weights"], [1], flow_steps)
+    return conditions
+
+
+def method_name(agent: AgentSpec, sampler_label: str) -> str:
+    """A method's display name: the reference agent's samplers by their own names (BC, QGF, BFN-4),
+    another agent's own policy by the agent's label, anything else as label/sampler."""
+    sampler_label = METHOD_RENAMES.get(sampler_label, sampler_label)
+    if agent.name == "qgf" and agent.label == "qgf":
+        return sampler_label
+    if sampler_label == "policy":
+        return agent.label
+    return f"{agent.label}/{sampler_label}"

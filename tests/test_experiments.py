@@ -1,0 +1,207 @@
+"""Experiments at scale: spec validation, the job graph, seeds trained as one vmapped program, and a
+tiny sweep on a local Ray instance (a failed job, idempotent re-runs, a killed-and-resumed
+evaluation), and the rliable report."""
+
+import dataclasses
+import json
+import types
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from helpers import equal_trees, make_dataset, small_config
+from qgf import checkpoint as ckpt
+from qgf.errors import QGFError
+from qgf.experiments.plan import job_done, plan
+from qgf.experiments.spec import parse_spec
+
+TASK1 = "cube-single-play-singletask-task1-v0"
+TASK2 = "cube-single-play-singletask-task2-v0"
+MISSING = "scene-play-singletask-task1-v0"  # no data for it in the sweep test: its training fails
+TOY_OVERRIDES = {
+    "steps": 4,
+    "log_every": 2,
+    "ckpt_every": 4,
+    "horizon": 2,
+    "batch_size": 16,
+    "actor_hidden_dims": [16, 16],
+    "critic_hidden_dims": [16, 16],
+    "flow_steps": 2,
+}
+
+
+def toy_spec(**changes):
+    document = {
+        "name": "toy",
+        "preset": "tiny",
+        "seeds": [0],
+        "tasks": [TASK1, TASK2],
+        "overrides": dict(TOY_OVERRIDES),
+        "data": {"episodes": 2, "val_episodes": 1, "episode_length": 30},
+        "agents": [{"name": "qgf", "samplers": ["qgf"]}],
+        "evaluation": {
+            "episodes": 1,
+            "weights": [0.0, 0.1],
+            "workers": 0,
+            "num_envs": 1,
+            "max_episode_steps": 8,
+        },
+    }
+    document.update(changes)
+    return document
+
+
+# ------------------------------------------------------------------ spec validation
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"sedes": [0]}, "did you mean 'seeds'"),
+        ({"agents": [{"name": "fqll"}]}, "not a registered agent"),
+        ({"tasks": ["cube-single-play-v0"]}, "not a single-task dataset name"),
+        ({"seeds": [0, 0]}, "duplicates"),
+        ({"overrides": {"batch_sise": 3}}, "did you mean 'batch_size'"),
+        ({"overrides": {"batch_size": 0}}, "batch_size"),
+        ({"protocol": {"tune_tasks": [4]}}, "not among the tasks"),
+        ({"protocol": {"tune_tasks": [2], "tune_seed": 3, "final_seed": 3}}, "fresh evaluation seeds"),
+        ({"evaluation": {"weights": [-1.0]}}, "numbers >= 0"),
+        ({"agents": [{"name": "qgf", "samplers": ["qgff"]}]}, "samplers"),
+        ({"agents": [{"name": "qgf"}, {"name": "qgf"}]}, "labels must be unique"),
+        ({"preset": "huge"}, "unknown preset"),
+    ],
+)
+def test_spec_errors_name_the_problem(changes, message):
+    with pytest.raises(QGFError, match=message):
+        parse_spec(toy_spec(**changes), source="toy.toml")
+
+
+def test_plan_directories_follow_the_settings(tmp_path):
+    spec = parse_spec(toy_spec(seeds=[0, 1]))
+    jobs, note = plan(spec, tmp_path)
+    kinds = [job.kind for job in jobs]
+    assert kinds.count("generate") == 1 and kinds.count("train") == 2 and kinds.count("evaluate") == 4
+    assert note["waiting"] == ""
+    again, _ = plan(parse_spec(toy_spec(seeds=[0, 1])), tmp_path)
+    assert [job.out for job in again] == [job.out for job in jobs]
+    changed, _ = plan(
+        parse_spec(toy_spec(seeds=[0, 1], overrides={**TOY_OVERRIDES, "expectile": 0.8})), tmp_path
+    )
+    train_dirs = {job.out for job in jobs if job.kind == "train"}
+    assert not train_dirs & {job.out for job in changed if job.kind == "train"}
+    more_steps, _ = plan(
+        parse_spec(toy_spec(seeds=[0, 1], overrides={**TOY_OVERRIDES, "steps": 8})), tmp_path
+    )
+    assert train_dirs == {job.out for job in more_steps if job.kind == "train"}  # more steps resume the runs
+    train = next(job for job in jobs if job.kind == "train")
+    assert train.params["seeds"] == [0, 1] and train.deps == ("generate/cube-single-play-v0",)
+    assert not any(job_done(job) for job in jobs)
+
+
+def test_protocol_plans_tuning_first(tmp_path):
+    spec = parse_spec(toy_spec(protocol={"tune_tasks": [2]}))
+    jobs, note = plan(spec, tmp_path)
+    assert {job.stage for job in jobs} == {"data", "train", "tune"}
+    assert all(TASK2 in job.id for job in jobs if job.kind != "generate")
+    assert "tuning" in note["waiting"]
+
+
+def test_a_second_sweep_on_one_directory_is_refused(tmp_path):
+    from qgf.experiments.runner import SweepLock, run_sweep
+
+    lock = SweepLock(tmp_path)
+    try:
+        with pytest.raises(QGFError, match="another sweep"):
+            run_sweep(parse_spec(toy_spec()), tmp_path, num_cpus=1, progress=False)
+    finally:
+        lock.release()
+
+
+# ------------------------------------------------------------------ seeds in one program
+
+
+def test_seeds_in_one_program_equal_separate_runs(tmp_path):
+    from qgf.train import train, train_seeds
+
+    config = small_config(steps=4, log_every=2, ckpt_every=4)
+    dataset = make_dataset()
+    results = train_seeds(config, [3, 5], [tmp_path / "a3", tmp_path / "a5"], dataset=dataset, progress=False)
+    assert [r.step for r in results] == [4, 4]
+    for seed, result in zip([3, 5], results, strict=True):
+        assert equal_trees(result.agent, ckpt.load_run(result.run_dir).agent)
+        alone = train(config.replace(seed=seed), tmp_path / f"b{seed}", dataset=dataset, progress=False)
+        loaded = ckpt.load_run(tmp_path / f"a{seed}")
+        assert loaded.config.seed == seed and loaded.step == 4
+        for ours, theirs in zip(jax.tree.leaves(loaded.agent), jax.tree.leaves(alone.agent), strict=True):
+            np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-4, atol=1e-5)
+        log = [json.loads(line) for line in (tmp_path / f"a{seed}" / "log.jsonl").read_text().splitlines()]
+        assert [record["step"] for record in log] == [2, 4]
+    # the two seeds really are different runs
+    first, second = (jax.tree.leaves(r.agent.params) for r in results)
+    assert not np.allclose(np.asarray(first[0]), np.asarray(second[0]))
+
+
+# ------------------------------------------------------------------ a tiny sweep on Ray
+
+
+@pytest.mark.slow
+def test_tiny_sweep_on_ray_with_a_failure_and_a_resumed_evaluation(tmp_path):
+    from qgf.data import generate
+    from qgf.evaluate import Condition, EnvDescription, EpisodeRecord, _condition_identity, _save_partial
+    from qgf.experiments.report import write_report
+    from qgf.experiments.runner import run_sweep
+    from qgf.guidance import SamplerSpec
+    from qgf.results import read_results
+
+    data = tmp_path / "data"
+    generate(
+        "cube-single-play-v0", data, episodes=2, val_episodes=1, episode_length=30, workers=1, progress=False
+    )
+    spec = parse_spec(toy_spec(tasks=[TASK1, TASK2, MISSING], data={"dir": str(data)}))
+    sweep_dir = tmp_path / "sweep"
+
+    first = run_sweep(spec, sweep_dir, num_cpus=1, progress=False)
+    assert list(first.failed) == [f"train/{job_group(sweep_dir)}/{MISSING}"]
+    error, log_path = first.failed[f"train/{job_group(sweep_dir)}/{MISSING}"]
+    assert "dataset file not found" in error and "dataset file not found" in open(log_path).read()
+    assert first.blocked == [f"evaluate/sweep/{job_group(sweep_dir)}/{MISSING}/seed0"]
+    assert len(first.ran) == 4 and not first.ok  # 2 trainings, 2 evaluations finished despite the failure
+
+    # Kill an evaluation after its first condition: its results are gone, one condition is saved.
+    jobs, _ = plan(spec, sweep_dir)
+    job = next(j for j in jobs if j.kind == "evaluate" and TASK1 in j.id)
+    results_path = Path(job.out) / "results.json"
+    before = read_results(results_path)
+    results_path.unlink()
+    condition = Condition(
+        SamplerSpec(**job.params["conditions"][0]["spec"]), job.params["conditions"][0]["weight"]
+    )
+    run = types.SimpleNamespace(step=4)
+    identity = _condition_identity(run, before.env, job.params["seed"], job.params["episodes"], condition)
+    marked = [EpisodeRecord(0, 0, episode_return=123.0, length=8)]  # a mark: resumed, not re-run
+    description = EnvDescription(28, 5, before.max_episode_steps, before.success_timing)
+    _save_partial(results_path.parent / "partial", identity, marked, description, before.action_horizon, 1.0)
+
+    second = run_sweep(spec, sweep_dir, num_cpus=1, progress=False)
+    assert second.ran == [job.id] and len(second.skipped) == 3  # two trainings, the other evaluation
+    after = read_results(results_path)
+    assert after.results[0].return_mean == 123.0  # the saved condition was kept
+    fresh, old = after.results[1], before.results[1]
+    assert (fresh.episode_return, fresh.episode_success) == (old.episode_return, old.episode_success)
+    assert not (results_path.parent / "partial").exists()
+
+    paths = write_report(sweep_dir, reps=50)
+    names = {path.name for path in paths}
+    assert {"report.md", "per_task.csv", "aggregate.csv", "fig5_methods.png"} <= names
+    assert "qgf@0.1" in (sweep_dir / "report" / "aggregate.csv").read_text()
+
+
+def job_group(sweep_dir):
+    return next((sweep_dir / "runs").iterdir()).name
+
+
+def test_sweep_spec_as_dataclass_is_json_ready():
+    spec = parse_spec(toy_spec())
+    json.dumps(dataclasses.asdict(spec), default=str)
