@@ -18,6 +18,8 @@ _AGENTS: dict[str, tuple[str, str]] = {
     "qgf": ("qgf.agents.qgf", "QGFAgent"),
     "fql": ("qgf.agents.fql", "FQLAgent"),
     "edp": ("qgf.agents.edp", "EDPAgent"),
+    "dac": ("qgf.agents.diffusion", "DACAgent"),
+    "qsm-bc": ("qgf.agents.diffusion", "QSMBCAgent"),
 }
 AGENT_NAMES: tuple[str, ...] = tuple(_AGENTS)
 
