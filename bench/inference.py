@@ -80,11 +80,11 @@ def run(quick: bool = True) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from qgf.guidance import ESTIMATORS, SamplerSpec, critic_gradient, make_sampler
+    from qgf.guidance import STANDALONE_ESTIMATORS, SamplerSpec, critic_gradient, make_sampler
 
     repeats = 7 if quick else 25
     velocity_fn, q_fn = build_model()
-    specs = [SamplerSpec(e, steps=STEPS) for e in ESTIMATORS]
+    specs = [SamplerSpec(e, steps=STEPS) for e in STANDALONE_ESTIMATORS]  # add-on ones need extras
     specs += [SamplerSpec("none", steps=STEPS, best_of_n=n) for n in (4, 16)]
     specs += [SamplerSpec("qgf", steps=STEPS, best_of_n=4)]
     batches = (1, 64)

@@ -9,7 +9,7 @@ import scipy.linalg
 
 from qgf.errors import QGFError
 from qgf.guidance import (
-    ESTIMATORS,
+    STANDALONE_ESTIMATORS,
     SamplerSpec,
     estimate_gradient,
     make_sampler,
@@ -102,7 +102,7 @@ def test_spec_validation_names_close_matches_and_is_hashable():
     assert SamplerSpec("qgf", best_of_n=4).label == "qgf+bfn-4"
 
 
-@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("estimator", STANDALONE_ESTIMATORS)  # add-on estimators: tests/test_addons.py
 def test_weight_zero_gives_exactly_the_bc_samples(inputs, bc_samples, estimator):
     obs, _, noise = inputs
     spec = SamplerSpec(estimator, steps=STEPS)

@@ -12,6 +12,9 @@ For a frozen policy (velocity field) and critic, and a sample of dataset observa
 - **test-time compute** (Fig. 6): dense-layer FLOPs per action (analytic formula, cross-checked by
   counting the traced program and by XLA's cost analysis) and measured milliseconds per action.
 
+The samplers that need an add-on (`qgf.addons`: robustq, cfgrl, qgf-distill, qgf-jacobian-distill)
+take part through `PolicyAndCritic.extras`; `analyze_run` adds every add-on the run has trained.
+
 Everything takes any JAX callables (`PolicyAndCritic`), like `qgf.guidance`; `analyze_run` loads
 a run directory and its dataset and writes JSON + PNG files. docs/analysis.md describes the
 outputs, docs/fidelity.md ("Diagnostics") the choices made where the paper is silent.
@@ -36,7 +39,7 @@ from jax.extend import core as jax_core
 from qgf.data.chunks import trajectory_ends
 from qgf.errors import QGFError
 from qgf.fileio import atomic_path
-from qgf.guidance import GUIDED_ESTIMATORS, SamplerSpec, estimate_gradient, sample_with_info
+from qgf.guidance import EXTRA_ESTIMATORS, GUIDED_ESTIMATORS, SamplerSpec, estimate_gradient, sample_with_info
 from qgf.progress import progress_bar
 
 Array = jax.Array
@@ -47,6 +50,8 @@ PAPER_ESTIMATORS: tuple[str, ...] = ("qgf", "qgf-jacobian", "qgf-chain", "bptt",
 DEFAULT_WEIGHT = 0.04
 # GradStep's ascent step size alpha (App. J, Table 3: 0.01 on every domain).
 DEFAULT_GRADSTEP_STEP_SIZE = 0.01
+# Estimators whose weight is not a gradient weight: CFGRL's tau_cfg (Table 3: 2-5; 3 on cube).
+DEFAULT_ESTIMATOR_WEIGHTS: dict[str, float] = {"cfgrl": 3.0}
 DEFAULT_BFN_N = 16
 DEFAULT_NUM_OBSERVATIONS = 256
 # Perturbation scales sigma of Fig. 3 (the paper does not state its eps); actions live in [-1, 1].
@@ -81,12 +86,14 @@ class PolicyAndCritic:
         action_dim: d, the flattened chunk size h * A.
         base_spec: sampler settings shared by every method (steps T, clip_hat, GradStep's L, ...);
             the analysis only swaps the estimator and best-of-N.
+        extras: named callables of the add-on samplers (`qgf.guidance.EXTRA_CALLABLES`).
     """
 
     velocity_fn: Callable[[Any, Array, Array], Array]
     q_fn: Callable[[Any, Array], Array]
     action_dim: int
     base_spec: SamplerSpec = SamplerSpec()
+    extras: Mapping[str, Callable[..., Array]] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +139,8 @@ class AnalysisSettings:
         overrides = dict(self.weight_overrides)
         if estimator in overrides:
             return float(overrides[estimator])
+        if estimator in DEFAULT_ESTIMATOR_WEIGHTS:
+            return DEFAULT_ESTIMATOR_WEIGHTS[estimator]
         return self.gradstep_step_size if estimator == "gradstep" else self.weight
 
 
@@ -177,7 +186,7 @@ def estimator_gradient_fn(model: PolicyAndCritic, estimator: str) -> GradientFn:
     spec = dataclasses.replace(model.base_spec, estimator=estimator, best_of_n=1)
 
     def gradient(obs, a_t, t, key):
-        return estimate_gradient(model.velocity_fn, model.q_fn, obs, a_t, t, spec, key)
+        return estimate_gradient(model.velocity_fn, model.q_fn, obs, a_t, t, spec, key, model.extras)
 
     return gradient
 
@@ -268,7 +277,15 @@ def method_sampler(model: PolicyAndCritic, method: Method) -> Callable[[Any, Arr
     @jax.jit
     def run(obs, noise, key, weight):
         actions, _ = sample_with_info(
-            model.velocity_fn, q_fn, obs, key, weight, method.spec, model.action_dim, noise=noise
+            model.velocity_fn,
+            q_fn,
+            obs,
+            key,
+            weight,
+            method.spec,
+            model.action_dim,
+            noise=noise,
+            extras=model.extras,
         )
         return actions
 
@@ -456,16 +473,25 @@ def xla_flops(stage) -> float | None:
 
 
 def analytic_flops(
-    spec: SamplerSpec, actor_flops: float, critic_flops: float, action_dim: int, backward: float = 1.0
+    spec: SamplerSpec,
+    actor_flops: float,
+    critic_flops: float,
+    action_dim: int,
+    backward: float = 1.0,
+    extra_flops: Mapping[str, float] | None = None,
 ) -> float | None:
     """Dense FLOPs per action of a sampler, from F_v (one actor forward per row) and F_Q (one
     critic-ensemble forward per row). A backward pass to the inputs costs ``backward`` x forward.
+    Add-on samplers also need the forward cost of their network per row, ``extra_flops[name]``
+    (F_R robust_q, F_o optimal_velocity, F_d denoiser); without it they have no formula (None).
 
     Per denoising step k = 0 .. T - 1 (the velocity at a_t is shared by g and the Euler step):
     BC F_v; qgf and ood F_v + (1 + b) F_Q; qgf-jacobian and qgf-regularized (1 + b)(F_v + F_Q);
     qgf-jacobian-smooth (1 + K(1 + b)) F_v + (1 + b) F_Q; qgf-jacobian-ortho (2 + d) F_v + (1 + b) F_Q
     (d forward-mode passes; the SVD is not a dense layer and is not counted); qgf-chain
     (T - k) F_v + (1 + b) F_Q; bptt (1 + b)(T - k) F_v + (1 + b) F_Q. GradStep: T F_v + L (1 + b) F_Q.
+    Add-ons: robustq F_v + (1 + b) F_R; cfgrl F_v + F_o; qgf-distill F_v + F_d + (1 + b) F_Q;
+    qgf-jacobian-distill F_v + (1 + b) F_d + (1 + b) F_Q.
     Best-of-N: N x (the sampler + one critic forward to rank).
     """
     steps, b = spec.steps, backward
@@ -483,6 +509,16 @@ def analytic_flops(
         "bptt": (1 + b) * chain_velocity + steps * critic_gradient,
         "gradstep": steps * actor_flops + spec.gradstep_steps * critic_gradient,
     }
+    extra = dict(extra_flops or {})
+    if "robust_q" in extra:
+        per_sampler["robustq"] = steps * (actor_flops + (1 + b) * extra["robust_q"])
+    if "optimal_velocity" in extra:
+        per_sampler["cfgrl"] = steps * (actor_flops + extra["optimal_velocity"])
+    if "denoiser" in extra:
+        per_sampler["qgf-distill"] = steps * (actor_flops + extra["denoiser"] + critic_gradient)
+        per_sampler["qgf-jacobian-distill"] = steps * (
+            actor_flops + (1 + b) * extra["denoiser"] + critic_gradient
+        )
     if spec.estimator not in per_sampler:
         return None
     if spec.best_of_n == 1:
@@ -525,6 +561,8 @@ def network_costs(model: PolicyAndCritic, observation_row: Any) -> dict[str, Any
         "critic_forward_backward": (critic_gradient, (observation_row, a)),
         "actor_forward_backward": (velocity_pullback, (observation_row, a, t)),
     }
+    for name, extra in model.extras.items():  # add-on networks, all (obs, a_t, t) -> ...
+        passes[f"{name}_forward"] = (extra, (observation_row, a, t))
     report: dict[str, Any] = {}
     for name, (fn, args) in passes.items():
         report[name] = {
@@ -567,6 +605,7 @@ def compute_report(
     networks = network_costs(model, first_row)
     actor_flops = networks["actor_forward"]["dense_flops"]
     critic_flops = networks["critic_forward"]["dense_flops"]
+    extra_flops = {name: networks[f"{name}_forward"]["dense_flops"] for name in model.extras}
     methods_report = {}
     for method in methods:
         noise_batch = method_noise(method, noise)
@@ -581,7 +620,12 @@ def compute_report(
             "sampler": method.spec.label,
             "weight": method.weight,
             "analytic_flops": analytic_flops(
-                method.spec, actor_flops, critic_flops, model.action_dim, BACKWARD_TO_INPUT_FACTOR
+                method.spec,
+                actor_flops,
+                critic_flops,
+                model.action_dim,
+                BACKWARD_TO_INPUT_FACTOR,
+                extra_flops,
             ),
             "traced_dense_flops": traced_flops,
             "xla_flops_loop_bodies_once": xla_flops(compiled_one),
@@ -644,7 +688,10 @@ def paper_orderings(
         cosines = {name: e["overall_per_observation"] for name, e in noise["estimators"].items()}
         result["fig3_qgf_least_noise_sensitive"] = _ordering(cosines, "qgf", rivals)
     q_rows = {label: m["per_observation"] for label, m in q_values["methods"].items()}
-    guided = [label for label in q_rows if label in GUIDED_ESTIMATORS and label != "ood"]
+    # Figs. 4 and 17 compare the estimators of the run's own flow and critic (not the add-ons)
+    guided = [
+        label for label in q_rows if label in GUIDED_ESTIMATORS and label not in EXTRA_ESTIMATORS + ("ood",)
+    ]
     result["fig4_qgf_beats_jacobian_chain_bptt"] = _ordering(q_rows, "qgf", rivals)
     result["fig4_ood_highest_q"] = _ordering(q_rows, "ood", guided)
     result["fig4_ood_above_bfn"] = _ordering(q_rows, "ood", [bfn])
@@ -659,6 +706,15 @@ def paper_orderings(
     }
     result["fig17_ood_farthest_from_bfn"] = _ordering(to_bfn, "ood", guided)
     result["fig17_ood_farthest_from_dataset"] = _ordering(nearest, "ood", guided)
+    # Fig. 15 compares success rates; its Q-side counterpart: distilled denoisers below QGF, and
+    # QGF-Distill close to QGF-chain (whose ODE(a_t) it learns). Only when the run has the add-on.
+    distilled = [label for label in ("qgf-distill", "qgf-jacobian-distill") if label in q_rows]
+    if distilled:
+        result["fig15_qgf_beats_distill"] = _ordering(q_rows, "qgf", distilled)
+        if "qgf-chain" in q_rows and "qgf-distill" in q_rows:
+            result["fig15_distill_minus_chain"] = summarize(
+                np.asarray(q_rows["qgf-distill"], np.float64) - np.asarray(q_rows["qgf-chain"], np.float64)
+            )
     return result
 
 
@@ -703,6 +759,10 @@ _COLORS = {
     "qgf-jacobian-ortho": "#bcbd22",
     GRADSTEP_LABEL: "#17becf",
     DATASET_LABEL: "#555555",
+    "robustq": "#aec7e8",
+    "cfgrl": "#ffbb78",
+    "qgf-distill": "#98df8a",
+    "qgf-jacobian-distill": "#ff9896",
 }
 
 
@@ -1001,9 +1061,14 @@ def analyze_run(
     *,
     data_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    add_trained_addons: bool = True,
 ) -> dict[str, Any]:
     """`analyze` a trained run (its latest checkpoint) on its own dataset; writes to `out_dir`
     (default RUN/analysis) and returns the analysis.json summary.
+
+    With `add_trained_addons`, the samplers of every add-on trained on the run (`qgf addon train`)
+    join `settings.estimators`; an estimator whose add-on is missing is a one-line error naming
+    the command that trains it.
 
     Observations are a seeded sample of `settings.num_observations` rows of the validation split
     (the training split when there is none), taken where a full action chunk follows, so that the
@@ -1011,14 +1076,31 @@ def analyze_run(
     `settings.nn_chunks` chunks drawn uniformly from the training split. `data_dir` overrides the
     dataset folder recorded in the run.
     """
+    from qgf.addons import SAMPLER_ADDONS, load_addons
+    from qgf.addons.base import list_addons
     from qgf.checkpoint import load_run
     from qgf.data import load_dataset
 
     settings = settings or AnalysisSettings()
     run = load_run(run_dir)
     config, agent = run.config, run.agent
+    if add_trained_addons:  # every sampler of every add-on the run has trained, next to the rest
+        trained = {
+            entry["name"]
+            for entry in list_addons(run.path)
+            if entry["step"] is not None and entry["base"].get("step") == run.step
+        }
+        extra = [s for s, name in SAMPLER_ADDONS.items() if name in trained and s not in settings.estimators]
+        settings = dataclasses.replace(settings, estimators=(*settings.estimators, *extra))
+    extras: dict[str, Callable] = {}
+    for loaded in load_addons(run, settings.estimators).values():
+        extras.update(loaded.extras(agent))
     model = PolicyAndCritic(
-        agent.velocity_fn, agent.q_fn, agent.chunk_dim, SamplerSpec(estimator="none", steps=config.flow_steps)
+        agent.behavior_velocity_fn,
+        agent.q_fn,
+        agent.chunk_dim,
+        SamplerSpec(estimator="none", steps=config.flow_steps),
+        extras,
     )
     recorded = run.meta.get("dataset") or {}
     name = recorded.get("name")

@@ -35,7 +35,7 @@ import os
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -730,10 +730,17 @@ class Condition:
     weight: float
 
 
-def sweep_conditions(samplers: Sequence[Any], weights: Sequence[float], bfn: Sequence[int], steps: int):
+def sweep_conditions(
+    samplers: Sequence[Any],
+    weights: Sequence[float],
+    bfn: Sequence[int],
+    steps: int,
+    gradstep_steps: int | None = None,
+):
     """The (sampler, N, weight) grid, sampler-major. A sampler given by name is crossed with every
-    N in ``bfn``; a `SamplerSpec` is used as given. Plain BC (``none``) and a method's own policy
-    (``policy``) ignore the weight, so they are evaluated once, at weight 0."""
+    N in ``bfn`` (with `gradstep_steps` = GradStep's L when given); a `SamplerSpec` is used as given.
+    Plain BC (``none``) and a method's own policy (``policy``) ignore the weight, so they are
+    evaluated once, at weight 0."""
     from qgf.guidance import SamplerSpec
 
     if not samplers or not weights or not bfn:
@@ -746,7 +753,10 @@ def sweep_conditions(samplers: Sequence[Any], weights: Sequence[float], bfn: Seq
         if isinstance(sampler, SamplerSpec):
             specs.append(sampler)
         else:
-            specs.extend(SamplerSpec(estimator=sampler, steps=steps, best_of_n=int(n)) for n in bfn)
+            options = {} if gradstep_steps is None else {"gradstep_steps": int(gradstep_steps)}
+            specs.extend(
+                SamplerSpec(estimator=sampler, steps=steps, best_of_n=int(n), **options) for n in bfn
+            )
     conditions = []
     for spec in dict.fromkeys(specs):
         spec_weights = sorted(set(map(float, weights))) if spec.uses_weight else [0.0]
@@ -761,28 +771,58 @@ class AgentPolicy:
     its own weight. Each row draws its noise from its own key (``jax.random.key(noise_seed)``), so
     a row's chunk does not depend on which other rows share the batch. Batches are padded to a fixed
     size so that every spec compiles once.
+
+    Samplers that need an add-on (`qgf.addons`: robustq, cfgrl, qgf-distill, ...) take its
+    callables from `addons` ({name: `qgf.addons.base.LoadedAddon`}); `for_run` loads them.
     """
 
-    def __init__(self, agent: Any, conditions: Sequence[Condition]):
+    def __init__(self, agent: Any, conditions: Sequence[Condition], addons: Mapping[str, Any] | None = None):
         self.agent = agent
         self.specs = [condition.spec for condition in conditions]
         self.weights = np.array([condition.weight for condition in conditions], np.float32)
         self.batch_size = 1
+        self.addons = dict(addons or {})
+        self._addon_states = {name: loaded.state for name, loaded in self.addons.items()}
         self._compiled: dict[Any, Callable] = {}
+
+    @classmethod
+    def for_run(cls, run: Any, conditions: Sequence[Condition]) -> AgentPolicy:
+        """The policy of a loaded run, with the add-ons its samplers need loaded with it."""
+        return cls(run.agent, conditions, check_run_samplers(run, [c.spec for c in conditions]))
 
     def _act(self, spec: Any) -> Callable:
         if spec not in self._compiled:
             import jax
 
-            def act(agent, observations, noise_seeds, weights):
+            from qgf.guidance import sample
+
+            addons = self.addons
+
+            def act(agent, addon_states, observations, noise_seeds, weights):
+                extras = {}
+                for name, loaded in addons.items():
+                    extras.update(loaded.extras(agent, addon_states[name]))
+
                 def one_row(observation, noise_seed, weight):
                     key = jax.random.key(noise_seed)
-                    return agent.sample_actions(observation[None], key, weight, spec)[0]
+                    if not spec.needs:
+                        return agent.sample_actions(observation[None], key, weight, spec)[0]
+                    return sample(
+                        agent.behavior_velocity_fn,
+                        agent.q_fn,
+                        observation[None],
+                        key,
+                        weight,
+                        spec,
+                        agent.chunk_dim,
+                        extras=extras,
+                    )[0]
 
                 actions = jax.vmap(one_row)(observations, noise_seeds, weights)
                 return actions, agent.q_fn(observations, actions)
 
-            self._compiled[spec] = jax.jit(act)
+            compiled = jax.jit(act)
+            self._compiled[spec] = lambda agent, *args: compiled(agent, self._addon_states, *args)
         return self._compiled[spec]
 
     def warmup(self, batch_size: int) -> None:
@@ -821,6 +861,20 @@ class AgentPolicy:
             q[rows] = np.asarray(spec_q)[: len(rows)]
             seconds[rows] = (time.perf_counter() - start) / len(rows)
         return PolicyOutput(actions, q, seconds)
+
+
+def check_run_samplers(run: Any, specs: Sequence[Any]) -> dict[str, Any]:
+    """Check that the run can sample every spec (a behaviour flow for the guided samplers; the
+    add-ons that robustq, cfgrl and the distill samplers need) and return those add-ons, loaded:
+    {name: `qgf.addons.base.LoadedAddon`}. A missing add-on is a one-line QGFError naming the
+    command that trains it."""
+    from qgf.addons import load_addons
+    from qgf.agents.base import check_sampler
+
+    specs = list(dict.fromkeys(specs))
+    for spec in specs:
+        check_sampler(run.agent, spec)
+    return load_addons(run, specs)
 
 
 def default_samplers(run: Any) -> tuple[str, ...]:
@@ -950,10 +1004,7 @@ def evaluate_run(
     env_name, env_task = evaluation_env_name(run_dataset_name(run.meta), task)
     if conditions is None:
         conditions = sweep_conditions(samplers or default_samplers(run), weights, bfn, run.config.flow_steps)
-    from qgf.agents.base import check_sampler
-
-    for spec in dict.fromkeys(condition.spec for condition in conditions):
-        check_sampler(run.agent, spec)
+    check_run_samplers(run, [condition.spec for condition in conditions])
     result = _rollout_resumable(
         run,
         env_name,
@@ -1046,7 +1097,7 @@ def _rollout_resumable(
 
     result = rollout(
         env_name,
-        AgentPolicy(run.agent, todo),
+        AgentPolicy.for_run(run, todo),
         todo,
         episodes,
         seed,

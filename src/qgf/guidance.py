@@ -7,14 +7,19 @@ Everything here is a pure function of two JAX callables, so any model can be gui
 - ``q_fn(obs (B, D), a (B, d)) -> (B,)``: the critic, already aggregated over its ensemble. Rows must
   be independent (no batch statistics), so ``grad(sum(q_fn))`` gives every row its own gradient.
 
+Samplers of methods that train an extra network on top of a frozen run (RobustQ, CFGRL, the
+distilled denoiser: `qgf.addons`) take it as a named callable in ``extras`` (`EXTRA_CALLABLES`).
+
 The sampler (QGF paper, Algorithm 1) is written once::
 
-    a_0 ~ N(0, I);  for k < T: t = k / T;  a <- a + (v(s, a, t) + w * g) / T;  return clip(a_1, -1, 1)
+    a_0 ~ N(0, I);  for k < T: t = k / T;  a <- a + (v(s, a, t) + w * g) / T;  return a_1
 
-and estimators differ only in how they compute g. Each estimator is a small function
-``(velocity_fn, q_fn, obs, a_t, t, spec, key) -> (g, v)`` that also returns the velocity at a_t, so
-the loop never evaluates the actor twice per step. Best-of-N wraps any estimator; GradStep runs the
-unguided sampler and then ascends the critic.
+and we return clip(a_1, -1, 1): the clip is ours, not Algorithm 1's (which returns a_1 as is); it
+keeps the action in the env's box, and ``info["unclipped"]`` keeps a_1. Estimators differ only in how
+they compute g. Each estimator is a small function
+``(velocity_fn, q_fn, obs, a_t, t, spec, key, extras) -> (g, v)`` that also returns the velocity at
+a_t, so the loop never evaluates the actor twice per step. Best-of-N wraps any estimator; GradStep
+runs the unguided sampler and then ascends the critic.
 
 Estimator, N and step counts live in the hashable `SamplerSpec` (a static argument under `jit`);
 the guidance weight is a traced value, scalar or one per row, so a whole weight sweep is one batch
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -36,6 +41,15 @@ from qgf.errors import QGFError
 Array = jax.Array
 VelocityFn = Callable[[Any, Array, Array], Array]
 QFn = Callable[[Any, Array], Array]
+Extras = Mapping[str, Callable[..., Array]]
+
+# Named extra callables that some estimators need (`EstimatorInfo.needs`), with their contracts.
+# `qgf.addons` trains them against a frozen run; any model with the same signature works.
+EXTRA_CALLABLES: dict[str, str] = {
+    "robust_q": "Q(s, a_t, t) -> (B,): a critic trained on noisy actions a_t (RobustQ, QGF Eq. 20)",
+    "optimal_velocity": "f_{o=1}(s, a_t, t) -> (B, d): the optimality-conditioned flow (CFGRL, QGF App. I)",
+    "denoiser": "v_d(s, a_t, t) -> (B, d): the distilled estimate of ODE(a_t) (QGF App. C)",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,12 +57,18 @@ class EstimatorInfo:
     """One entry of the estimator registry: what the CLI, analysis and docs read.
 
     `guided`: adds w * g at every denoising step (not BC, not GradStep's after-the-fact ascent);
-    `clean_action`: g is taken at an estimate of the clean action, where `clip_hat` applies."""
+    `clean_action`: g is taken at an estimate of the clean action, where `clip_hat` applies;
+    `uses_critic`: evaluates `q_fn` (with N = 1; best-of-N always ranks with it);
+    `needs`: names of `EXTRA_CALLABLES` it takes from ``extras``;
+    `weight_name`: what the weight means when it is not the guidance weight w = 1/beta."""
 
     name: str
     summary: str
     guided: bool = True
     clean_action: bool = True
+    uses_critic: bool = True
+    needs: tuple[str, ...] = ()
+    weight_name: str = "guidance weight"
 
 
 # The one registry of test-time estimators, in the order of tables and help texts. The functions
@@ -56,7 +76,9 @@ class EstimatorInfo:
 ESTIMATOR_INFO: dict[str, EstimatorInfo] = {
     info.name: info
     for info in (
-        EstimatorInfo("none", "BC: the unguided flow (g = 0)", guided=False, clean_action=False),
+        EstimatorInfo(
+            "none", "BC: the unguided flow (g = 0)", guided=False, clean_action=False, uses_critic=False
+        ),
         EstimatorInfo("qgf", "QGF: grad Q at the one-Euler-step estimate of a_1, Jacobian ~ I (Eq. 9)"),
         EstimatorInfo("qgf-jacobian", "QGF-Jacobian: J^T grad Q at the one-step estimate (one VJP)"),
         EstimatorInfo("qgf-chain", "grad Q at the full unguided Euler solution from a_t, Jacobian ~ I"),
@@ -70,11 +92,40 @@ ESTIMATOR_INFO: dict[str, EstimatorInfo] = {
             "GradStep: BC sample, then L steps a += alpha grad Q(a)",
             guided=False,
             clean_action=False,
+            weight_name="step size alpha",
+        ),
+        EstimatorInfo(
+            "robustq",
+            "RobustQ: grad of a critic Q(s, a_t, t) trained on noisy actions (Eq. 20; add-on)",
+            clean_action=False,
+            uses_critic=False,
+            needs=("robust_q",),
+        ),
+        EstimatorInfo(
+            "cfgrl",
+            "CFGRL: g = f_{o=1} - f, classifier-free guidance, no critic gradient (add-on)",
+            clean_action=False,
+            uses_critic=False,
+            needs=("optimal_velocity",),
+            weight_name="CFG weight tau_cfg",
+        ),
+        EstimatorInfo(
+            "qgf-distill",
+            "grad Q at a distilled denoiser's estimate of ODE(a_t), Jacobian ~ I (App. C; add-on)",
+            needs=("denoiser",),
+        ),
+        EstimatorInfo(
+            "qgf-jacobian-distill",
+            "J^T grad Q through the distilled denoiser, one VJP (App. C; add-on)",
+            needs=("denoiser",),
         ),
     )
 }
 ESTIMATORS: tuple[str, ...] = tuple(ESTIMATOR_INFO)
 GUIDED_ESTIMATORS: tuple[str, ...] = tuple(name for name, info in ESTIMATOR_INFO.items() if info.guided)
+# Estimators that need only velocity_fn and q_fn, and those that also need `extras` (add-ons).
+STANDALONE_ESTIMATORS: tuple[str, ...] = tuple(n for n, info in ESTIMATOR_INFO.items() if not info.needs)
+EXTRA_ESTIMATORS: tuple[str, ...] = tuple(n for n, info in ESTIMATOR_INFO.items() if info.needs)
 # Not an estimator: the trained method's own policy (an FQL one-step policy, a DAC diffusion
 # policy, ...). Only an agent can sample it (`Agent.sample_actions`); every run has it.
 POLICY_SAMPLER = "policy"
@@ -130,8 +181,15 @@ class SamplerSpec:
 
     @property
     def uses_critic(self) -> bool:
-        """Whether sampling evaluates q_fn at all (plain BC with N = 1 never does)."""
-        return self.estimator not in ("none", POLICY_SAMPLER) or self.best_of_n > 1
+        """Whether sampling evaluates q_fn at all (plain BC and CFGRL with N = 1 never do)."""
+        if self.best_of_n > 1:
+            return True
+        return self.estimator != POLICY_SAMPLER and ESTIMATOR_INFO[self.estimator].uses_critic
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The `EXTRA_CALLABLES` this sampler takes from ``extras`` (empty for most)."""
+        return () if self.estimator == POLICY_SAMPLER else ESTIMATOR_INFO[self.estimator].needs
 
     @property
     def label(self) -> str:
@@ -177,6 +235,16 @@ def _tile_rows(tree: Any, n: int) -> Any:
 def critic_gradient(q_fn: QFn, obs: Any, actions: Array) -> Array:
     """grad_a Q(s, a) for every row: (B, d). One critic forward and backward pass."""
     return jax.grad(lambda a: jnp.sum(q_fn(obs, a)))(actions)
+
+
+def check_extras(spec: SamplerSpec, extras: Extras | None) -> None:
+    """A one-line QGFError when `spec` needs an extra callable that `extras` lacks."""
+    for name in spec.needs:
+        if extras is None or not callable(extras.get(name)):
+            raise QGFError(
+                f"sampler {spec.estimator!r} needs extras[{name!r}], {EXTRA_CALLABLES[name]}; for a run, "
+                f"train it with `qgf addon train RUN ...` (qgf.addons)"
+            )
 
 
 def _maybe_clip_hat(a1_hat: Array, spec: SamplerSpec) -> Array:
@@ -254,15 +322,24 @@ class _RemainingOde:
         return u
 
 
+def ode_solution(velocity_fn: VelocityFn, obs: Any, a_t: Array, t: Array, steps: int) -> Array:
+    """ODE(a_t): the unguided Euler solution from a_t at time t (B,) to 1, on the sampler's grid of
+    T = `steps` (`_RemainingOde`), unclipped. qgf-chain's clean-action estimate and the target the
+    distilled denoiser (`qgf.addons.distill`) is trained on."""
+    ode = _RemainingOde(velocity_fn, obs, t, steps)
+    a1, _ = ode.integrate_rest(a_t + _per_row(ode.step_scale(0)) * velocity_fn(obs, a_t, t))
+    return a1
+
+
 # --------------------------------------------------------------------------------------------------
-# Estimators: (velocity_fn, q_fn, obs, a_t, t, spec, key) -> (g, v(s, a_t, t))
+# Estimators: (velocity_fn, q_fn, obs, a_t, t, spec, key, extras) -> (g, v(s, a_t, t))
 
 
-def _estimate_none(velocity_fn, q_fn, obs, a_t, t, spec, key):
+def _estimate_none(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
     return jnp.zeros_like(a_t), velocity_fn(obs, a_t, t)
 
 
-def _estimate_qgf(velocity_fn, q_fn, obs, a_t, t, spec, key):
+def _estimate_qgf(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
     velocity = velocity_fn(obs, a_t, t)
     # J ≈ I (QGF Eq. 9): the one-step estimate is treated as a constant shift of a_t.
     a1_hat = a_t + _per_row(1.0 - t) * jax.lax.stop_gradient(velocity)
@@ -275,19 +352,19 @@ def _jacobian_pullback(velocity_fn, q_fn, obs, a_t, t, spec):
     return critic_gradient(q_fn, obs, _maybe_clip_hat(a1_hat, spec)), pullback, velocity
 
 
-def _estimate_qgf_jacobian(velocity_fn, q_fn, obs, a_t, t, spec, key):
+def _estimate_qgf_jacobian(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
     q_grad, pullback, velocity = _jacobian_pullback(velocity_fn, q_fn, obs, a_t, t, spec)
     (g,) = pullback(q_grad)  # Jᵀ grad Q: one vector-Jacobian product, never the d x d Jacobian
     return g, velocity
 
 
-def _estimate_qgf_regularized(velocity_fn, q_fn, obs, a_t, t, spec, key):
+def _estimate_qgf_regularized(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
     q_grad, pullback, velocity = _jacobian_pullback(velocity_fn, q_fn, obs, a_t, t, spec)
     (jacobian_term,) = pullback(q_grad)
     return q_grad + spec.reg_eps * jacobian_term, velocity
 
 
-def _estimate_qgf_jacobian_smooth(velocity_fn, q_fn, obs, a_t, t, spec, key):
+def _estimate_qgf_jacobian_smooth(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
     velocity = velocity_fn(obs, a_t, t)
     a1_hat = a_t + _per_row(1.0 - t) * velocity
     q_grad = critic_gradient(q_fn, obs, _maybe_clip_hat(a1_hat, spec))
@@ -300,7 +377,7 @@ def _estimate_qgf_jacobian_smooth(velocity_fn, q_fn, obs, a_t, t, spec, key):
     return stacked.reshape(k, batch, dim).mean(axis=0), velocity
 
 
-def _estimate_qgf_jacobian_ortho(velocity_fn, q_fn, obs, a_t, t, spec, key):
+def _estimate_qgf_jacobian_ortho(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
     # SVD needs the explicit per-sample d x d Jacobian: d forward-mode passes of the actor per row.
     def denoise_row(obs_row, a_row, t_row):
         one = jax.tree.map(lambda x: x[None], (obs_row, a_row, t_row))
@@ -313,7 +390,7 @@ def _estimate_qgf_jacobian_ortho(velocity_fn, q_fn, obs, a_t, t, spec, key):
     return jnp.einsum("bij,bi->bj", nearest_orthogonal(jacobians), q_grad), velocity
 
 
-def _estimate_qgf_chain(velocity_fn, q_fn, obs, a_t, t, spec, key):
+def _estimate_qgf_chain(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
     ode = _RemainingOde(velocity_fn, obs, t, spec.steps)
     velocity = velocity_fn(obs, a_t, t)
     a1, _ = ode.integrate_rest(a_t + _per_row(ode.step_scale(0)) * velocity)
@@ -321,7 +398,7 @@ def _estimate_qgf_chain(velocity_fn, q_fn, obs, a_t, t, spec, key):
     return critic_gradient(q_fn, obs, _maybe_clip_hat(a1, spec)), velocity
 
 
-def _estimate_bptt(velocity_fn, q_fn, obs, a_t, t, spec, key):
+def _estimate_bptt(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
     # g = (d ODE(a_t) / d a_t)ᵀ grad Q(ODE(a_t)), by the adjoint recursion through the Euler steps.
     ode = _RemainingOde(velocity_fn, obs, t, spec.steps)
     velocity, first_pullback = jax.vjp(lambda a: velocity_fn(obs, a, t), a_t)
@@ -331,9 +408,37 @@ def _estimate_bptt(velocity_fn, q_fn, obs, a_t, t, spec, key):
     return u + first_pullback(first_scale * u)[0], velocity
 
 
-def _estimate_at_noisy_action(velocity_fn, q_fn, obs, a_t, t, spec, key):
+def _estimate_at_noisy_action(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
     # QFQL's "OOD gradient": the critic is queried at the noisy a_t it never saw in training.
     return critic_gradient(q_fn, obs, a_t), velocity_fn(obs, a_t, t)
+
+
+def _estimate_robustq(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
+    # RobustQ (QGF App. I): the gradient at the noisy a_t, of a critic that was trained there (Eq. 20).
+    robust_q = extras["robust_q"]
+    g = jax.grad(lambda a: jnp.sum(robust_q(obs, a, t)))(a_t)
+    return g, velocity_fn(obs, a_t, t)
+
+
+def _estimate_cfgrl(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
+    # CFGRL (QGF App. I): v_cfg = f + w (f_{o=1} - f), i.e. the sampler's v + w g with g = f_{o=1} - f.
+    # Weight 0 is the base flow exactly; weight 1 is f_{o=1} up to float rounding.
+    velocity = velocity_fn(obs, a_t, t)
+    return extras["optimal_velocity"](obs, a_t, t) - velocity, velocity
+
+
+def _estimate_qgf_distill(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
+    # QGF-Distill (App. C): â₁ = v_d(s, a_t, t), a learned ODE(a_t); J ≈ I, so v_d gets no derivative.
+    a1_hat = jax.lax.stop_gradient(extras["denoiser"](obs, a_t, t))
+    return critic_gradient(q_fn, obs, _maybe_clip_hat(a1_hat, spec)), velocity_fn(obs, a_t, t)
+
+
+def _estimate_qgf_jacobian_distill(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
+    # QGF-Jacobian-Distill (App. C): Jᵀ grad Q with J = d v_d / d a_t, one VJP through the denoiser;
+    # the clip is straight-through, as for qgf-jacobian.
+    a1_hat, pullback = jax.vjp(lambda a: extras["denoiser"](obs, a, t), a_t)
+    (g,) = pullback(critic_gradient(q_fn, obs, _maybe_clip_hat(a1_hat, spec)))
+    return g, velocity_fn(obs, a_t, t)
 
 
 _ESTIMATOR_FNS = {
@@ -347,6 +452,10 @@ _ESTIMATOR_FNS = {
     "ood": _estimate_at_noisy_action,
     "bptt": _estimate_bptt,
     "gradstep": _estimate_at_noisy_action,  # GradStep's direction grad_a Q(s, a) at the given a
+    "robustq": _estimate_robustq,
+    "cfgrl": _estimate_cfgrl,
+    "qgf-distill": _estimate_qgf_distill,
+    "qgf-jacobian-distill": _estimate_qgf_jacobian_distill,
 }
 assert tuple(_ESTIMATOR_FNS) == ESTIMATORS, "the estimator registry and its functions must agree"
 
@@ -359,16 +468,19 @@ def estimate_gradient(
     t: Array | float,
     spec: SamplerSpec,
     key: Array | None = None,
+    extras: Extras | None = None,
 ) -> Array:
     """The estimator's guidance direction g at one denoising step: (B, d).
 
     ``t`` is a scalar or (B,). ``key`` is only used by qgf-jacobian-smooth. For ``none`` g is 0; for
-    ``gradstep`` it is grad_a Q(s, a) at ``a_t`` (the direction GradStep ascends).
+    ``gradstep`` it is grad_a Q(s, a) at ``a_t`` (the direction GradStep ascends). ``extras`` holds
+    the callables the estimator needs (`SamplerSpec.needs`, `EXTRA_CALLABLES`).
     """
+    check_extras(spec, extras)
     a_t = jnp.asarray(a_t)
     t = jnp.broadcast_to(jnp.asarray(t, a_t.dtype), a_t.shape[:1])
     key = jax.random.key(0) if key is None else key
-    g, _ = _ESTIMATOR_FNS[spec.estimator](velocity_fn, q_fn, obs, a_t, t, spec, key)
+    g, _ = _ESTIMATOR_FNS[spec.estimator](velocity_fn, q_fn, obs, a_t, t, spec, key, extras)
     return g
 
 
@@ -376,17 +488,18 @@ def estimate_gradient(
 # The sampler
 
 
-def _denoise(velocity_fn, q_fn, obs, noise, weight, spec, key, keep_trajectory):
-    """Algorithm 1 from `noise` (B, d); returns (a_1 before the final clip, trajectory or None)."""
+def _denoise(velocity_fn, q_fn, obs, noise, weight, spec, key, keep_trajectory, extras):
+    """Algorithm 1 from `noise` (B, d); returns (a_1, unclipped as Algorithm 1 returns it, and the
+    trajectory or None)."""
     batch = noise.shape[0]
     step_size = 1.0 / spec.steps
-    guided = spec.estimator not in ("none", "gradstep")
+    guided = ESTIMATOR_INFO[spec.estimator].guided
     estimator = _ESTIMATOR_FNS[spec.estimator]
 
     def step(a: Array, k: Array) -> tuple[Array, Array | None]:
         t = jnp.full((batch,), k * step_size, a.dtype)
         if guided:
-            g, velocity = estimator(velocity_fn, q_fn, obs, a, t, spec, jax.random.fold_in(key, k))
+            g, velocity = estimator(velocity_fn, q_fn, obs, a, t, spec, jax.random.fold_in(key, k), extras)
             a = a + step_size * (velocity + _per_row(weight) * g)
         else:  # BC: never touches the critic
             a = a + step_size * velocity_fn(obs, a, t)
@@ -406,14 +519,15 @@ def _gradient_ascent(q_fn, obs, actions, step_sizes, num_steps):
     return jax.lax.fori_loop(0, num_steps, ascend, actions)
 
 
-def _single_sampler(velocity_fn, q_fn, obs, noise, weight, spec, key, keep_trajectory):
+def _single_sampler(velocity_fn, q_fn, obs, noise, weight, spec, key, keep_trajectory, extras):
     """One sample per row: returns (actions clipped to [-1, 1], info)."""
-    a1, trajectory = _denoise(velocity_fn, q_fn, obs, noise, weight, spec, key, keep_trajectory)
+    a1, trajectory = _denoise(velocity_fn, q_fn, obs, noise, weight, spec, key, keep_trajectory, extras)
     if spec.estimator == "gradstep":
         a1 = _gradient_ascent(q_fn, obs, jnp.clip(a1, -1.0, 1.0), weight, spec.gradstep_steps)
     info = {"unclipped": a1}
     if keep_trajectory:
         info["trajectory"] = trajectory
+    # Our clip, not Algorithm 1's (it returns a_1 as is): the env's action box is [-1, 1].
     return jnp.clip(a1, -1.0, 1.0), info
 
 
@@ -428,6 +542,7 @@ def sample_with_info(
     *,
     noise: Array | None = None,
     trajectory: bool = False,
+    extras: Extras | None = None,
 ) -> tuple[Array, dict[str, Array]]:
     """`sample`, plus an info dict.
 
@@ -435,15 +550,19 @@ def sample_with_info(
         noise: optional a_0 to start from, (B, d), or (B, N, d) when best_of_n = N > 1. By default it
             is drawn from ``key``. Passing it gives common random numbers across estimators.
         trajectory: also return the denoising path.
+        extras: the named callables the estimator needs (`SamplerSpec.needs`), e.g.
+            ``{"robust_q": ...}`` for robustq; ignored by the others.
 
     Info keys: ``q`` (B,) the critic at the returned actions (when q_fn is given); ``unclipped``
     (B, d) a_1 before the final clip; ``trajectory`` (T + 1, B, d) a_0 … a_1 before the clip (the
     BC path for gradstep), if asked; with N > 1, ``candidate_q`` (B, N) and ``chosen`` (B,) index.
     """
-    return _sample(velocity_fn, q_fn, obs, key, weight, spec, action_dim, noise, trajectory, q_fn is not None)
+    return _sample(
+        velocity_fn, q_fn, obs, key, weight, spec, action_dim, noise, trajectory, q_fn is not None, extras
+    )
 
 
-def _sample(velocity_fn, q_fn, obs, key, weight, spec, action_dim, noise, trajectory, score_actions):
+def _sample(velocity_fn, q_fn, obs, key, weight, spec, action_dim, noise, trajectory, score_actions, extras):
     if spec.estimator == POLICY_SAMPLER:
         raise QGFError(
             "sampler 'policy' is a trained method's own policy: sample it with agent.sample_actions, "
@@ -451,6 +570,7 @@ def _sample(velocity_fn, q_fn, obs, key, weight, spec, action_dim, noise, trajec
         )
     if spec.uses_critic and q_fn is None:
         raise QGFError(f"sampler {spec.label!r} needs a critic: pass q_fn")
+    check_extras(spec, extras)
     first_obs = jax.tree.leaves(obs)[0]
     batch, n = first_obs.shape[0], spec.best_of_n
     dtype = first_obs.dtype if jnp.issubdtype(first_obs.dtype, jnp.floating) else jnp.result_type(float)
@@ -467,7 +587,7 @@ def _sample(velocity_fn, q_fn, obs, key, weight, spec, action_dim, noise, trajec
 
     if n == 1:
         actions, info = _single_sampler(
-            velocity_fn, q_fn, obs, noise, weight, spec, estimator_key, trajectory
+            velocity_fn, q_fn, obs, noise, weight, spec, estimator_key, trajectory, extras
         )
         if score_actions:
             info["q"] = q_fn(obs, actions)
@@ -475,7 +595,7 @@ def _sample(velocity_fn, q_fn, obs, key, weight, spec, action_dim, noise, trajec
 
     copies = _repeat_rows(obs, n)
     candidates, info = _single_sampler(
-        velocity_fn, q_fn, copies, noise, jnp.repeat(weight, n), spec, estimator_key, trajectory
+        velocity_fn, q_fn, copies, noise, jnp.repeat(weight, n), spec, estimator_key, trajectory, extras
     )
     candidate_q = q_fn(copies, candidates).reshape(batch, n)
     chosen = jnp.argmax(candidate_q, axis=1)
@@ -500,14 +620,18 @@ def sample(
     weight: Array | float,
     spec: SamplerSpec,
     action_dim: int,
+    *,
+    extras: Extras | None = None,
 ) -> Array:
     """Guided actions (B, action_dim), clipped to [-1, 1].
 
     Pure and traceable: call it inside your own `jax.jit` with the callables closed over and
     ``spec`` static (or use `make_sampler`). ``weight`` is a scalar or (B,) array (the step size α
-    for gradstep); it is traced, so changing it never recompiles. ``q_fn`` may be None for plain BC.
+    for gradstep, τ_cfg for cfgrl); it is traced, so changing it never recompiles. ``q_fn`` may be
+    None for samplers that never query it (plain BC, cfgrl). ``extras``: the named callables the
+    estimator needs (`SamplerSpec.needs`, `EXTRA_CALLABLES`).
     """
-    actions, _ = _sample(velocity_fn, q_fn, obs, key, weight, spec, action_dim, None, False, False)
+    actions, _ = _sample(velocity_fn, q_fn, obs, key, weight, spec, action_dim, None, False, False, extras)
     return actions
 
 
@@ -519,17 +643,19 @@ def make_sampler(
     *,
     with_info: bool = False,
     trajectory: bool = False,
+    extras: Extras | None = None,
 ) -> Callable[..., Any]:
     """A compiled ``(obs, key, weight=0.0) -> actions`` (or ``(actions, info)`` with_info=True).
 
     The weight is broadcast to (B,) before the compiled call, so scalars, per-row arrays and any
-    weight values share one compilation per batch shape.
+    weight values share one compilation per batch shape. ``extras`` as in `sample`.
     """
+    check_extras(spec, extras)
 
     @jax.jit
     def compiled(obs, key, weight):
         actions, info = sample_with_info(
-            velocity_fn, q_fn, obs, key, weight, spec, action_dim, trajectory=trajectory
+            velocity_fn, q_fn, obs, key, weight, spec, action_dim, trajectory=trajectory, extras=extras
         )
         return (actions, info) if with_info else actions
 

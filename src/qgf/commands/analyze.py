@@ -26,7 +26,8 @@ def register(subparsers) -> None:
             "mean Q of the final action with BFN as reference (Fig. 4), distances to the BFN action and to "
             "the nearest dataset action chunk (Fig. 17), and FLOPs and milliseconds per action (Fig. 6). "
             "Writes JSON + PNG per diagnostic and analysis.json, which says whether the paper's orderings "
-            "hold. See docs/analysis.md."
+            "hold. The samplers of every add-on trained on the run (`qgf addon train`: robustq, cfgrl, "
+            "qgf-distill, qgf-jacobian-distill) are added to --estimators. See docs/analysis.md."
         ),
     )
     parser.add_argument("run", metavar="RUN", help="run directory (its latest checkpoint is analysed)")
@@ -34,8 +35,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--estimators",
         default=DEFAULT_ESTIMATORS,
-        help=f"comma-separated guided estimators to compare (default: {DEFAULT_ESTIMATORS}); "
-        "BC, GradStep and BFN are always included",
+        help=f"comma-separated guided estimators to compare (default: {DEFAULT_ESTIMATORS}, plus the "
+        "samplers of the run's trained add-ons); BC, GradStep and BFN are always included",
     )
     parser.add_argument(
         "--weight",
@@ -44,7 +45,8 @@ def register(subparsers) -> None:
         metavar="[ESTIMATOR=]W",
         help=f"guidance weight: a number for every estimator (default {DEFAULT_WEIGHT}, the middle of the "
         "paper's grid; CPU presets use discount 0.99, so Q and good weights differ from the paper's), or "
-        "ESTIMATOR=W for one of them; repeatable. gradstep=ALPHA sets GradStep's step size (default 0.01)",
+        "ESTIMATOR=W for one of them; repeatable. gradstep=ALPHA sets GradStep's step size (default 0.01), "
+        "cfgrl=TAU CFGRL's weight tau_cfg (default 3)",
     )
     parser.add_argument(
         "--bfn",
@@ -81,6 +83,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--repeats", type=int, default=10, help="timed calls per sampler at batch 1 (default 10)"
+    )
+    parser.add_argument(
+        "--no-addons", action="store_true", help="do not add the samplers of the run's trained add-ons"
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     parser.set_defaults(func=run_analyze)
@@ -130,7 +135,14 @@ def run_analyze(args: argparse.Namespace) -> int:
         timing_repeats=args.repeats,
         seed=args.seed,
     )
-    summary = analyze_run(args.run, args.out, settings, data_dir=args.data, progress=not args.no_progress)
+    summary = analyze_run(
+        args.run,
+        args.out,
+        settings,
+        data_dir=args.data,
+        progress=not args.no_progress,
+        add_trained_addons=not args.no_addons,
+    )
     print(format_summary(summary, args.out or f"{args.run}/analysis"))
     return 0
 
@@ -163,6 +175,7 @@ def format_summary(summary: dict, out_dir: str) -> str:
         "fig4_ood_above_bfn": "Fig. 4  Q(ood) > Q(BFN)",
         "fig17_ood_farthest_from_bfn": "Fig. 17 ood farthest from the BFN action",
         "fig17_ood_farthest_from_dataset": "Fig. 17 ood farthest from the dataset (NN distance)",
+        "fig15_qgf_beats_distill": "Fig. 15 Q(qgf) > Q(qgf-distill), Q(qgf-jacobian-distill) (Q proxy)",
     }
     lines = [
         f"analysed {summary.get('run', '?')} (step {summary.get('step', '?')}) on "
@@ -177,4 +190,9 @@ def format_summary(summary: dict, out_dir: str) -> str:
     for key, text in claims.items():
         if key in orderings:
             lines.append(f"  {text}: {verdict(orderings[key])}")
+    if "fig15_distill_minus_chain" in orderings:
+        gap = orderings["fig15_distill_minus_chain"]
+        lines.append(
+            f"  Fig. 15 Q(qgf-distill) - Q(qgf-chain): {gap['mean']:.3g} ± {gap['stderr']:.2g} (paired s.e.)"
+        )
     return "\n".join(lines)

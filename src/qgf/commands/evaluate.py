@@ -12,7 +12,17 @@ guidance weight, runs --episodes episodes (action chunks executed open-loop, man
 and reports the success rate with a 95% Wilson interval, return, episode length, mean Q of the
 executed chunks and wall-clock. Writes results.json (schema: docs/evaluation.md), results.csv,
 results.md and success_vs_weight.png to --out, and prints the table. Every weight is reported on
-its own; no maximum over weights is a headline number."""
+its own; no maximum over weights is a headline number.
+
+What the weight means depends on the sampler: the guidance weight w = 1/beta of Algorithm 1 for the
+Q-gradient samplers (qgf, qgf-jacobian, ood, bptt, robustq, qgf-distill, ...); GradStep's ascent step
+size alpha (each of its L = --gradstep-steps steps is a <- a + alpha * grad_a Q(s, a), from the clipped
+BC sample; the paper's Table 3 uses alpha = 0.01 with L = 3, or L = 5 on scene); CFGRL's weight
+tau_cfg in f + tau_cfg (f_{o=1} - f) (paper grid 1,2,3,5,10,15; 0 is BC, 1 the conditioned flow).
+BC ('none') and 'policy' ignore it.
+
+robustq, cfgrl, qgf-distill and qgf-jacobian-distill need an add-on trained on the run first:
+`qgf addon train RUN robustq|cfgrl|distill` (stored in RUN/addons/, loaded with the run)."""
 
 PAPER_WEIGHTS = "0,0.004,0.008,0.01,0.02,0.04,0.06,0.08,0.1,0.12"
 
@@ -43,6 +53,13 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--bfn", default="1", metavar="N[,N...]", help="best-of-N sample counts, comma-separated (default: 1)"
+    )
+    parser.add_argument(
+        "--gradstep-steps",
+        type=int,
+        metavar="L",
+        help="GradStep's number of ascent steps L (default 3; the paper's Table 3 uses 5 on scene); "
+        "its weight is the step size alpha of every step",
     )
     parser.add_argument("--episodes", type=int, default=50, help="episodes per condition (default: 50)")
     parser.add_argument("--task", type=int, help="evaluate on single-task K instead of the run's own task")
@@ -112,6 +129,25 @@ def check_samplers(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def with_gradstep_steps(samplers, best_of_n: list[int], flow_steps: int, gradstep_steps: int):
+    """The sampler list with 'gradstep' replaced by explicit SamplerSpecs (one per N) of L steps."""
+    from qgf.errors import QGFError
+    from qgf.guidance import SamplerSpec
+
+    if not samplers or "gradstep" not in samplers:
+        raise QGFError("--gradstep-steps applies to GradStep only: add --sampler gradstep")
+    expanded = []
+    for name in samplers:
+        if name == "gradstep":
+            expanded.extend(
+                SamplerSpec("gradstep", steps=flow_steps, best_of_n=n, gradstep_steps=gradstep_steps)
+                for n in best_of_n
+            )
+        else:
+            expanded.append(name)
+    return expanded
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -126,12 +162,16 @@ def run(args: argparse.Namespace) -> int:
         raise QGFError(f"--workers must be >= 0, got {args.workers}")
     if args.envs is not None and args.envs < 1:
         raise QGFError(f"--envs must be >= 1, got {args.envs}")
+    if args.gradstep_steps is not None and args.gradstep_steps < 0:
+        raise QGFError(f"--gradstep-steps must be >= 0, got {args.gradstep_steps}")
 
     from qgf.checkpoint import load_run
     from qgf.evaluate import evaluate_run, evaluation_env_name, run_dataset_name
     from qgf.results import markdown_table, write_all
 
     run_ = load_run(args.run, step=args.step)
+    if args.gradstep_steps is not None:
+        samplers = with_gradstep_steps(samplers, best_of_n, run_.config.flow_steps, args.gradstep_steps)
     out = args.out or os.path.join(run_.path, "eval")
     if args.task is not None:
         trained_env, trained_task = evaluation_env_name(run_dataset_name(run_.meta))

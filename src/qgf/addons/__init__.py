@@ -1,0 +1,54 @@
+"""Add-ons: networks trained against a frozen run for the test-time methods that need one more
+network (`qgf.addons.base` describes storage and training). One registry:
+
+    name      module                class     samplers (qgf.guidance estimators)
+    robustq   qgf.addons.robustq    RobustQ   robustq
+    cfgrl     qgf.addons.cfgrl      CFGRL     cfgrl
+    distill   qgf.addons.distill    Distill   qgf-distill, qgf-jacobian-distill
+
+Modules are imported on first use, so the CLI's help stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from qgf.errors import QGFError
+
+# name -> (module, class, the samplers it serves). Order is the order of help texts.
+_ADDONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "robustq": ("qgf.addons.robustq", "RobustQ", ("robustq",)),
+    "cfgrl": ("qgf.addons.cfgrl", "CFGRL", ("cfgrl",)),
+    "distill": ("qgf.addons.distill", "Distill", ("qgf-distill", "qgf-jacobian-distill")),
+}
+ADDON_NAMES: tuple[str, ...] = tuple(_ADDONS)
+# sampler (estimator) name -> the add-on it needs
+SAMPLER_ADDONS: dict[str, str] = {
+    sampler: name for name, (_, _, samplers) in _ADDONS.items() for sampler in samplers
+}
+
+
+def addon_class(name: str):
+    """The add-on class registered as `name`; a one-line error with close matches otherwise."""
+    if name not in _ADDONS:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), ADDON_NAMES, n=2, cutoff=0.5)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        raise QGFError(f"unknown add-on {name!r}{hint}; choose one of {', '.join(ADDON_NAMES)}")
+    module, attribute, _ = _ADDONS[name]
+    return getattr(importlib.import_module(module), attribute)
+
+
+def addons_for_samplers(samplers) -> list[str]:
+    """The add-ons that the given sampler names (or SamplerSpecs) need, in registry order."""
+    names = {getattr(s, "estimator", s) for s in samplers}
+    return [name for name, (_, _, served) in _ADDONS.items() if names.intersection(served)]
+
+
+def load_addons(run, samplers) -> dict:
+    """{add-on name: `LoadedAddon`} for every add-on the samplers need, loaded with `run`; a
+    one-line error naming `qgf addon train RUN NAME` when one is missing."""
+    from qgf.addons.base import load_addon
+
+    return {name: load_addon(run, name) for name in addons_for_samplers(samplers)}

@@ -1,0 +1,585 @@
+"""Add-ons: extra networks trained against a frozen run, stored inside its directory.
+
+Some test-time methods need one more network than a run has: RobustQ a critic of noisy actions,
+CFGRL an optimality-conditioned flow, QGF-Distill a learned denoiser. An add-on trains that network
+with the run's BC flow (`agent.behavior_velocity_fn`), critic (`agent.q_fn`) and value
+(`agent.value`) held fixed, and hands the samplers of `qgf.guidance` its callables as ``extras``.
+One base run, many extractors; the run's own files are never written.
+
+Layout (inside the run directory, next to its own files)::
+
+    RUN/addons/NAME/addon.json                  what it is: name, resolved AddonConfig, the base
+                                                checkpoint it was trained against (step, sha256),
+                                                package versions, creation time
+    RUN/addons/NAME/checkpoints/step_N.msgpack  AddonState (+ .json sidecar), as qgf.checkpoint
+    RUN/addons/NAME/log.jsonl (+ log.csv)       as qgf.train
+
+Writes are atomic (`qgf.fileio`), training resumes exactly from the latest checkpoint (the RNG is
+in the state, split once per step), and an add-on refuses to load against a different base
+checkpoint than the one it was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import json
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from qgf import checkpoint as ckpt
+from qgf.config import TrainConfig
+from qgf.errors import QGFError
+from qgf.fileio import atomic_write_json
+from qgf.flow import VelocityField, sample_flow_times
+from qgf.progress import progress_bar
+from qgf.versions import package_versions
+
+ADDONS_DIR = "addons"
+RECORD_FILE = "addon.json"
+FORMAT_VERSION = 1
+Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class AddonConfig:
+    """Settings of one add-on's training. Defaults train in a few minutes on 2 CPU cores for a
+    `cpu`-preset run (4x256 networks); hashable, so an `Addon` can be a static jit argument."""
+
+    steps: int = 5000
+    batch_size: int = 256
+    learning_rate: float = 3e-4
+    # Hidden widths; () = the run's own (actor widths for flows and the denoiser, critic widths for
+    # RobustQ), which is what lets a flow add-on start from the run's BC flow parameters.
+    hidden_dims: tuple[int, ...] = ()
+    # cfgrl, distill: start from the run's BC flow parameters instead of a fresh initialisation.
+    init_from_actor: bool = True
+    seed: int = 0
+    log_every: int = 250
+    ckpt_every: int = 1000
+    keep_checkpoints: int = 2
+
+    # Changing these between a run and its resumption does not change what a step computes.
+    SCHEDULE_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"steps", "log_every", "ckpt_every", "keep_checkpoints"}
+    )
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "hidden_dims":
+                value = tuple(value)
+                if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in value):
+                    raise QGFError(f"add-on hidden_dims must be positive integers, got {value!r}")
+                object.__setattr__(self, "hidden_dims", value)
+            elif field.type in ("int", int):
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise QGFError(f"add-on {field.name} must be an integer, got {value!r}")
+            elif field.type in ("float", float):
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise QGFError(f"add-on {field.name} must be a number, got {value!r}")
+                object.__setattr__(self, field.name, float(value))
+            elif field.type in ("bool", bool) and not isinstance(value, bool):
+                raise QGFError(f"add-on {field.name} must be true or false, got {value!r}")
+        for name in ("steps", "batch_size", "log_every", "ckpt_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise QGFError(f"add-on {name} must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise QGFError(f"add-on learning_rate must be > 0, got {self.learning_rate}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> AddonConfig:
+        names = [field.name for field in dataclasses.fields(cls)]
+        for key in values:
+            if key not in names:
+                import difflib
+
+                close = difflib.get_close_matches(key, names, n=2, cutoff=0.5)
+                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+                raise QGFError(f"unknown add-on setting {key!r}{hint}; valid: {', '.join(names)}")
+        return cls(**dict(values))
+
+    def schedule_free(self) -> dict[str, Any]:
+        return {k: v for k, v in self.to_dict().items() if k not in self.SCHEDULE_FIELDS}
+
+
+def parse_addon_overrides(items: list[str]) -> dict[str, Any]:
+    """``["steps=2000", "hidden_dims=64,64", "init_from_actor=false"]`` -> typed values."""
+    hints = {field.name: field.type for field in dataclasses.fields(AddonConfig)}
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key:
+            raise QGFError(f"add-on setting {item!r} is not of the form key=value")
+        if key not in hints:
+            AddonConfig.from_dict({key: None})  # raises, naming close matches
+        hint = {"bool": bool, "int": int, "float": float}.get(hints[key], tuple)
+        try:
+            if hint is bool:
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                parsed[key] = raw.lower() in ("true", "1")
+            elif hint is int:
+                parsed[key] = int(raw)
+            elif hint is float:
+                parsed[key] = float(raw)
+            else:
+                parsed[key] = tuple(int(p) for p in raw.strip("[]()").replace(" ", ",").split(",") if p)
+        except ValueError:
+            raise QGFError(f"add-on setting {item!r}: bad value for {key}") from None
+    return parsed
+
+
+class AddonState(flax.struct.PyTreeNode):
+    """What an add-on checkpoint holds: trained `params`, their optimiser state, fixed `constants`
+    (set once at initialisation, never trained), the RNG and the step counter."""
+
+    params: Params
+    opt_state: Params
+    constants: Params
+    rng: jax.Array
+    step: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Addon:
+    """One add-on method. Subclasses set the class attributes and the four methods below.
+
+    Frozen and hashable (a static argument of the compiled training loop). `run_config` is the
+    base run's `learner_config()`, `chunk_dim` its flattened chunk size h * A.
+    """
+
+    config: AddonConfig
+    run_config: TrainConfig
+    action_dim: int
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    samplers: ClassVar[tuple[str, ...]] = ()  # the qgf.guidance estimators that use it
+    provides: ClassVar[tuple[str, ...]] = ()  # the names of qgf.guidance.EXTRA_CALLABLES it fills
+
+    @property
+    def chunk_dim(self) -> int:
+        return self.run_config.horizon * self.action_dim
+
+    @property
+    def hidden_dims(self) -> tuple[int, ...]:
+        return self.config.hidden_dims or self.run_config.actor_hidden_dims
+
+    def velocity_network(self, output_dim: int | None = None) -> VelocityField:
+        """An MLP on [s, a_t, features(t)] shaped like the run's actor (output `output_dim`)."""
+        return VelocityField(
+            hidden_dims=self.hidden_dims,
+            chunk_dim=self.chunk_dim if output_dim is None else output_dim,
+            time_embedding=self.run_config.time_embedding,
+            time_embedding_dim=self.run_config.time_embedding_dim,
+            layer_norm=self.run_config.layer_norm,
+        )
+
+    def flow_times(self, key: jax.Array, batch_size: int) -> jax.Array:
+        """Training times t, drawn as the run's BC flow draws them (`time_sampling`)."""
+        return sample_flow_times(key, batch_size, self.run_config.time_sampling, self.run_config.flow_steps)
+
+    def init_from_actor(self, base, key: jax.Array, observations, actions) -> tuple[Params, bool]:
+        """A velocity-shaped network: the run's BC flow parameters when `init_from_actor` is set
+        and their shapes fit, else a fresh initialisation. Returns (params, copied)."""
+        network = self.velocity_network()
+        fresh = network.init(key, observations, actions, jnp.zeros((actions.shape[0],), jnp.float32))
+        actor = base.params.get("actor") if self.config.init_from_actor else None
+        if actor is not None and jax.tree.structure(actor) == jax.tree.structure(fresh):
+            shapes_fit = all(
+                a.shape == f.shape
+                for a, f in zip(jax.tree.leaves(actor), jax.tree.leaves(fresh), strict=True)
+            )
+            if shapes_fit:
+                return jax.tree.map(jnp.array, jax.lax.stop_gradient(actor)), True
+        return fresh, False
+
+    # ------------------------------------------------------------------ what a method provides
+
+    def init(self, base, key: jax.Array, batch: dict) -> tuple[Params, Params]:
+        """(trainable params, fixed constants) from the frozen base agent and a data batch."""
+        raise NotImplementedError
+
+    def loss(self, params: Params, constants: Params, base, batch: dict, key: jax.Array):
+        """(scalar loss, metrics) at `params`; every base quantity is held fixed."""
+        raise NotImplementedError
+
+    def extras(self, params: Params, constants: Params, base) -> dict[str, Callable]:
+        """The named callables for `qgf.guidance` (keys: `provides`)."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+
+
+def _optimizer(addon: Addon) -> optax.GradientTransformation:
+    return optax.adam(addon.config.learning_rate)
+
+
+def _sample_batch(addon: Addon, device_data, key: jax.Array, batch_size: int) -> dict:
+    from qgf.data.chunks import sample_chunks
+
+    config = addon.run_config
+    return sample_chunks(device_data, key, batch_size, config.horizon, config.discount)
+
+
+# Large statistics batch for the constants an add-on fixes at initialisation (RobustQ's Q scale).
+INIT_BATCH_SIZE = 2048
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def init_state(addon: Addon, base, device_data) -> AddonState:
+    """A fresh AddonState (seeded by `addon.config.seed`)."""
+    rng, data_key, init_key = jax.random.split(jax.random.PRNGKey(addon.config.seed), 3)
+    batch = _sample_batch(addon, device_data, data_key, max(INIT_BATCH_SIZE, addon.config.batch_size))
+    params, constants = addon.init(base, init_key, batch)
+    return AddonState(
+        params=params,
+        opt_state=_optimizer(addon).init(params),
+        constants=constants,
+        rng=rng,
+        step=jnp.zeros((), jnp.int32),
+    )
+
+
+def _train_steps(addon: Addon, state: AddonState, base, device_data, num_steps) -> tuple[AddonState, dict]:
+    """`num_steps` (traced) updates in one `fori_loop`; returns the state and mean metrics."""
+    # The base run is frozen: only the add-on's params are differentiated (argument 0 of the loss),
+    # and each loss also wraps its base-run targets in stop_gradient.
+
+    def one_step(state: AddonState) -> tuple[AddonState, dict]:
+        rng, batch_key, loss_key = jax.random.split(state.rng, 3)
+        batch = _sample_batch(addon, device_data, batch_key, addon.config.batch_size)
+        (loss, metrics), grads = jax.value_and_grad(addon.loss, has_aux=True)(
+            state.params, state.constants, base, batch, loss_key
+        )
+        updates, opt_state = _optimizer(addon).update(grads, state.opt_state, state.params)
+        metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
+        new_state = state.replace(
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            rng=rng,
+            step=state.step + 1,
+        )
+        return new_state, metrics
+
+    names = jax.eval_shape(one_step, state)[1].keys()
+
+    def body(_, carry):
+        state, totals = carry
+        state, metrics = one_step(state)
+        return state, {name: totals[name] + metrics[name] for name in names}
+
+    start = {name: jnp.zeros((), jnp.float32) for name in names}
+    state, totals = jax.lax.fori_loop(0, num_steps, body, (state, start))
+    return state, {name: total / num_steps for name, total in totals.items()}
+
+
+train_steps = jax.jit(_train_steps, static_argnums=(0,))
+
+
+# --------------------------------------------------------------------------------------------------
+# Storage
+
+
+def addon_dir(run_dir: str | Path, name: str) -> Path:
+    return Path(run_dir) / ADDONS_DIR / name
+
+
+def read_record(directory: Path) -> dict[str, Any] | None:
+    path = directory / RECORD_FILE
+    if not path.is_file():
+        return None
+    return ckpt.read_json(path, "add-on record")
+
+
+def base_identity(run) -> dict[str, Any]:
+    """The base checkpoint an add-on is trained against: step, file and sha256 (from its sidecar)."""
+    path = ckpt.checkpoint_path(run.path, run.step)
+    sidecar = ckpt.read_json(path.with_suffix(".json"), "checkpoint sidecar")
+    return {"step": run.step, "checkpoint": path.name, "sha256": sidecar.get("sha256")}
+
+
+def build_addon(name: str, config: AddonConfig, run) -> Addon:
+    from qgf.addons import addon_class
+
+    cls = addon_class(name)
+    if run.agent.behavior_velocity_fn is None:
+        raise QGFError(
+            f"add-on {name!r} is trained on a run's behaviour-cloning flow, and a {run.config.agent!r} run "
+            "has none; train a qgf run (or another agent with a BC flow) first"
+        )
+    return cls(config=config, run_config=run.agent.config, action_dim=run.agent.action_dim)
+
+
+@dataclasses.dataclass
+class LoadedAddon:
+    """A trained add-on of a loaded run: the method, its state and its addon.json record."""
+
+    addon: Addon
+    state: AddonState
+    record: dict[str, Any]
+    path: Path
+
+    def extras(self, base, state: AddonState | None = None) -> dict[str, Callable]:
+        """The named callables for `qgf.guidance` (``extras=``), with `state` (default its own)."""
+        state = self.state if state is None else state
+        return self.addon.extras(state.params, state.constants, base)
+
+
+def _missing_message(run, name: str, why: str) -> str:
+    return f"run {run.path} {why}; train it with `qgf addon train {run.path} {name}`"
+
+
+def load_addon(run, name: str) -> LoadedAddon:
+    """The run's trained add-on `name` at its latest checkpoint; a one-line QGFError naming the
+    command that trains it when it is missing, unfinished or trained against another checkpoint."""
+    directory = addon_dir(run.path, name)
+    record = read_record(directory)
+    if record is None:
+        raise QGFError(_missing_message(run, name, f"has no {name!r} add-on"))
+    latest = ckpt.latest_step(directory)
+    if latest is None:
+        raise QGFError(_missing_message(run, name, f"has an unfinished {name!r} add-on (no checkpoint yet)"))
+    base = record.get("base", {})
+    if base.get("step") != run.step:
+        raise QGFError(
+            f"add-on {name!r} of {run.path} was trained against the run's step {base.get('step')}, and step "
+            f"{run.step} is loaded; use --step {base.get('step')}, or retrain it with "
+            f"`qgf addon train {run.path} {name} --restart`"
+        )
+    if base.get("sha256") != base_identity(run)["sha256"]:
+        raise QGFError(
+            f"add-on {name!r} of {run.path} was trained against a different checkpoint at step {run.step} "
+            f"(sha256 differs); retrain it with `qgf addon train {run.path} {name} --restart`"
+        )
+    addon = build_addon(name, AddonConfig.from_dict(record["config"]), run)
+    template = jax.eval_shape(lambda: _template_from_record(addon, run.agent))
+    state = ckpt.read_checkpoint(ckpt.checkpoint_path(directory, latest), template)
+    return LoadedAddon(addon=addon, state=state, record=record, path=directory)
+
+
+def _template_from_record(addon: Addon, base) -> AddonState:
+    """An AddonState of the right structure without the dataset (shapes only)."""
+    observations = jnp.zeros((INIT_BATCH_SIZE, base.obs_dim), jnp.float32)
+    batch = {
+        "observations": observations,
+        "actions": jnp.zeros((INIT_BATCH_SIZE, addon.chunk_dim), jnp.float32),
+        "valid": jnp.ones((INIT_BATCH_SIZE, addon.run_config.horizon), jnp.float32),
+        "next_observations": observations,
+        "rewards": jnp.zeros((INIT_BATCH_SIZE,), jnp.float32),
+        "masks": jnp.ones((INIT_BATCH_SIZE,), jnp.float32),
+    }
+    params, constants = addon.init(base, jax.random.PRNGKey(0), batch)
+    return AddonState(
+        params=params,
+        opt_state=_optimizer(addon).init(params),
+        constants=constants,
+        rng=jax.random.PRNGKey(0),
+        step=jnp.zeros((), jnp.int32),
+    )
+
+
+def list_addons(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every add-on stored in a run directory: name, trained step, target steps, base checkpoint."""
+    root = Path(run_dir) / ADDONS_DIR
+    entries = []
+    if not root.is_dir():
+        return entries
+    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+        record = read_record(directory)
+        if record is None:
+            continue
+        entries.append(
+            {
+                "name": directory.name,
+                "step": ckpt.latest_step(directory),
+                "steps": record.get("config", {}).get("steps"),
+                "base": record.get("base", {}),
+                "summary": record.get("summary", ""),
+                "path": str(directory),
+            }
+        )
+    return entries
+
+
+# --------------------------------------------------------------------------------------------------
+# The training entry point
+
+
+@dataclasses.dataclass
+class AddonTrainResult:
+    path: Path
+    step: int
+    resumed_from: int | None
+    metrics: dict[str, float]
+
+
+def _load_run_dataset(run, data_dir):
+    from qgf.train import dataset_identity, load_training_data
+
+    recorded = run.meta.get("dataset") or {}
+    name = run.meta.get("env") or recorded.get("name")
+    if data_dir is None and recorded.get("path"):
+        data_dir = str(Path(recorded["path"]).parent)
+    dataset = load_training_data(run.config, name, data_dir)
+    found = dataset_identity(dataset).get("fingerprint")
+    if recorded.get("fingerprint") not in (None, found):
+        raise QGFError(
+            f"the dataset found for {run.path} differs from the one it was trained on (fingerprint); "
+            "pass the original data directory (--data)"
+        )
+    return dataset
+
+
+def train_addon(
+    run_dir: str | Path,
+    name: str,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    step: int | None = None,
+    dataset: Any = None,
+    data_dir: str | Path | None = None,
+    restart: bool = False,
+    progress: bool = True,
+) -> AddonTrainResult:
+    """Train (or resume) add-on `name` of the run in `run_dir` up to `config.steps` steps.
+
+    The base run is loaded at `step` (default: the step an existing add-on was trained against,
+    else the latest) and never written. `overrides` are AddonConfig fields; resuming allows only
+    the schedule fields to change. `restart=True` deletes the add-on's directory first. Data:
+    `dataset`, else the run's own dataset (from `data_dir` or the path recorded in the run).
+    """
+    from qgf.checkpoint import load_run
+    from qgf.data.chunks import to_device
+    from qgf.train import MetricLog, combine_metrics
+
+    directory = addon_dir(run_dir, name)
+    from qgf.addons import addon_class
+
+    addon_class(name)  # unknown names fail before anything is loaded
+    if restart and directory.exists():
+        shutil.rmtree(directory)
+    record = read_record(directory)
+    if step is None and record is not None:
+        step = record.get("base", {}).get("step")
+    run = load_run(run_dir, step=step)
+    overrides = dict(overrides or {})
+    if record is not None:
+        stored = AddonConfig.from_dict(record["config"])
+        config = dataclasses.replace(stored, **overrides)
+        if config.schedule_free() != stored.schedule_free():
+            changed = {k: (v, config.schedule_free()[k]) for k, v in stored.schedule_free().items()}
+            changed = {k: pair for k, pair in changed.items() if pair[0] != pair[1]}
+            raise QGFError(
+                f"add-on {name!r} of {run.path} exists with other settings ({changed}); resume it with its "
+                "own settings, or start over with --restart"
+            )
+        if record.get("base", {}).get("sha256") != base_identity(run)["sha256"]:
+            raise QGFError(
+                f"add-on {name!r} was trained against another checkpoint of {run.path}; "
+                "start over with --restart"
+            )
+    else:
+        config = AddonConfig.from_dict(overrides)
+    if not config.hidden_dims:
+        widths = run.config.critic_hidden_dims if name == "robustq" else run.config.actor_hidden_dims
+        config = dataclasses.replace(config, hidden_dims=widths)
+    addon = build_addon(name, config, run)
+
+    if dataset is None:
+        dataset = _load_run_dataset(run, data_dir)
+    if int(dataset.observations.shape[1]) != run.agent.obs_dim:
+        raise QGFError(
+            f"the dataset's observations have {dataset.observations.shape[1]} dims, "
+            f"the run's {run.agent.obs_dim}; pass the run's own dataset"
+        )
+    device_data = to_device(dataset)
+
+    resumed_from = ckpt.latest_step(directory) if record is not None else None
+    if resumed_from is not None:
+        template = jax.eval_shape(lambda: _template_from_record(addon, run.agent))
+        state = ckpt.read_checkpoint(ckpt.checkpoint_path(directory, resumed_from), template)
+    else:
+        state = init_state(addon, run.agent, device_data)
+    record = {
+        "format_version": FORMAT_VERSION,
+        "addon": name,
+        "summary": addon.summary,
+        "samplers": list(addon.samplers),
+        "config": config.to_dict(),
+        "base": base_identity(run),
+        "created": (record or {}).get("created")
+        or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "versions": package_versions(),
+    }
+    atomic_write_json(directory / RECORD_FILE, record)
+
+    current = int(state.step)
+    log = MetricLog(directory, current)
+    window: list[tuple[int, float, dict[str, float]]] = []
+    metrics_record: dict[str, Any] = {}
+    bar = progress_bar(progress, config.steps, initial=current, unit="step", desc=f"addon {name}")
+    last_saved = resumed_from
+    try:
+        while current < config.steps:
+            length = min(
+                config.log_every - current % config.log_every,
+                config.ckpt_every - current % config.ckpt_every,
+                config.steps - current,
+            )
+            started = time.perf_counter()
+            state, metrics = train_steps(addon, state, run.agent, device_data, jnp.asarray(length, jnp.int32))
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            window.append((length, time.perf_counter() - started, metrics))
+            current += length
+            bar.update(length)
+            if current % config.ckpt_every == 0 or current == config.steps:
+                ckpt.save_checkpoint(directory, state, metrics=metrics, keep=config.keep_checkpoints)
+                last_saved = current
+            if current % config.log_every == 0 or current == config.steps:
+                metrics_record = {"step": current, **combine_metrics(window), "time": time.time()}
+                window = []
+                bar.set_postfix({"loss": f"{metrics_record['loss']:.3g}"})
+                log.write(metrics_record)
+    except KeyboardInterrupt:
+        if last_saved != current:  # keep the finished steps: the state after a compiled call is whole
+            ckpt.save_checkpoint(directory, state, keep=config.keep_checkpoints)
+        raise
+    finally:
+        bar.close()
+        log.close()
+    return AddonTrainResult(path=directory, step=current, resumed_from=resumed_from, metrics=metrics_record)
+
+
+def describe(entries: list[dict[str, Any]]) -> str:
+    """A few lines for `qgf addon list`."""
+    if not entries:
+        return "no add-ons (train one with `qgf addon train RUN NAME`)"
+    lines = []
+    for entry in entries:
+        trained = "not trained yet" if entry["step"] is None else f"{entry['step']}/{entry['steps']} steps"
+        lines.append(
+            f"{entry['name']:<10} {trained}, against base step {entry['base'].get('step')}"
+            f"  {entry['summary']}"
+        )
+    return "\n".join(lines)
+
+
+def dumps(entries: list[dict[str, Any]]) -> str:
+    return json.dumps(entries, indent=2)
