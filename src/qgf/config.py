@@ -109,6 +109,19 @@ class TrainConfig:
     actor_grad_clip: float = _field(
         0.0, "element-wise clip of the policy network's gradient (0 = off; QAM uses 1 for QSM, DAC, QAM)"
     )
+    qam_inv_temperature: float = _field(
+        0.1, "qam family: inverse temperature tau of the adjoint boundary -tau grad Q (Alg. 1; QGF's tau_inv)"
+    )
+    qam_time_offset: float = _field(
+        0.5,
+        "qam family: Eq. 24's 1/u and sigma_u are evaluated at u + offset * h (offset in (0, 1)), since "
+        "1/u diverges at u = 0; the last step is the deterministic Euler step",
+    )
+    qam_fql_alpha: float = _field(30.0, "qam-fql: weight alpha of the distillation term of Eq. 29")
+    qam_edit_sigma: float = _field(0.1, "qam-edit: sigma_a, the L-infinity radius of the edit (Eq. 30)")
+    qam_edit_target_entropy: float = _field(
+        -0.5, "qam-edit: the edit policy's target entropy per chunk coordinate (SAC temperature tuning)"
+    )
 
     # --- optimisation
     learning_rate: float = _field(3e-4, "Adam learning rate of all three networks")
@@ -445,6 +458,12 @@ def _validate(config: TrainConfig) -> None:
         require(getattr(config, name) >= 0.0, f"{name} must be >= 0, got {getattr(config, name)}")
     require(config.dac_alpha > 0.0, f"dac_alpha must be > 0, got {config.dac_alpha}")
     require(config.actor_grad_clip >= 0.0, f"actor_grad_clip must be >= 0, got {config.actor_grad_clip}")
+    for name in ("qam_inv_temperature", "qam_fql_alpha", "qam_edit_sigma"):
+        require(getattr(config, name) >= 0.0, f"{name} must be >= 0, got {getattr(config, name)}")
+    require(
+        0.0 < config.qam_time_offset < 1.0,
+        f"qam_time_offset must be in (0, 1) (a fraction of one flow step), got {config.qam_time_offset}",
+    )
     require(config.learning_rate > 0.0, f"learning_rate must be > 0, got {config.learning_rate}")
     require(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
     require(config.steps >= 0, f"steps must be >= 0, got {config.steps}")

@@ -20,6 +20,10 @@ _AGENTS: dict[str, tuple[str, str]] = {
     "edp": ("qgf.agents.edp", "EDPAgent"),
     "dac": ("qgf.agents.diffusion", "DACAgent"),
     "qsm-bc": ("qgf.agents.diffusion", "QSMBCAgent"),
+    "qam": ("qgf.agents.qam", "QAMAgent"),
+    "bam": ("qgf.agents.qam", "BAMAgent"),
+    "qam-fql": ("qgf.agents.qam", "QAMFQLAgent"),
+    "qam-edit": ("qgf.agents.qam", "QAMEditAgent"),
 }
 AGENT_NAMES: tuple[str, ...] = tuple(_AGENTS)
 
