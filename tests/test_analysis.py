@@ -227,6 +227,7 @@ def test_valid_chunk_starts_by_hand():
 
 def test_valid_chunk_starts_agree_with_the_training_sampler():
     from qgf.data import chunks
+
     rng = np.random.default_rng(4)
     terminals = (rng.random(300) < 0.05).astype(np.float32)
     terminals[-1] = 1.0
