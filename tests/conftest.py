@@ -13,3 +13,6 @@ def pytest_generate_tests(metafunc):
     if "agent_name" in metafunc.fixturenames:
         agents = getattr(metafunc.module, "CONTRACT_AGENTS", ())
         metafunc.parametrize("agent_name", agents, ids=list(agents), scope="module")
+    if "td_agent_name" in metafunc.fixturenames:
+        agents = getattr(metafunc.module, "TD_CONTRACT_AGENTS", ())
+        metafunc.parametrize("td_agent_name", agents, ids=list(agents))

@@ -5,6 +5,8 @@ from agent_contract import *  # noqa: F403  (the contract's tests and fixtures)
 from qgf.agents import AGENT_NAMES
 
 CONTRACT_AGENTS = ("qgf", "fql", "edp", "dac", "qsm-bc")
+# td critic: a flow ODE (qgf, i.e. QFQL), a one-step policy (fql), a DDPM chain (dac)
+TD_CONTRACT_AGENTS = ("qgf", "fql", "dac")
 
 
 def test_the_contract_files_cover_every_registered_agent():
