@@ -3,5 +3,5 @@
 from agent_contract import *  # noqa: F403  (the contract's tests and fixtures)
 
 CONTRACT_AGENTS = ("qam", "bam", "qam-fql", "qam-edit")
-# td critic: the residual flow's ODE (qam) and the edit policy on top of it (qam-edit)
-TD_CONTRACT_AGENTS = ("qam", "qam-edit")
+# td critic: the residual flow's ODE (qam); the others' own policies are sampled by the IQL contract
+TD_CONTRACT_AGENTS = ("qam",)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from qgf.cli import main
 from qgf.results import read_results
 
@@ -51,3 +53,18 @@ def test_generate_train_evaluate(tmp_path, capsys):
 
     assert main(["evaluate", str(run), "--sampler", "qfg"]) == 2
     assert "did you mean qgf" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_options_and_abbreviations_are_refused(capsys):
+    from qgf.cli import build_parser, parse_args
+
+    parser = build_parser()
+    argv = ["train", "--out", "R", "steps=3", "--agent", "qam", "critic=td", "--no-progress", "seed=2"]
+    args = parse_args(parser, argv)
+    assert args.agent == "qam" and args.overrides == ["steps=3", "critic=td", "seed=2"]
+    for wrong in (["train", "--out", "R", "--agen", "qam"], ["train", "--out", "R", "--bogus=1"]):
+        with pytest.raises(SystemExit):
+            parse_args(parser, wrong)
+        assert "unrecognized arguments" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a command without overrides takes no key=value
+        parse_args(parser, ["report", "DIR", "a=1"])

@@ -148,12 +148,10 @@ def test_seeds_in_one_program_equal_separate_runs(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_sweep_on_ray_with_a_failure_and_a_resumed_evaluation(tmp_path):
+    import ray
+
     from qgf.data import generate
-    from qgf.evaluate import Condition, EnvDescription, EpisodeRecord, _condition_identity, _save_partial
     from qgf.experiments.report import write_report
-    from qgf.experiments.runner import run_sweep
-    from qgf.guidance import SamplerSpec
-    from qgf.results import read_results
 
     data = tmp_path / "data"
     generate(
@@ -161,6 +159,25 @@ def test_tiny_sweep_on_ray_with_a_failure_and_a_resumed_evaluation(tmp_path):
     )
     spec = parse_spec(toy_spec(tasks=[TASK1, TASK2, MISSING], data={"dir": str(data)}))
     sweep_dir = tmp_path / "sweep"
+
+    # One local Ray instance for both sweeps (run_sweep starts one itself when none is running).
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20)
+    try:
+        sweep_twice(spec, sweep_dir)
+    finally:
+        ray.shutdown()
+    paths = write_report(sweep_dir, reps=50)
+    names = {path.name for path in paths}
+    assert {"report.md", "per_task.csv", "aggregate.csv", "fig5_methods.png"} <= names
+    assert "qgf@0.1" in (sweep_dir / "report" / "aggregate.csv").read_text()
+
+
+def sweep_twice(spec, sweep_dir):
+    """A first sweep with one failed job; a second after one evaluation was killed midway."""
+    from qgf.evaluate import Condition, EnvDescription, EpisodeRecord, _condition_identity, _save_partial
+    from qgf.experiments.runner import run_sweep
+    from qgf.guidance import SamplerSpec
+    from qgf.results import read_results
 
     first = run_sweep(spec, sweep_dir, num_cpus=1, progress=False)
     assert list(first.failed) == [f"train/{job_group(sweep_dir)}/{MISSING}"]
@@ -191,11 +208,6 @@ def test_tiny_sweep_on_ray_with_a_failure_and_a_resumed_evaluation(tmp_path):
     fresh, old = after.results[1], before.results[1]
     assert (fresh.episode_return, fresh.episode_success) == (old.episode_return, old.episode_success)
     assert not (results_path.parent / "partial").exists()
-
-    paths = write_report(sweep_dir, reps=50)
-    names = {path.name for path in paths}
-    assert {"report.md", "per_task.csv", "aggregate.csv", "fig5_methods.png"} <= names
-    assert "qgf@0.1" in (sweep_dir / "report" / "aggregate.csv").read_text()
 
 
 def job_group(sweep_dir):

@@ -46,10 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse like argparse, except that key=value overrides may also follow options:
+    `qgf train a=1 --agent qam b=2` (argparse stops filling a positional list at the first option,
+    so the later overrides arrive as unknown arguments; they are appended in order)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in token and not token.startswith("-") for token in extra
+        ):
+            args.overrides = args.overrides + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless by default; never needs a display
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
