@@ -20,7 +20,7 @@ from typing import Any
 
 from qgf.errors import QGFError
 
-SCRIPTS = ("inference", "training", "agents", "evaluation", "data")
+SCRIPTS = ("inference", "training", "agents", "seeds", "evaluation", "data")
 
 
 def bench_dir() -> Path:
