@@ -1079,7 +1079,6 @@ def analyze_run(
     from qgf.addons import SAMPLER_ADDONS, load_addons
     from qgf.addons.base import list_addons
     from qgf.checkpoint import load_run
-    from qgf.data import load_dataset
 
     settings = settings or AnalysisSettings()
     run = load_run(run_dir)
@@ -1102,6 +1101,63 @@ def analyze_run(
         SamplerSpec(estimator="none", steps=config.flow_steps),
         extras,
     )
+    data = sample_run_data(
+        run,
+        num_observations=settings.num_observations,
+        nn_chunks=settings.nn_chunks,
+        seed=settings.seed,
+        data_dir=data_dir,
+    )
+    out = Path(out_dir) if out_dir is not None else Path(run.path) / "analysis"
+    env = run.meta.get("env") or data.facts["name"]
+    context = {
+        "run": str(Path(run.path).resolve()),
+        "step": run.step,
+        "env": env,
+        "dataset": data.facts,
+        "guidance_critic": config.guidance_critic,
+        "discount": config.discount,
+    }
+    return analyze(
+        model,
+        data.observations,
+        data.dataset_chunks,
+        settings,
+        out,
+        observation_chunks=data.observation_chunks,
+        observation_chunks_in_reference=data.observations_in_reference,
+        context=context,
+        title=f"{env}, step {run.step}",
+        progress=progress,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """Dataset rows a diagnostic acts on (`sample_run_data`)."""
+
+    observations: Array  # (B, D) float32 observations followed by a complete action chunk
+    observation_chunks: np.ndarray  # (B, d) the dataset's own chunks at those rows
+    dataset_chunks: np.ndarray  # (M, d) training-split chunks for nearest neighbours
+    observations_in_reference: bool  # observations come from the training split
+    facts: dict[str, Any]  # what analysis.json records under "dataset"
+
+
+def sample_run_data(
+    run: Any,
+    *,
+    num_observations: int,
+    nn_chunks: int,
+    seed: int,
+    data_dir: str | os.PathLike | None = None,
+) -> RunData:
+    """A seeded sample of a loaded run's dataset (`qgf.checkpoint.load_run`): `num_observations`
+    rows of the validation split (the training split when there is none) where a full action chunk
+    follows, and `nn_chunks` chunks drawn uniformly from the training split. `data_dir` overrides
+    the dataset folder recorded in the run."""
+    from qgf.data import load_dataset
+
+    config = run.config
     recorded = run.meta.get("dataset") or {}
     name = recorded.get("name")
     if not name:
@@ -1117,47 +1173,28 @@ def analyze_run(
     except QGFError:
         source = train
 
-    rng = np.random.default_rng(settings.seed)
+    rng = np.random.default_rng(seed)
     train_starts = dataset_chunk_starts(train.terminals, config.horizon)
     source_starts = (
         train_starts if source is train else dataset_chunk_starts(source.terminals, config.horizon)
     )
     if source_starts.size < 2 or train_starts.size < 1:
         raise QGFError(f"dataset {name} has too few complete action chunks of length {config.horizon}")
-    rows = np.sort(
-        rng.choice(source_starts, min(settings.num_observations, source_starts.size), replace=False)
-    )
-    reference_rows = np.sort(
-        rng.choice(train_starts, min(settings.nn_chunks, train_starts.size), replace=False)
-    )
-
-    out = Path(out_dir) if out_dir is not None else Path(run.path) / "analysis"
-    env = run.meta.get("env") or name
-    context = {
-        "run": str(Path(run.path).resolve()),
-        "step": run.step,
-        "env": env,
-        "dataset": {
-            "name": name,
-            "data_dir": str(data_dir),
-            "observations_from": source.split,
-            "observation_rows": int(rows.size),
-            "nearest_neighbour_chunks": int(reference_rows.size),
-            "valid_train_chunks": int(train_starts.size),
-            "train_fingerprint_matches_run": recorded.get("fingerprint") in (None, train.fingerprint),
-        },
-        "guidance_critic": config.guidance_critic,
-        "discount": config.discount,
+    rows = np.sort(rng.choice(source_starts, min(num_observations, source_starts.size), replace=False))
+    reference_rows = np.sort(rng.choice(train_starts, min(nn_chunks, train_starts.size), replace=False))
+    facts = {
+        "name": name,
+        "data_dir": str(data_dir),
+        "observations_from": source.split,
+        "observation_rows": int(rows.size),
+        "nearest_neighbour_chunks": int(reference_rows.size),
+        "valid_train_chunks": int(train_starts.size),
+        "train_fingerprint_matches_run": recorded.get("fingerprint") in (None, train.fingerprint),
     }
-    return analyze(
-        model,
-        jnp.asarray(source.observations[rows], jnp.float32),
-        action_chunks(train.actions, reference_rows, config.horizon),
-        settings,
-        out,
+    return RunData(
+        observations=jnp.asarray(source.observations[rows], jnp.float32),
         observation_chunks=action_chunks(source.actions, rows, config.horizon),
-        observation_chunks_in_reference=source is train,
-        context=context,
-        title=f"{env}, step {run.step}",
-        progress=progress,
+        dataset_chunks=action_chunks(train.actions, reference_rows, config.horizon),
+        observations_in_reference=source is train,
+        facts=facts,
     )

@@ -2,13 +2,18 @@
 
 - per task: success mean over seeds with a 95% bootstrap CI (over seeds);
 - across tasks: IQM and mean with stratified-bootstrap 95% CIs (tasks are the strata);
-- probability of improvement of the reference method (QGF) over each other method, with CI.
+- probability of improvement of the reference method (QGF) over each other method, with CI;
+- performance profiles: the fraction of runs (seeds x tasks) with success > tau, with
+  stratified-bootstrap CIs, on a grid of tau.
 
 The main stage is 'final' (the protocol's chosen values on fresh evaluation seeds) when the sweep
 has one, else 'sweep' (each weight is then a method of its own, `qgf@0.1`: choosing the best weight
 on the same episodes would be an oracle). Figures: Fig. 5 view (methods with CIs), Fig. 20 view
 (success against guidance weight per domain, from the 'tune' or 'sweep' stage), Fig. 7 view
-(success against best-of-N) when the sweep varies N.
+(success against best-of-N) when the sweep varies N, Fig. 9 view (success against network width)
+when the agents' grid varies a `*_hidden_dims` field, performance profiles. With a protocol, the
+offline (rollout-free) choice of the guidance weight is reported next to the rollout choice
+(`qgf.experiments.offline`).
 """
 
 from __future__ import annotations
@@ -24,9 +29,13 @@ import numpy as np
 
 from qgf.errors import QGFError
 from qgf.experiments.spec import method_name
-from qgf.fileio import atomic_path, atomic_write_text
+from qgf.fileio import atomic_path, atomic_write_json, atomic_write_text
 
 CONFIDENCE = 0.95
+# Thresholds of the performance profiles (success in [0, 1]).
+PROFILE_TAUS = tuple(round(0.01 * i, 2) for i in range(101))
+# The thresholds shown in report.md's profile table.
+PROFILE_TABLE_TAUS = (0.25, 0.5, 0.75)
 
 
 def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -52,6 +61,7 @@ def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
                     "bfn": condition.bfn,
                     "weight": condition.weight,
                     "point": ",".join(f"{k}={v}" for k, v in sorted(sweep["point"].items())) or "default",
+                    "width": point_width(sweep["point"]),
                     "seed": sweep["run_seed"],
                     "success": condition.success_rate,
                     "episodes": condition.episodes,
@@ -59,6 +69,30 @@ def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def point_width(point: dict[str, Any]) -> int | None:
+    """The hidden width a grid point sets (the largest layer of its `*_hidden_dims` fields), or
+    None when the point leaves every width at the preset's."""
+    widths = [
+        max(value)
+        for key, value in point.items()
+        if key.endswith("hidden_dims") and isinstance(value, list | tuple) and value
+    ]
+    return max(widths) if widths else None
+
+
+def _complete_matrices(
+    cells: dict[Any, dict[tuple[int, str], float]], seeds: list[int], tasks: list[str]
+) -> tuple[dict[Any, np.ndarray], list[Any]]:
+    """{key: (seeds, tasks) success} for the keys with a value in every cell; and the others."""
+    matrices, incomplete = {}, []
+    for key, values in cells.items():
+        if len(values) == len(seeds) * len(tasks):
+            matrices[key] = np.array([[values[(s, t)] for t in tasks] for s in seeds], np.float64)
+        else:
+            incomplete.append(key)
+    return matrices, incomplete
 
 
 def _score_matrices(rows: list[dict], stage: str) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
@@ -74,13 +108,52 @@ def _score_matrices(rows: list[dict], stage: str) -> tuple[dict[str, np.ndarray]
         if stage == "sweep" and row["point"] != "default":
             name = f"{name}[{row['point']}]"
         per_method.setdefault(name, {})[(row["seed"], row["task"])] = row["success"]
-    matrices, incomplete = {}, []
-    for name, cells in per_method.items():
-        if len(cells) == len(seeds) * len(tasks):
-            matrices[name] = np.array([[cells[(s, t)] for t in tasks] for s in seeds], np.float64)
-        else:
-            incomplete.append(name)
+    matrices, incomplete = _complete_matrices(per_method, seeds, tasks)
     return matrices, tasks, incomplete
+
+
+def _mean_intervals(matrices: dict[Any, np.ndarray], reps: int) -> dict[Any, tuple[float, float, float]]:
+    """{key: (mean, CI low, CI high)}: the mean over a (seeds, tasks) matrix with its
+    stratified-bootstrap 95% CI (rliable; a single task gives the bootstrap over seeds)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    points, intervals = rly.get_interval_estimates(
+        matrices,
+        lambda x: np.array([metrics.aggregate_mean(x)]),
+        reps=reps,
+        confidence_interval_size=CONFIDENCE,
+    )
+    return {
+        key: (float(points[key][0]), float(intervals[key][0, 0]), float(intervals[key][1, 0]))
+        for key in matrices
+    }
+
+
+def performance_profiles(
+    matrices: dict[str, np.ndarray], taus=PROFILE_TAUS, reps: int = 2000
+) -> list[dict[str, Any]]:
+    """Per method and tau: the fraction of runs (every seed x task score) with success > tau, and
+    its stratified-bootstrap 95% CI (rliable `create_performance_profile`)."""
+    from rliable import library as rly
+
+    if not matrices:
+        return []
+    taus = np.asarray(taus, np.float64)
+    profiles, intervals = rly.create_performance_profile(
+        matrices, taus, reps=reps, confidence_interval_size=CONFIDENCE
+    )
+    return [
+        {
+            "tau": float(tau),
+            "method": name,
+            "fraction": float(profiles[name][index]),
+            "ci_low": float(intervals[name][0, index]),
+            "ci_high": float(intervals[name][1, index]),
+        }
+        for name in matrices
+        for index, tau in enumerate(taus)
+    ]
 
 
 def aggregate(rows: list[dict], stage: str, reference: str = "qgf", reps: int = 2000, seed: int = 0) -> dict:
@@ -96,26 +169,21 @@ def aggregate(rows: list[dict], stage: str, reference: str = "qgf", reps: int = 
             "per_task": [],
             "aggregate": [],
             "improvement": [],
+            "profiles": [],
             "incomplete": incomplete,
         }
     np.random.seed(seed)  # rliable draws its bootstrap from numpy's global generator
     per_task = []
     for index, task in enumerate(tasks):
         column = {name: matrix[:, [index]] for name, matrix in matrices.items()}
-        points, intervals = rly.get_interval_estimates(
-            column,
-            lambda x: np.array([metrics.aggregate_mean(x)]),
-            reps=reps,
-            confidence_interval_size=CONFIDENCE,
-        )
-        for name in matrices:
+        for name, (mean, low, high) in _mean_intervals(column, reps).items():
             per_task.append(
                 {
                     "task": task,
                     "method": name,
-                    "mean": float(points[name][0]),
-                    "ci_low": float(intervals[name][0, 0]),
-                    "ci_high": float(intervals[name][1, 0]),
+                    "mean": mean,
+                    "ci_low": low,
+                    "ci_high": high,
                     "seeds": int(matrices[name].shape[0]),
                 }
             )
@@ -168,6 +236,7 @@ def aggregate(rows: list[dict], stage: str, reference: str = "qgf", reps: int = 
         "per_task": per_task,
         "aggregate": summary,
         "improvement": improvement,
+        "profiles": performance_profiles(matrices, reps=reps),
         "incomplete": incomplete,
     }
 
@@ -186,7 +255,7 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def markdown(numbers: dict, protocol: dict | None, figures: list[str]) -> str:
+def markdown(numbers: dict, protocol: dict | None, figures: list[str], offline: dict | None = None) -> str:
     lines = [f"# Sweep report (stage: {numbers['stage']})", ""]
     lines += ["Success rates in %; 95% bootstrap CIs over seeds (rliable; across tasks: stratified).", ""]
     lines += [
@@ -212,6 +281,26 @@ def markdown(numbers: dict, protocol: dict | None, figures: list[str]) -> str:
             lines.append(
                 f"| {row['method']} | {row['over']} | {row['probability']:.2f} | "
                 f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}] |"
+            )
+    if numbers.get("profiles"):
+        taus = [tau for tau in PROFILE_TABLE_TAUS if tau in {r["tau"] for r in numbers["profiles"]}]
+        lines += [
+            "",
+            "## Performance profiles",
+            "",
+            "Fraction of runs (seeds x tasks) with success > tau, 95% stratified-bootstrap CIs "
+            "(rliable); every tau in `performance_profiles.csv` and `performance_profiles.png`.",
+            "",
+            "| method | " + " | ".join(f"> {100 * tau:g}%" for tau in taus) + " |",
+            "|---|" + "---|" * len(taus),
+        ]
+        by_key = {(r["method"], r["tau"]): r for r in numbers["profiles"]}
+        for name in dict.fromkeys(r["method"] for r in numbers["profiles"]):
+            cells = [by_key[(name, tau)] for tau in taus]
+            lines.append(
+                f"| {name} | "
+                + " | ".join(f"{c['fraction']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]" for c in cells)
+                + " |"
             )
     lines += [
         "",
@@ -242,22 +331,65 @@ def markdown(numbers: dict, protocol: dict | None, figures: list[str]) -> str:
                 f"| {choice['method']} | {choice['domain']} | {choice['point']} | {choice['weight']:g} "
                 f"| {_pct(choice['tune_success'])} |"
             )
+    if offline is not None:
+        lines += offline_markdown(offline)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n"
 
 
-def _save_figure(figure, path: Path) -> None:
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
+def offline_markdown(offline: dict) -> list[str]:
+    """The report.md section of the offline weight choice (`qgf.experiments.offline`)."""
+    lines = ["", "## Offline choice of the guidance weight (no rollouts)", "", f"Rule: {offline['rule']}."]
+    lines += [
+        "Regret = tuning success at the rollout choice - tuning success at the offline choice "
+        "(points of success in %); the final stage evaluates only the rollout choice, so its "
+        "regret is known only where both choices agree.",
+        "",
+    ]
+    if offline["rows"]:
+        lines += [
+            "| method | domain | rollout w | offline w | tuning success rollout | tuning success offline "
+            "| regret (tune) | regret (final) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in offline["rows"]:
+            final = (
+                _pct(row["final_regret"]) if row["final_regret"] is not None else f"n/a ({row['final_note']})"
+            )
+            flag = " (fallback: none admissible)" if row["fallback"] else ""
+            lines.append(
+                f"| {row['method']} | {row['domain']} | {row['rollout_weight']:g} | "
+                f"{row['offline_weight']:g}{flag} | {_pct(row['tune_success_rollout'])} | "
+                f"{_pct(row['tune_success_offline'])} | {_pct(row['tune_regret'])} | {final} |"
+            )
+    else:
+        lines.append("No method with a guidance-weight grid had tuning runs to measure.")
+    if offline.get("notes"):
+        lines += ["", "Left out: " + "; ".join(offline["notes"])]
+    return lines
 
 
-def _figure_methods(numbers: dict, path: Path) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save_figure(figure, path: Path) -> None:
+    """Write `figure` as a PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+
+
+def _figure_methods(numbers: dict, path: Path) -> None:
+    plt = _pyplot()
     rows = sorted(numbers["aggregate"], key=lambda r: r["iqm"])
     figure, axes = plt.subplots(1, 2, figsize=(9, 0.4 * len(rows) + 1.5), sharey=True)
     for axis, (key, title) in zip(axes, (("iqm", "IQM"), ("mean", "Mean")), strict=True):
@@ -271,19 +403,35 @@ def _figure_methods(numbers: dict, path: Path) -> None:
         axis.grid(alpha=0.3)
     axes[0].set_yticks(range(len(rows)), [r["method"] for r in rows])
     _save_figure(figure, path)
-    plt.close(figure)
+
+
+def _figure_profiles(profiles: list[dict], path: Path) -> bool:
+    if not profiles:
+        return False
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    for name in dict.fromkeys(r["method"] for r in profiles):
+        mine = [r for r in profiles if r["method"] == name]
+        taus = [100 * r["tau"] for r in mine]
+        fractions = [r["fraction"] for r in mine]
+        (line,) = axis.plot(taus, fractions, drawstyle="steps-post", label=name)
+        low, high = [r["ci_low"] for r in mine], [r["ci_high"] for r in mine]
+        axis.fill_between(taus, low, high, step="post", color=line.get_color(), alpha=0.15)
+    axis.set_xlabel("success threshold tau (%)")
+    axis.set_ylabel("fraction of runs with success > tau")
+    axis.set_ylim(-0.02, 1.02)
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    _save_figure(figure, path)
+    return True
 
 
 def _figure_weights(rows: list[dict], stage: str, path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [r for r in rows if r["stage"] == stage and r["sampler"] not in ("none", "policy")]
     domains = sorted({r["domain"] for r in rows})
     if not rows or len({r["weight"] for r in rows}) < 2:
         return False
+    plt = _pyplot()
     figure, axes = plt.subplots(1, len(domains), figsize=(4 * len(domains), 3.2), squeeze=False)
     for axis, domain in zip(axes[0], domains, strict=True):
         for method in sorted({r["method"] for r in rows if r["domain"] == domain}):
@@ -306,19 +454,14 @@ def _figure_weights(rows: list[dict], stage: str, path: Path) -> bool:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     _save_figure(figure, path)
-    plt.close(figure)
     return True
 
 
 def _figure_best_of_n(rows: list[dict], stage: str, path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [r for r in rows if r["stage"] == stage]
     if len({r["bfn"] for r in rows}) < 2:
         return False
+    plt = _pyplot()
     figure, axis = plt.subplots(figsize=(5, 3.5))
     for sampler in sorted({r["sampler"] for r in rows}):
         ns = sorted({r["bfn"] for r in rows if r["sampler"] == sampler})
@@ -333,46 +476,148 @@ def _figure_best_of_n(rows: list[dict], stage: str, path: Path) -> bool:
     axis.legend(fontsize=7)
     axis.grid(alpha=0.3)
     _save_figure(figure, path)
-    plt.close(figure)
     return True
 
 
-def write_report(sweep_dir: str | Path, *, reps: int = 2000, reference: str | None = None) -> list[Path]:
+def model_size_points(rows: list[dict], stage: str, reps: int = 2000, seed: int = 0) -> list[dict]:
+    """The Fig. 9 numbers: per method and hidden width, the mean success over tasks and seeds of
+    the stage with its stratified-bootstrap 95% CI, at the best candidate (grid point, weight) of
+    that width (the protocol's rule restricted to one width; on the 'sweep' stage an oracle).
+    Empty unless the stage's rows take at least two widths."""
+    rows = [r for r in rows if r["stage"] == stage and r.get("width") is not None]
+    if len({r["width"] for r in rows}) < 2:
+        return []
+    tasks = sorted({r["task"] for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+    cells: dict[tuple, dict[tuple[int, str], float]] = {}
+    for r in rows:
+        cells.setdefault((r["method"], r["width"], r["point"], r["weight"]), {})[(r["seed"], r["task"])] = r[
+            "success"
+        ]
+    matrices, _ = _complete_matrices(cells, seeds, tasks)
+    best: dict[tuple, tuple] = {}
+    for key in sorted(matrices, key=lambda k: (k[0], k[1], k[3], k[2])):  # ties: smaller weight
+        method_width = key[:2]
+        if method_width not in best or matrices[key].mean() > matrices[best[method_width]].mean():
+            best[method_width] = key
+    np.random.seed(seed)
+    intervals = _mean_intervals({key: matrices[key] for key in best.values()}, reps)
+    return [
+        {
+            "method": key[0],
+            "width": key[1],
+            "point": key[2],
+            "weight": key[3],
+            "mean": intervals[key][0],
+            "ci_low": intervals[key][1],
+            "ci_high": intervals[key][2],
+        }
+        for key in sorted(best.values(), key=lambda k: (k[0], k[1]))
+    ]
+
+
+def _figure_model_size(points: list[dict], path: Path) -> bool:
+    if not points:
+        return False
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    for method in dict.fromkeys(p["method"] for p in points):
+        mine = [p for p in points if p["method"] == method]
+        means = [100 * p["mean"] for p in mine]
+        errors = [
+            [100 * (p["mean"] - p["ci_low"]) for p in mine],
+            [100 * (p["ci_high"] - p["mean"]) for p in mine],
+        ]
+        axis.errorbar([p["width"] for p in mine], means, yerr=errors, marker="o", capsize=3, label=method)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("hidden width (units per layer)")
+    axis.set_ylabel("success (%), mean over tasks and seeds")
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    _save_figure(figure, path)
+    return True
+
+
+def offline_report(
+    sweep_dir: Path, protocol: dict, rows: list[dict], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """The offline weight choice of every protocol choice with a weight grid, next to the rollout
+    choice (`qgf.experiments.offline`); `settings` is the spec's [report] table."""
+    from qgf.experiments import offline
+
+    tolerance = float(settings.get("offline_tolerance", offline.DEFAULT_TOLERANCE))
+    observations = int(settings.get("offline_observations", offline.DEFAULT_OBSERVATIONS))
+    tables, notes = offline.sweep_tables(sweep_dir, protocol, observations=observations)
+    final: dict[tuple[str, str, float], list[float]] = {}
+    for row in rows:
+        if row["stage"] == "final":
+            final.setdefault((row["method"], row["domain"], float(row["weight"])), []).append(row["success"])
+    final_success = {key: float(np.mean(values)) for key, values in final.items()}
+    return {
+        "rule": offline.RULE.format(tolerance=tolerance),
+        "tolerance": tolerance,
+        "rows": offline.compare_choices(protocol, tables, final_success, tolerance),
+        "tables": [{"method": m, "domain": d, **table} for (m, d), table in sorted(tables.items())],
+        "notes": notes,
+    }
+
+
+def write_report(
+    sweep_dir: str | Path, *, reps: int = 2000, reference: str | None = None, offline: bool | None = None
+) -> list[Path]:
     """Write SWEEP_DIR/report/{report.md, runs.csv, per_task.csv, aggregate.csv, improvement.csv,
-    *.png}; returns the paths written."""
+    performance_profiles.csv, model_size.csv, offline_choice.csv, offline_tables.json, *.png};
+    returns the paths written. `offline` (default: the spec's report.offline, else true) measures
+    the offline weight choice on the tuning runs when the sweep has a protocol."""
     sweep_dir = Path(sweep_dir)
     rows = collect_rows(sweep_dir)
     if not rows:
         raise QGFError(f"{sweep_dir} holds no finished evaluation of a sweep; run qgf sweep first")
     stages = {row["stage"] for row in rows}
     stage = "final" if "final" in stages else "sweep" if "sweep" in stages else "tune"
+    spec_path = sweep_dir / "spec.json"
+    spec = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
+    settings = spec.get("report") or {}
     if reference is None:
-        spec_path = sweep_dir / "spec.json"
-        spec = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
-        reference = (spec.get("report") or {}).get("reference", "qgf")
+        reference = settings.get("reference", "qgf")
     numbers = aggregate(rows, stage, reference=reference, reps=reps)
+    weight_stage = "tune" if "tune" in stages else "sweep"
+    model_size = model_size_points(rows, weight_stage, reps=reps)
+    protocol_path = sweep_dir / "protocol.json"
+    protocol = json.loads(protocol_path.read_text()) if protocol_path.is_file() else None
+    offline = settings.get("offline", True) if offline is None else offline
+    choice = offline_report(sweep_dir, protocol, rows, settings) if protocol and offline else None
     out = sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, table in (
+    tables = [
         ("runs.csv", rows),
         ("per_task.csv", numbers["per_task"]),
         ("aggregate.csv", numbers["aggregate"]),
         ("improvement.csv", numbers["improvement"]),
-    ):
+        ("performance_profiles.csv", numbers["profiles"]),
+    ]
+    if model_size:
+        tables.append(("model_size.csv", model_size))
+    if choice is not None:
+        tables.append(("offline_choice.csv", choice["rows"]))
+        atomic_write_json(out / "offline_tables.json", choice)
+        written.append(out / "offline_tables.json")
+    for name, table in tables:
         atomic_write_text(out / name, _csv(table))
         written.append(out / name)
     figures = []
     if numbers["aggregate"]:
         _figure_methods(numbers, out / "fig5_methods.png")
         figures.append("fig5_methods.png")
-    weight_stage = "tune" if "tune" in stages else "sweep"
+    if _figure_profiles(numbers["profiles"], out / "performance_profiles.png"):
+        figures.append("performance_profiles.png")
     if _figure_weights(rows, weight_stage, out / "fig20_success_vs_weight.png"):
         figures.append("fig20_success_vs_weight.png")
     if _figure_best_of_n(rows, weight_stage, out / "fig7_best_of_n.png"):
         figures.append("fig7_best_of_n.png")
-    protocol_path = sweep_dir / "protocol.json"
-    protocol = json.loads(protocol_path.read_text()) if protocol_path.is_file() else None
-    atomic_write_text(out / "report.md", markdown(numbers, protocol, figures))
+    if _figure_model_size(model_size, out / "fig9_model_size.png"):
+        figures.append("fig9_model_size.png")
+    atomic_write_text(out / "report.md", markdown(numbers, protocol, figures, choice))
     written += [out / name for name in figures] + [out / "report.md"]
     return written

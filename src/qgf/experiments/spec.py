@@ -44,7 +44,7 @@ AGENT_KEYS = {"name", "label", "preset", "overrides", "grid", "samplers", "bfn"}
 EVALUATION_KEYS = {"episodes", "weights", "bfn", "seed", "workers", "num_envs", "max_episode_steps"}
 PROTOCOL_KEYS = {"tune_tasks", "tune_seed", "final_seed"}
 RESOURCE_KEYS = {"generate_cpus", "train_cpus", "train_gpus", "evaluate_cpus", "evaluate_gpus", "num_cpus"}
-REPORT_KEYS = {"reference"}
+REPORT_KEYS = {"reference", "offline", "offline_tolerance", "offline_observations"}
 # Plain BC is a method of its own in every table (QGF paper Fig. 5 "BC").
 METHOD_RENAMES = {"none": "bc"}
 
@@ -254,6 +254,13 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
         **resources,
     }
     report = _check_keys(source, "[report]", document.get("report", {}), REPORT_KEYS)
+    if "offline" in report and not isinstance(report["offline"], bool):
+        raise _fail(source, f"report.offline must be true or false, got {report['offline']!r}")
+    tolerance = report.get("offline_tolerance", 1.0)
+    if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or not tolerance > 0:
+        raise _fail(source, f"report.offline_tolerance must be a number > 0, got {tolerance!r}")
+    if "offline_observations" in report:
+        _positive_int(source, "report.offline_observations", report["offline_observations"])
     return SweepSpec(
         name=str(document.get("name", Path(source).stem)),
         description=str(document.get("description", "")),
