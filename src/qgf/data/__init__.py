@@ -4,6 +4,7 @@
 - `load_dataset(name, data_dir, ...)` -> `Dataset`: one split of a standard OGBench file (`qgf.data.load`).
 - `SliceDataset` / `iterate_slices`: 100M-style slice directories, streamed (`qgf.data.slices`).
 - `to_device` / `sample_chunks`: on-device action-chunk batches (`qgf.data.chunks`, imports JAX).
+- `qgf.data.goals`: goal-conditioned (hindsight-relabelled) chunk batches; import it directly (JAX).
 - `describe(path)`: validation and summary (`qgf.data.description`).
 """
 
