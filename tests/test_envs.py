@@ -73,3 +73,40 @@ def test_make_env_builds_the_singletask_env_offline():
     assert env.action_space.shape == (5,)
     with pytest.raises(QGFError, match="did you mean"):
         make_env("cube-singel-v0")
+
+
+def test_goal_env_appends_ogbench_goal_and_keeps_its_success():
+    import numpy as np
+
+    from qgf.envs import make_goal_env
+
+    wrapped = make_goal_env("puzzle-3x3-play-v0", 3)
+    plain = make_env("puzzle-3x3-play-v0")
+    observation, info = wrapped.reset(seed=5)
+    reference, reference_info = plain.reset(seed=5, options={"task_id": 3, "render_goal": False})
+    dim = reference.shape[0]
+    assert wrapped.observation_space.shape == (2 * dim,) and observation.shape == (2 * dim,)
+    np.testing.assert_array_equal(observation[:dim], reference)
+    # OGBench's goal observation for the seed (its arm pose is drawn without the reset seed, so
+    # compare with the goal this reset returned; the buttons' goal states are the task's own)
+    np.testing.assert_array_equal(observation[dim:], info["goal"])
+    task_part = observation[dim:] == reference_info["goal"]  # what the seed does not move
+    assert task_part.sum() >= 9  # at least one state feature per button of the 3x3 puzzle
+    assert not np.array_equal(info["goal"], reference)  # goal 3 is not the start
+    action = np.zeros(wrapped.action_space.shape)
+    stepped, _, _, _, step_info = wrapped.step(action)
+    expected, _, _, _, expected_info = plain.step(action)
+    # (the physics may differ in the last bits: computing the goal moved the simulator differently)
+    np.testing.assert_allclose(stepped, np.concatenate([expected, info["goal"]]), rtol=0, atol=1e-12)
+    assert step_info["success"] == expected_info["success"]
+    other, _ = make_goal_env("puzzle-3x3-v0", 4).reset(seed=5)
+    assert not np.array_equal(other[dim:][task_part], observation[dim:][task_part])  # another goal
+
+
+def test_goal_env_refuses_singletask_names_and_unknown_goals():
+    from qgf.envs import make_goal_env
+
+    with pytest.raises(QGFError, match="single-task name.*puzzle-3x3-v0"):
+        make_goal_env("puzzle-3x3-play-singletask-task2-v0", 1)
+    with pytest.raises(QGFError, match="goals 1..5"):
+        make_goal_env("puzzle-3x3-play-v0", 6)

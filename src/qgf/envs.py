@@ -15,6 +15,7 @@ OGBench names encode three things that the rest of qgf needs separately:
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import warnings
 from dataclasses import dataclass
@@ -282,3 +283,55 @@ def make_env(name: str, **env_kwargs):
     if parsed.env_name not in gymnasium.registry:
         raise _unknown(name, "environment")
     return _quiet_make(gymnasium.make, parsed.env_name, **env_kwargs)
+
+
+NUM_EVALUATION_GOALS = 5  # OGBench's evaluation goals per goal-conditioned env: task_id 1..5
+
+
+@functools.cache
+def _goal_task_wrapper():
+    import gymnasium
+    import numpy as np
+
+    class GoalTaskEnv(gymnasium.Wrapper):
+        """A goal-conditioned OGBench env fixed to evaluation goal `task_id` (1..5), whose
+        observations are `concat(observation, goal)`: what a goal-conditioned run's networks take
+        (QGF paper §6.4), so every sampler evaluates it unchanged. Success is OGBench's own
+        `info['success']` for that goal."""
+
+        def __init__(self, env, task_id: int):
+            super().__init__(env)
+            if not 1 <= int(task_id) <= NUM_EVALUATION_GOALS:
+                raise QGFError(
+                    f"evaluation goal {task_id} does not exist; OGBench has goals 1..{NUM_EVALUATION_GOALS}"
+                )
+            self.task_id = int(task_id)
+            self._goal = None
+            space = env.observation_space
+            low = np.concatenate([space.low, space.low])
+            high = np.concatenate([space.high, space.high])
+            self.observation_space = gymnasium.spaces.Box(low, high, dtype=space.dtype)
+
+        def reset(self, *, seed=None, options=None):
+            options = {**(options or {}), "task_id": self.task_id, "render_goal": False}
+            observation, info = self.env.reset(seed=seed, options=options)
+            self._goal = np.asarray(info["goal"], dtype=observation.dtype)
+            return np.concatenate([observation, self._goal]), info
+
+        def step(self, action):
+            observation, reward, terminated, truncated, info = self.env.step(action)
+            return np.concatenate([observation, self._goal]), reward, terminated, truncated, info
+
+    return GoalTaskEnv
+
+
+def make_goal_env(name: str, task_id: int, **env_kwargs):
+    """OGBench's goal-conditioned env for `name` (`puzzle-3x3-play-v0` or `puzzle-3x3-v0`) at
+    evaluation goal `task_id`, observations concatenated with the goal (`GoalTaskEnv`)."""
+    parsed = parse_name(name)
+    if parsed.singletask:
+        raise QGFError(
+            f"{name} is a single-task name; a goal-conditioned evaluation needs the goal-conditioned "
+            f"env, e.g. {parsed.goal_env_name}"
+        )
+    return _goal_task_wrapper()(make_env(name, **env_kwargs), task_id)
