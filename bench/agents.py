@@ -21,7 +21,6 @@ Data: the synthetic cube-single-shaped dataset of bench/training.py.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -29,18 +28,11 @@ from pathlib import Path
 import jax
 
 from qgf.agents import AGENT_NAMES, agent_class
+from qgf.benchmark import load_script
 from qgf.config import load_preset
 from qgf.data.chunks import sample_chunks, to_device
 
 TARGET_OVERHEAD = 1.3
-
-
-def _training_module():
-    path = Path(__file__).with_name("training.py")
-    spec = importlib.util.spec_from_file_location("qgf_bench_training", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -53,7 +45,7 @@ def best_seconds(fn, repeats: int) -> float:
 
 
 def measure(name: str, preset: str, critic: str, device_data, steps: int, repeats: int) -> dict:
-    training = _training_module()
+    training = load_script("training")
     config = load_preset(preset, {"agent": name, "critic": critic}, warn=False)
     agent = agent_class(name).create(0, training.OBS_DIM, training.ACTION_DIM, config)
     batch = sample_chunks(device_data, jax.random.key(0), config.batch_size, config.horizon, config.discount)
@@ -76,7 +68,7 @@ def measure(name: str, preset: str, critic: str, device_data, steps: int, repeat
 
 
 def run(quick: bool, preset: str = "cpu", critic: str = "iql", agents=AGENT_NAMES) -> dict:
-    training = _training_module()
+    training = load_script("training")
     device_data = to_device(training.synthetic_dataset(num_trajectories=20))
     steps, repeats = (20, 2) if quick else (100, 3)
     results = {"preset": preset, "critic": critic, "steps_per_call": steps, "agents": {}}

@@ -18,15 +18,13 @@ Data: the synthetic cube-single-shaped dataset of bench/training.py.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
 import time
-from pathlib import Path
 
 import jax
 
 from qgf.agents import agent_class
+from qgf.benchmark import load_script, script_main
 from qgf.config import load_preset
 from qgf.data.chunks import sample_chunks, to_device
 from qgf.train import _update_seeds, stack_agents
@@ -35,23 +33,6 @@ SEEDS = 4
 STUDY_STEPS = 20_000  # a CPU-study training job (src/qgf/experiments/specs/cpu-study.toml)
 TARGETS = {"cpu-small": 1.5, "cpu": 1.0}
 RAY_TARGET = 0.05
-
-
-def _training_module():
-    path = Path(__file__).with_name("training.py")
-    spec = importlib.util.spec_from_file_location("qgf_bench_training", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _best_time(call, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(call())
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def seeds_case(preset: str, steps: int, device_data, obs_dim: int, action_dim: int) -> dict:
@@ -71,7 +52,8 @@ def seeds_case(preset: str, steps: int, device_data, obs_dim: int, action_dim: i
 
     one()  # compile both
     many()
-    t_one, t_many = _best_time(one, 2), _best_time(many, 2)
+    best_seconds = load_script("agents").best_seconds
+    t_one, t_many = best_seconds(one, 2), best_seconds(many, 2)
     return {
         "preset": preset,
         "steps_per_call": steps,
@@ -109,7 +91,7 @@ def ray_overhead() -> dict:
 
 
 def run(quick: bool) -> dict:
-    dataset = _training_module().synthetic_dataset()
+    dataset = load_script("training").synthetic_dataset()
     device_data = to_device(dataset)
     obs_dim, action_dim = dataset.observations.shape[1], dataset.actions.shape[1]
     results: dict = {"seeds": SEEDS, "quick": quick, "cases": {}}
@@ -143,19 +125,5 @@ def run(quick: bool) -> dict:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer steps per measurement")
-    parser.add_argument("--json", help="also write the results to this file")
-    args = parser.parse_args()
-    results = run(args.quick)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
-
-
 if __name__ == "__main__":
-    main()
+    script_main(run, __doc__)

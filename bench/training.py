@@ -22,7 +22,6 @@ Data: a synthetic device dataset shaped like cube-single (obs 28, action 5, 1001
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -216,19 +215,7 @@ def run(quick: bool) -> dict:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer steps per measurement")
-    parser.add_argument("--json", help="also write the results to this file")
-    args = parser.parse_args()
-    results = run(args.quick)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
-
-
 if __name__ == "__main__":
-    main()
+    from qgf.benchmark import script_main
+
+    script_main(run, __doc__)

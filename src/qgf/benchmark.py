@@ -42,6 +42,22 @@ def load_script(name: str):
     return module
 
 
+def script_main(run: Callable[[bool], dict], description: str | None) -> None:
+    """`python bench/NAME.py [--quick] [--json PATH]`: run one script alone and print its dict."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer steps per measurement")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    results = run(args.quick)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
 def ratio(value: float | None, target: float | None, at_most: bool = True) -> dict[str, Any]:
     """One reported ratio. `at_most`: the target is an upper bound (else a lower bound)."""
     if value is None:
