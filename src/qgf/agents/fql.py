@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from qgf.agents.base import Agent, Batch, Params
-from qgf.agents.qgf import bc_flow_loss, build_velocity_field, init_velocity_field
+from qgf.agents.qgf import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field
 from qgf.config import TrainConfig
 from qgf.nets import MLP
 
@@ -65,19 +65,6 @@ def q_ascent_loss(q: jnp.ndarray, normalize: bool) -> jnp.ndarray:
         scale = jnp.maximum(jnp.mean(jnp.abs(q)), Q_NORMALIZER_FLOOR)
         loss = loss / jax.lax.stop_gradient(scale)
     return loss
-
-
-def euler_ode_from(velocity_fn: Callable, observations, noise, config: TrainConfig, chunk_dim: int):
-    """ODE(v, z): the unguided Euler solution of `velocity_fn` from the given noise z (B, d) with
-    `config.flow_steps` steps, clipped to [-1, 1] (QAM Eq. 39). The sampler loop of `qgf.guidance`."""
-    from qgf.guidance import SamplerSpec, sample_with_info
-
-    spec = SamplerSpec("none", steps=config.flow_steps)
-    # The key only feeds noise (given here) and guidance estimators (none): any key will do.
-    actions, _ = sample_with_info(
-        velocity_fn, None, observations, jax.random.key(0), 0.0, spec, chunk_dim, noise=noise
-    )
-    return actions
 
 
 class FQLAgent(Agent):
@@ -125,7 +112,7 @@ class FQLAgent(Agent):
         # The distillation target moves neither the BC flow nor anything else.
         frozen_velocity = self.velocity_from(jax.lax.stop_gradient(params))
         target = jax.lax.stop_gradient(
-            euler_ode_from(frozen_velocity, observations, noise, config, self.chunk_dim)
+            flow_policy_actions(frozen_velocity, observations, None, config, self.chunk_dim, noise=noise)
         )
         onestep_actions = self.onestep_from(params)(observations, noise)
         distill_loss = jnp.mean(jnp.square(onestep_actions - target))

@@ -51,12 +51,21 @@ def bc_flow_loss(agent: Agent, params, batch: Batch, key: jax.Array, network: st
     return loss, noise, times
 
 
-def flow_policy_actions(velocity_fn: Callable, observations, key, config: TrainConfig, chunk_dim: int):
-    """Unguided Euler ODE of `velocity_fn` from N(0, I) noise, clipped to [-1, 1]."""
-    from qgf.guidance import SamplerSpec, sample
+def flow_policy_actions(
+    velocity_fn: Callable, observations, key, config: TrainConfig, chunk_dim: int, noise=None
+):
+    """ODE(v, z): the unguided Euler solution of `velocity_fn` with `config.flow_steps` steps,
+    clipped to [-1, 1] (QAM Eq. 39), from N(0, I) noise drawn with `key`, or from the given `noise`
+    z (B, d) (then `key` is unused and may be None). The sampler loop of `qgf.guidance`."""
+    from qgf.guidance import SamplerSpec, sample, sample_with_info
 
     spec = SamplerSpec("none", steps=config.flow_steps)
-    return sample(velocity_fn, None, observations, key, 0.0, spec, chunk_dim)
+    if noise is None:
+        return sample(velocity_fn, None, observations, key, 0.0, spec, chunk_dim)
+    # With the noise given, the key feeds nothing (the 'none' estimator draws no noise of its own).
+    key = jax.random.key(0) if key is None else key
+    actions, _ = sample_with_info(velocity_fn, None, observations, key, 0.0, spec, chunk_dim, noise=noise)
+    return actions
 
 
 class QGFAgent(Agent):
