@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qgf.config import TrainConfig, available_presets
+from qgf.config import available_presets, load_preset
 from qgf.critics_dqc import (
     completion_expectile,
     distillation_loss,
@@ -450,16 +450,16 @@ def test_goal_presets_hold_table_4_and_valid_settings():
     presets = goal_presets()
     assert set(presets) == set(TABLE_4) | {"puzzle-3x3-cpu"}
     for name, preset in presets.items():
-        settings = {k: v for k, v in preset.items() if k not in ("description", "goal_conditioned")}
-        config = TrainConfig.from_dict(settings)
-        goal = preset["goal_conditioned"]
-        GoalSampling(**goal["value_goals"])
-        GoalSampling(**goal["actor_goals"])
+        config = load_preset(f"goal/{name}")  # loadable: flat TrainConfig fields + benchmark facts
+        goal = preset["benchmark"]
+        assert config.goal_conditioned and config.critic == "dqc"
+        assert config.value_goal_sampling == GoalSampling(0.2, 0.5, 0.3, geometric=True)
+        assert config.actor_goal_sampling == GoalSampling(0.0, 1.0, 0.0, geometric=False)
         assert config.critic_aggregation == ("mean" if goal["domain"].startswith("puzzle") else "min")
-        assert goal["critic_horizon"] >= config.horizon and 0.5 <= goal["distill_expectile"] < 1
+        assert config.dqc_horizon >= config.horizon and 0.5 <= config.distill_expectile < 1
         if name in TABLE_4:
             h_c, h_a, tau, kappa_d, weights = TABLE_4[name]
-            assert (goal["critic_horizon"], config.horizon, config.expectile, goal["distill_expectile"]) == (
+            assert (config.dqc_horizon, config.horizon, config.expectile, config.distill_expectile) == (
                 h_c,
                 h_a,
                 tau,
@@ -477,5 +477,5 @@ def test_goal_presets_hold_table_4_and_valid_settings():
             assert config.actor_hidden_dims == config.critic_hidden_dims == (1024,) * 4
             assert "GPU scale" in preset["description"]
     cpu = presets["puzzle-3x3-cpu"]
-    assert cpu["goal_conditioned"]["scale"] == "cpu" and "Why puzzle-3x3" in cpu["description"]
-    assert not set(presets) & set(available_presets())  # data only: not loadable as flat presets yet
+    assert cpu["benchmark"]["scale"] == "cpu" and "Why puzzle-3x3" in cpu["description"]
+    assert {f"goal/{name}" for name in presets} <= set(available_presets())

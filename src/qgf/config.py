@@ -87,12 +87,43 @@ class TrainConfig:
     agent: str = _field("qgf", "training method: one of the registered agents (qgf.agents.AGENT_NAMES)")
     critic: str = _field(
         "iql",
-        "critic: 'iql' (in-sample chunked IQL, QGF App. F) or 'td' (TD backups on the agent's own policy "
-        "samples with pessimistic ensemble target, QAM Eq. 26)",
-        choices=("iql", "td"),
+        "critic: 'iql' (in-sample chunked IQL, QGF App. F), 'td' (TD backups on the agent's own policy "
+        "samples with pessimistic ensemble target, QAM Eq. 26) or 'dqc' (goal-conditioned Decoupled "
+        "Q-Chunking, QGF App. F Eqs. 13-16; needs goal_conditioned=true)",
+        choices=("iql", "td", "dqc"),
     )
     critic_pessimism: float = _field(
         0.5, "rho of the td critic's target mean_K Qbar - rho * std_K Qbar (QAM Eq. 26)"
+    )
+
+    # --- goal-conditioned RL with the DQC critic (QGF §6.4, App. F, Table 4; docs/training.md)
+    goal_conditioned: bool = _field(
+        False,
+        "train on hindsight goals (qgf.data.goals): every network sees [observation, goal], so the run's "
+        "obs_dim is twice the env's; needs critic=dqc and a dataset name without a task (qgf train "
+        "--goal-conditioned)",
+    )
+    dqc_horizon: int = _field(
+        25, "dqc: chunk length h_c of the long critic Q_c (Eq. 13); `horizon` is h_a, the policy's and Q_a's"
+    )
+    distill_expectile: float = _field(
+        0.8, "dqc: expectile kappa_d distilling Q_c into Q_a (Eq. 15); 0.5 = mean over completions"
+    )
+    value_goal_p_cur: float = _field(0.2, "goal_conditioned: P(value goal = the current state)")
+    value_goal_p_traj: float = _field(
+        0.5, "goal_conditioned: P(value goal = a future state of the same trajectory)"
+    )
+    value_goal_p_rand: float = _field(0.3, "goal_conditioned: P(value goal = a random dataset state)")
+    value_goal_geometric: bool = _field(
+        True, "goal_conditioned: future value goals at a Geometric(1 - discount) offset (else uniform)"
+    )
+    actor_goal_p_cur: float = _field(0.0, "goal_conditioned: P(actor goal = the current state)")
+    actor_goal_p_traj: float = _field(
+        1.0, "goal_conditioned: P(actor goal = a future state of the same trajectory)"
+    )
+    actor_goal_p_rand: float = _field(0.0, "goal_conditioned: P(actor goal = a random dataset state)")
+    actor_goal_geometric: bool = _field(
+        False, "goal_conditioned: future actor goals at a Geometric(1 - discount) offset (else uniform)"
     )
 
     # --- training-time policy extraction (QGF App. I; QAM App. C); each used only by its agent
@@ -150,6 +181,29 @@ class TrainConfig:
         """gamma^h: the bootstrap discount of one chunk."""
         return self.discount**self.horizon
 
+    def network_obs_dim(self, env_obs_dim: int) -> int:
+        """The networks' input size for an env observation of `env_obs_dim`: [observation, goal] (goals
+        are full observations) in a goal-conditioned run, the observation otherwise."""
+        return 2 * int(env_obs_dim) if self.goal_conditioned else int(env_obs_dim)
+
+    @property
+    def value_goal_sampling(self):
+        """The `qgf.data.goals.GoalSampling` of the critics' (value) goals."""
+        from qgf.data.goals import GoalSampling
+
+        return GoalSampling(
+            self.value_goal_p_cur, self.value_goal_p_traj, self.value_goal_p_rand, self.value_goal_geometric
+        )
+
+    @property
+    def actor_goal_sampling(self):
+        """The `qgf.data.goals.GoalSampling` of the policy's (actor) goals."""
+        from qgf.data.goals import GoalSampling
+
+        return GoalSampling(
+            self.actor_goal_p_cur, self.actor_goal_p_traj, self.actor_goal_p_rand, self.actor_goal_geometric
+        )
+
     def learner_config(self) -> TrainConfig:
         """This config with RUN_ONLY_FIELDS at their defaults: what an agent keeps."""
         defaults = {
@@ -200,23 +254,48 @@ def field_help() -> dict[str, str]:
     return out
 
 
+# Folders of presets/ whose files are scale presets too, named "<folder>/<file stem>" (the goal-
+# conditioned presets of QGF Table 4: `--preset goal/puzzle-3x3-cpu`). presets/agents and
+# presets/critics hold layers, not presets.
+PRESET_FOLDERS = ("goal",)
+# Keys of a preset file that are not TrainConfig fields: its description, and (goal presets) facts
+# about the benchmark it reproduces (dataset, evaluation env and goals, the paper's guidance weights).
+PRESET_INFO_KEYS = ("description", "benchmark")
+
+
 def available_presets() -> list[str]:
-    files = _preset_dir().iterdir()
-    return sorted(f.name[: -len(".json")] for f in files if f.name.endswith(".json"))
+    def stems(folder) -> list[str]:
+        return sorted(f.name[: -len(".json")] for f in folder.iterdir() if f.name.endswith(".json"))
+
+    names = stems(_preset_dir())
+    for folder in PRESET_FOLDERS:
+        names += [f"{folder}/{stem}" for stem in stems(_preset_dir().joinpath(folder))]
+    return names
 
 
-def preset_values(name: str) -> dict[str, Any]:
-    """The raw field values stored in preset `name` (without its description)."""
+def _preset_document(name: str) -> dict[str, Any]:
     names = available_presets()
     if name not in names:
         raise QGFError(f"unknown preset {name!r}{_suggest(name, names)}; available: {', '.join(names)}")
-    text = _preset_dir().joinpath(f"{name}.json").read_text()
+    text = _preset_dir().joinpath(*f"{name}.json".split("/")).read_text()
     try:
-        values = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise QGFError(f"preset {name!r} is not valid JSON: {exc}") from exc
-    values.pop("description", None)
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The raw field values stored in preset `name` (without its description and benchmark facts)."""
+    values = _preset_document(name)
+    for key in PRESET_INFO_KEYS:
+        values.pop(key, None)
     return values
+
+
+def preset_benchmark(name: str) -> dict[str, Any]:
+    """The benchmark facts of preset `name` (goal presets: domain, dataset, evaluation env and goals,
+    episodes per goal, the paper's guidance weights); {} for presets without them."""
+    return dict(_preset_document(name).get("benchmark", {}))
 
 
 def _layer_file(*parts: str) -> dict[str, Any] | None:
@@ -234,18 +313,29 @@ def preset_layers(name: str, overrides: Mapping[str, Any]) -> list[tuple[str, di
     """The (source, values) layers that make preset `name` for the agent and critic that the
     overrides (or the preset) choose, lowest priority first: the scale preset, the critic's
     defaults (`presets/critics/<critic>.json`), the agent's defaults and its values for this scale
-    (`presets/agents/<agent>.json`: "defaults", "presets": {scale: ...}), then the overrides."""
+    (`presets/agents/<agent>.json`: "defaults", "presets": {scale: ...}), then the overrides.
+    When no layer names a critic, it is 'iql', or 'dqc' when goal_conditioned is true."""
     base = preset_values(name)
     agent = overrides.get("agent", base.get("agent", "qgf"))
     agent_file = _layer_file("agents", f"{agent}.json") or {}
     agent_layers = [agent_file.get("defaults", {}), agent_file.get("presets", {}).get(name, {})]
     critic = overrides.get("critic")
+    goal_conditioned = overrides.get("goal_conditioned")
     for layer in [base, *agent_layers]:
         critic = critic or layer.get("critic")
-    critic_file = _layer_file("critics", f"{critic or 'iql'}.json") or {}
+        if goal_conditioned is None:
+            goal_conditioned = layer.get("goal_conditioned")
+    critic_defaults: dict[str, Any] = {}
+    if critic is None and goal_conditioned is not None:
+        # goal_conditioned=true without a named critic selects the goal-conditioned one
+        if _coerce("goal_conditioned", goal_conditioned, bool):
+            critic, critic_defaults = "dqc", {"critic": "dqc"}
+    critic = critic or "iql"
+    critic_file = _layer_file("critics", f"{critic}.json") or {}
+    critic_defaults.update(critic_file.get("defaults", {}))
     layers = [
         (f"preset {name!r}", base),
-        (f"critic {critic!r} defaults", critic_file.get("defaults", {})),
+        (f"critic {critic!r} defaults", critic_defaults),
         (f"agent {agent!r} defaults", agent_layers[0]),
         (f"agent {agent!r} preset {name!r}", agent_layers[1]),
         ("overrides", dict(overrides)),
@@ -454,6 +544,7 @@ def _validate(config: TrainConfig) -> None:
         f"choose one of {', '.join(AGENT_NAMES)}",
     )
     require(config.critic_pessimism >= 0.0, f"critic_pessimism must be >= 0, got {config.critic_pessimism}")
+    _validate_goal_settings(config)
     for name in ("fql_alpha", "edp_bc_weight", "dac_alpha", "qsm_inv_temperature", "qsm_bc_weight"):
         require(getattr(config, name) >= 0.0, f"{name} must be >= 0, got {getattr(config, name)}")
     require(config.dac_alpha > 0.0, f"dac_alpha must be > 0, got {config.dac_alpha}")
@@ -475,3 +566,40 @@ def _validate(config: TrainConfig) -> None:
     require(config.log_every >= 1, f"log_every must be >= 1, got {config.log_every}")
     require(config.ckpt_every >= 1, f"ckpt_every must be >= 1, got {config.ckpt_every}")
     require(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
+
+
+_GOAL_SUM_TOLERANCE = 1e-6
+
+
+def _validate_goal_settings(config: TrainConfig) -> None:
+    """Goal-conditioned training and the DQC critic go together; goal probabilities are a mixture."""
+    if config.critic == "dqc" and not config.goal_conditioned:
+        raise QGFError(
+            "critic=dqc is the goal-conditioned critic: set goal_conditioned=true "
+            "(qgf train --goal-conditioned) or use critic=iql or td"
+        )
+    if config.goal_conditioned and config.critic != "dqc":
+        raise QGFError(
+            f"goal_conditioned=true needs critic=dqc (critic={config.critic} is single-task only); "
+            "drop the critic override or set critic=dqc"
+        )
+    if config.dqc_horizon < 1:
+        raise QGFError(f"dqc_horizon must be >= 1, got {config.dqc_horizon}")
+    if config.critic == "dqc" and config.dqc_horizon < config.horizon:
+        raise QGFError(
+            f"critic=dqc needs dqc_horizon (h_c) >= horizon (h_a), got dqc_horizon={config.dqc_horizon} "
+            f"< horizon={config.horizon}"
+        )
+    if not 0.0 < config.distill_expectile < 1.0:
+        raise QGFError(f"distill_expectile must be in (0, 1), got {config.distill_expectile}")
+    for who in ("value_goal", "actor_goal"):
+        names = [f"{who}_p_{kind}" for kind in ("cur", "traj", "rand")]
+        values = [getattr(config, name) for name in names]
+        for name, value in zip(names, values, strict=True):
+            if not 0.0 <= value <= 1.0:
+                raise QGFError(f"{name} must be in [0, 1], got {value}")
+        if abs(sum(values) - 1.0) > _GOAL_SUM_TOLERANCE:
+            raise QGFError(
+                f"{' + '.join(names)} must sum to 1, got "
+                f"{' + '.join(f'{value:g}' for value in values)} = {sum(values):g}"
+            )

@@ -254,6 +254,33 @@ def _warn_about_setup(config: TrainConfig, dataset: Any, env: str | None) -> Non
         )
 
 
+def check_dataset_kind(config: TrainConfig, env: str | None) -> None:
+    """A one-line error when a goal-conditioned run is given a single-task dataset name, or a
+    single-task run a dataset name without a task (whose rewards are all 0). Names that are not
+    OGBench names (a label for an in-memory dataset) pass."""
+    if env is None:
+        return
+    from qgf.envs import parse_name
+
+    try:
+        parsed = parse_name(env)
+    except QGFError:
+        return
+    if parsed.dataset_type is None:
+        return  # an environment name: the loader says what to pass instead
+    if config.goal_conditioned and parsed.singletask:
+        raise QGFError(
+            f"{env} is a single-task dataset, and a goal-conditioned run trains on the play data without "
+            f"a task: use --env {parsed.dataset_name}, or train single-task (no --goal-conditioned, no goal/ "
+            "preset)"
+        )
+    if not config.goal_conditioned and not parsed.singletask:
+        raise QGFError(
+            f"{env} has no task, so its rewards are all 0: add --goal-conditioned to train on its goals, "
+            f"or name a task, e.g. --env {parsed.with_task(1).singletask_dataset_name}"
+        )
+
+
 def load_training_data(config: TrainConfig, env: str | None, data_dir: str | Path | None):
     if env is None:
         raise QGFError("no dataset: pass env (a dataset name such as cube-single-play-singletask-task1-v0)")
@@ -280,13 +307,17 @@ def _open_run(
     """Create the run directory, or check an existing one against `config` and the data and load
     its latest checkpoint. Returns (agent or None for a fresh start, resumed checkpoint step)."""
     if not ckpt.is_run_dir(run_dir):
+        extra = {"env": env or identity.get("name"), "agent": config.agent}
+        if config.goal_conditioned:
+            # The networks see [observation, goal]; evaluation concatenates the env's goal.
+            extra.update(goal_conditioned=True, observation_dim=obs_dim // 2, goal_dim=obs_dim // 2)
         ckpt.create_run(
             run_dir,
             config,
             obs_dim=obs_dim,
             action_dim=action_dim,
             dataset=identity,
-            extra={"env": env or identity.get("name"), "agent": config.agent},
+            extra=extra,
         )
         return None, None
     _check_same_config(run_dir, ckpt.read_config(run_dir), config)
@@ -335,10 +366,11 @@ def train(
     """
     run_dir = Path(out_dir)
     check_sinks(tensorboard, wandb)
+    check_dataset_kind(config, env)
     if dataset is None:
         dataset = load_training_data(config, env, data_dir)
     identity = dataset_identity(dataset)
-    obs_dim = int(dataset.observations.shape[1])
+    obs_dim = config.network_obs_dim(dataset.observations.shape[1])
     action_dim = int(dataset.actions.shape[1])
     agent, resumed_from = _open_run(run_dir, config, identity, obs_dim, action_dim, env)
     _warn_about_setup(config, dataset, env)
@@ -403,10 +435,11 @@ def train_seeds(
         raise QGFError(f"need distinct seeds and one run directory per seed, got seeds {seeds}")
     if len(set(run_dirs)) != len(run_dirs):
         raise QGFError("each seed needs its own run directory; use {seed} in the output path")
+    check_dataset_kind(config, env)
     if dataset is None:
         dataset = load_training_data(config, env, data_dir)
     identity = dataset_identity(dataset)
-    obs_dim = int(dataset.observations.shape[1])
+    obs_dim = config.network_obs_dim(dataset.observations.shape[1])
     action_dim = int(dataset.actions.shape[1])
     configs = [config.replace(seed=seed) for seed in seeds]
     opened = [
@@ -440,7 +473,9 @@ def train_seeds(
     ]
     stacked = stack_agents(agents)
     if sample_fn is None:
-        from qgf.data.chunks import sample_chunks as sample_fn
+        from qgf.agents.base import training_sample_fn
+
+        sample_fn = training_sample_fn(config)
 
     def advance(stacked: Agent, length: int) -> tuple[Agent, dict]:
         return _update_seeds(stacked, device_data, jax.numpy.asarray(length, jax.numpy.int32), sample_fn)

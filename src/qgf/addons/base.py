@@ -319,6 +319,10 @@ def build_addon(name: str, config: AddonConfig, run) -> Addon:
     from qgf.addons import addon_class
 
     cls = addon_class(name)
+    if run.config.goal_conditioned:
+        raise QGFError(
+            f"add-on {name!r} trains on single-task chunk batches; goal-conditioned runs have no add-ons yet"
+        )
     if run.agent.behavior_velocity_fn is None:
         raise QGFError(
             f"add-on {name!r} is trained on a run's behaviour-cloning flow, and a {run.config.agent!r} run "

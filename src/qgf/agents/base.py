@@ -30,7 +30,14 @@ import jax.numpy as jnp
 import optax
 
 from qgf.config import TrainConfig
-from qgf.critics import aggregate_q, build_critic_networks, critic_losses, ema_update, init_critic_params
+from qgf.critics import (
+    aggregate_q,
+    build_critic_networks,
+    critic_losses,
+    ema_update,
+    init_critic_params,
+    target_networks,
+)
 from qgf.errors import QGFError
 
 Batch = dict[str, jnp.ndarray]
@@ -145,9 +152,14 @@ class Agent(flax.struct.PyTreeNode):
             next_actions = self.policy_actions_from(frozen, batch["next_observations"], next_key)
         else:
             next_actions = None
+        if self.config.goal_conditioned and "critic" not in batch:
+            raise QGFError(
+                "a goal-conditioned run trains on goal-conditioned batches (policy and critic views); "
+                "sample them with qgf.agents.base.training_sample_fn(config)"
+            )
         policy_loss, metrics = self.policy_losses(params, batch, key)
         critic_loss, critic_metrics = critic_losses(
-            self.config, params, self.target_params["critic"], batch, next_actions
+            self.config, params, self.target_params, batch, next_actions
         )
         return policy_loss + critic_loss, {**metrics, **critic_metrics}
 
@@ -181,14 +193,15 @@ class Agent(flax.struct.PyTreeNode):
         """`num_steps` updates in one compiled loop, each on a batch sampled on the device.
 
         `sample_fn(device_data, key, batch_size, horizon, discount) -> batch` defaults to
-        `qgf.data.chunks.sample_chunks`. Returns the new agent and the metrics summarised over
-        the steps (means; extremes for *_min / *_max). With `donate=True` the input agent's
-        buffers are reused for the output; the input agent must not be used afterwards.
+        `training_sample_fn(config)`: `qgf.data.chunks.sample_chunks`, or for a goal-conditioned
+        run its goal sampler (`qgf.data.goals.GoalChunkSampler`). Returns the new agent and the
+        metrics summarised over the steps (means; extremes for *_min / *_max). With `donate=True`
+        the input agent's buffers are reused for the output; it must not be used afterwards.
         """
         if int(num_steps) < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         if sample_fn is None:
-            from qgf.data.chunks import sample_chunks as sample_fn
+            sample_fn = training_sample_fn(self.config)
         run = _update_many_donated if donate else _update_many
         return run(self, device_data, jnp.asarray(num_steps, jnp.int32), sample_fn)
 
@@ -209,6 +222,20 @@ class Agent(flax.struct.PyTreeNode):
         if observations.ndim == 1:
             return _sample_actions(self, observations[None], key, weight, spec)[0]
         return _sample_actions(self, observations, key, weight, spec)
+
+
+def training_sample_fn(config: TrainConfig) -> SampleFn:
+    """The batch sampler a run of `config` trains on: single-task chunks of `horizon` steps, or,
+    when `goal_conditioned`, hindsight-goal chunks of `dqc_horizon` steps seen through the batch
+    adapter `qgf.data.goals.goal_training_batch` (policy view with actor goals, critic view with
+    value goals). Equal configs give equal (hashable) samplers, so compiled loops are reused."""
+    if not config.goal_conditioned:
+        from qgf.data.chunks import sample_chunks
+
+        return sample_chunks
+    from qgf.data.goals import GoalChunkSampler
+
+    return GoalChunkSampler(config.dqc_horizon, config.value_goal_sampling, config.actor_goal_sampling)
 
 
 def check_sampler(agent: Agent, spec) -> None:
@@ -250,7 +277,7 @@ def _create(cls, seed, obs_dim: int, action_dim: int, config: TrainConfig) -> Ag
     agent = cls(
         params=params,
         # jit outputs get separate buffers: safe to donate later
-        target_params={"critic": params["critic"]},
+        target_params={name: params[name] for name in target_networks(config)},
         opt_state={},
         rng=rng,
         step=jnp.zeros((), jnp.int32),

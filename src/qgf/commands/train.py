@@ -9,6 +9,8 @@ DESCRIPTION = """\
 Train one method (--agent; default qgf: the reference BC flow policy and the chunked IQL critic) on an
 OGBench dataset, writing a self-describing run directory (config.json, meta.json, checkpoints/,
 log.jsonl, log.csv). The critic is chosen with critic=iql (default) or critic=td.
+Goal-conditioned training (hindsight goals, the DQC critic): --goal-conditioned with a dataset name
+without a task, e.g. --env puzzle-3x3-play-v0 --goal-conditioned --preset goal/puzzle-3x3-cpu.
 Re-running the same command on an existing --out resumes from its latest checkpoint; a run whose
 config or data differ is refused. Settings: --preset, then key=value overrides (listed below)."""
 
@@ -28,7 +30,16 @@ def register(subparsers) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. batch_size=128"
     )
-    parser.add_argument("--env", help="dataset name, e.g. cube-single-play-singletask-task1-v0")
+    parser.add_argument(
+        "--env",
+        help="dataset name, e.g. cube-single-play-singletask-task1-v0 (goal-conditioned: puzzle-3x3-play-v0)",
+    )
+    parser.add_argument(
+        "--goal-conditioned",
+        action="store_true",
+        help="train on hindsight goals with the DQC critic (goal_conditioned=true, critic=dqc unless set); "
+        "--env then names play data without a task",
+    )
     parser.add_argument("--data", help="data directory (default: $QGF_DATA_DIR, else ~/.ogbench/data)")
     parser.add_argument(
         "--preset",
@@ -67,6 +78,10 @@ def resolve_config(args: argparse.Namespace):
         overrides["steps"] = args.steps
     if args.seed is not None:
         overrides["seed"] = args.seed
+    if getattr(args, "goal_conditioned", False):
+        overrides["goal_conditioned"] = True
+        if checkpoint.is_run_dir(args.out) and args.preset is None:
+            overrides.setdefault("critic", "dqc")  # the layering below picks it for a new run
     if args.agent is not None:
         overrides["agent"] = args.agent
     elif checkpoint.is_run_dir(args.out):

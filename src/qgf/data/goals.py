@@ -192,3 +192,63 @@ def sample_goal_chunks(
 sample_goal_chunks_jit = jax.jit(
     sample_goal_chunks, static_argnames=("batch_size", "horizon", "value_goals", "actor_goals")
 )
+
+
+# ----------------------------------------------------------------------------- training batches
+
+CRITIC_VIEW = "critic"
+"""Key of the critic's view inside a goal-conditioned training batch (`goal_training_batch`)."""
+
+
+def goal_training_batch(raw: dict, policy_horizon: int) -> dict:
+    """The batch adapter of goal-conditioned training: what the networks see, from a
+    `sample_goal_chunks` batch `raw` of horizon h_c.
+
+    Every network of a goal-conditioned run takes [observation, goal] where a single-task run takes
+    the observation, so the agents and samplers stay unchanged. Two views of the same chunks:
+
+    - top level, the *policy view* (actor goals): `observations` = [s_t, g_actor] (B, 2D),
+      `actions` = a_{t:t+h_a} (B, h_a·A), `valid` (B, h_a): exactly the keys and shapes every
+      agent's policy loss reads from a single-task batch of horizon h_a;
+    - `batch["critic"]`, the *critic view* (value goals): `observations` = [s_t, g_value],
+      `next_observations` = [s_{min(t+h_c, e)}, g_value], `actions` = a_{t:t+h_c} (B, h_c·A),
+      `rewards`, `masks` (goal-reaching, `qgf.data.goals`), `valid` (B, h_c).
+
+    The policy view has no rewards, masks or next observations: no policy loss may use them.
+    """
+    critic_horizon = raw["valid"].shape[1]
+    if not 1 <= policy_horizon <= critic_horizon:
+        raise ValueError(f"need 1 <= h_a <= h_c, got h_a={policy_horizon}, h_c={critic_horizon}")
+    action_dim = raw["actions"].shape[1] // critic_horizon
+    value_goals, actor_goals = raw["value_goals"], raw["actor_goals"]
+    return {
+        "observations": jnp.concatenate([raw["observations"], actor_goals], axis=-1),
+        "actions": raw["actions"][:, : policy_horizon * action_dim],
+        "valid": raw["valid"][:, :policy_horizon],
+        CRITIC_VIEW: {
+            "observations": jnp.concatenate([raw["observations"], value_goals], axis=-1),
+            "next_observations": jnp.concatenate([raw["next_observations"], value_goals], axis=-1),
+            "actions": raw["actions"],
+            "rewards": raw["rewards"],
+            "masks": raw["masks"],
+            "valid": raw["valid"],
+        },
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class GoalChunkSampler:
+    """The training sampler of a goal-conditioned run, with the `update_many` signature
+    `(device_data, key, batch_size, horizon, discount) -> batch`: `sample_goal_chunks` with horizon
+    `critic_horizon` (h_c) and the two goal samplings, adapted by `goal_training_batch` to the
+    policy's `horizon` (h_a). Frozen and hashable: it is a static argument of the compiled loop."""
+
+    critic_horizon: int
+    value_goals: GoalSampling = VALUE_GOALS
+    actor_goals: GoalSampling = ACTOR_GOALS
+
+    def __call__(self, device_data: dict, key: jax.Array, batch_size: int, horizon: int, discount) -> dict:
+        raw = sample_goal_chunks(
+            device_data, key, batch_size, self.critic_horizon, discount, self.value_goals, self.actor_goals
+        )
+        return goal_training_batch(raw, horizon)
