@@ -289,6 +289,28 @@ NUM_EVALUATION_GOALS = 5  # OGBench's evaluation goals per goal-conditioned env:
 
 
 @functools.cache
+def _seedable_action_space_class(cls):
+    """A subclass of the OGBench env class `cls` whose `action_space` can be pinned to one seeded
+    Box. OGBench builds a fresh, unseeded Box on every `action_space` access, and its task-mode
+    reset steps a few `action_space.sample()` actions to settle the goal scene: pinning a Box seeded
+    from the reset seed makes the goal observation a function of the seed (same distribution)."""
+
+    def fresh_action_space(self):
+        return cls.action_space.fget(self)
+
+    def action_space(self):
+        pinned = self.__dict__.get("_qgf_pinned_action_space")
+        return pinned if pinned is not None else fresh_action_space(self)
+
+    members = {
+        "action_space": property(action_space),
+        "_qgf_fresh_action_space": fresh_action_space,
+        "__module__": cls.__module__,
+    }
+    return type(cls.__name__, (cls,), members)
+
+
+@functools.cache
 def _goal_task_wrapper():
     import gymnasium
     import numpy as np
@@ -297,24 +319,45 @@ def _goal_task_wrapper():
         """A goal-conditioned OGBench env fixed to evaluation goal `task_id` (1..5), whose
         observations are `concat(observation, goal)`: what a goal-conditioned run's networks take
         (QGF paper §6.4), so every sampler evaluates it unchanged. Success is OGBench's own
-        `info['success']` for that goal."""
+        `info['success']` for that goal.
 
-        def __init__(self, env, task_id: int):
+        OGBench settles the goal scene with a few random actions from an unseeded generator, so
+        the goal's arm pose differs between resets with the same seed. With `seed_goal=True` a
+        seeded reset draws those actions from a generator seeded with the reset seed (the same
+        uniform distribution), which makes the whole episode — start, goal observation and
+        dynamics — a function of the seed; an unseeded reset stays OGBench's."""
+
+        def __init__(self, env, task_id: int, seed_goal: bool = False):
             super().__init__(env)
             if not 1 <= int(task_id) <= NUM_EVALUATION_GOALS:
                 raise QGFError(
                     f"evaluation goal {task_id} does not exist; OGBench has goals 1..{NUM_EVALUATION_GOALS}"
                 )
             self.task_id = int(task_id)
+            self.seed_goal = bool(seed_goal)
             self._goal = None
             space = env.observation_space
             low = np.concatenate([space.low, space.low])
             high = np.concatenate([space.high, space.high])
             self.observation_space = gymnasium.spaces.Box(low, high, dtype=space.dtype)
+            base = env.unwrapped
+            # Only OGBench's manipulation envs build their action space per access (and settle
+            # goals with it); other envs keep theirs.
+            if self.seed_goal and not hasattr(base, "_qgf_fresh_action_space"):
+                if isinstance(getattr(type(base), "action_space", None), property):
+                    base.__class__ = _seedable_action_space_class(type(base))
 
         def reset(self, *, seed=None, options=None):
             options = {**(options or {}), "task_id": self.task_id, "render_goal": False}
-            observation, info = self.env.reset(seed=seed, options=options)
+            base = self.env.unwrapped
+            if self.seed_goal and seed is not None and hasattr(base, "_qgf_fresh_action_space"):
+                space = base._qgf_fresh_action_space()
+                space.seed(int(seed))
+                base._qgf_pinned_action_space = space
+            try:
+                observation, info = self.env.reset(seed=seed, options=options)
+            finally:
+                base.__dict__.pop("_qgf_pinned_action_space", None)
             self._goal = np.asarray(info["goal"], dtype=observation.dtype)
             return np.concatenate([observation, self._goal]), info
 
@@ -325,13 +368,15 @@ def _goal_task_wrapper():
     return GoalTaskEnv
 
 
-def make_goal_env(name: str, task_id: int, **env_kwargs):
+def make_goal_env(name: str, task_id: int, *, seed_goal: bool = False, **env_kwargs):
     """OGBench's goal-conditioned env for `name` (`puzzle-3x3-play-v0` or `puzzle-3x3-v0`) at
-    evaluation goal `task_id`, observations concatenated with the goal (`GoalTaskEnv`)."""
+    evaluation goal `task_id`, observations concatenated with the goal (`GoalTaskEnv`).
+    `seed_goal=True` makes a seeded reset's goal observation a function of the seed (see
+    `GoalTaskEnv`); qgf's evaluation uses it."""
     parsed = parse_name(name)
     if parsed.singletask:
         raise QGFError(
             f"{name} is a single-task name; a goal-conditioned evaluation needs the goal-conditioned "
             f"env, e.g. {parsed.goal_env_name}"
         )
-    return _goal_task_wrapper()(make_env(name, **env_kwargs), task_id)
+    return _goal_task_wrapper()(make_env(name, **env_kwargs), task_id, seed_goal=seed_goal)

@@ -10,6 +10,9 @@ Two layers:
 - `evaluate_run` builds that policy from a trained run (``run.agent.sample_actions`` with any
   `qgf.guidance.SamplerSpec`), sweeps (sampler, weight, best-of-N) and returns
   `qgf.results.EvaluationResults`.
+- `evaluate_goals` does the same for a goal-conditioned run on OGBench's evaluation goals (one
+  rollout per goal in `make_goal_evaluation_env`, observations ``concat(observation, goal)``) and
+  returns a `qgf.results.GoalEvaluation` (per goal, and pooled).
 
 Reproducibility: episode ``e`` of every condition starts from the same reset seed and its policy
 draws the same noise at the same chunk (common random numbers), both derived from (seed, e, chunk)
@@ -20,7 +23,8 @@ Success (docs/evaluation.md): an episode counts as a success when ``info['succes
 its last step. OGBench singletask envs use ``success_timing='pre'`` (ogbench >= 1.2): success and
 ``terminated`` describe the state *before* the step's action, so an episode ends one step after
 the goal state is reached and a goal reached by the very last action of a truncated episode is not
-counted. The env's setting is recorded with the results.
+counted. OGBench's goal-conditioned envs keep ``success_timing='post'`` (success describes the
+state after the action). The env's setting is recorded with the results.
 
 This module imports only numpy and the standard library at import time: the worker processes
 import it, and they must not pay for (or fork) JAX.
@@ -40,9 +44,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from qgf.envs import NUM_EVALUATION_GOALS
 from qgf.errors import QGFError
 from qgf.progress import progress_bar
-from qgf.results import ConditionResult, EvaluationResults
+from qgf.results import ConditionResult, EvaluationResults, GoalEvaluation
 
 # An OGBench manipulation env holds ~150-200 MB and takes ~0.5 s to build: build a few per worker
 # and reuse them across episodes.
@@ -825,10 +830,11 @@ class AgentPolicy:
             self._compiled[spec] = lambda agent, *args: compiled(agent, self._addon_states, *args)
         return self._compiled[spec]
 
-    def warmup(self, batch_size: int) -> None:
+    def warmup(self, batch_size: int, specs: Sequence[Any] | None = None) -> None:
+        """Compile every spec (or only `specs`) for batches of `batch_size` rows."""
         self.batch_size = batch_size
         observations = np.zeros((batch_size, self.agent.obs_dim), np.float32)
-        for spec in dict.fromkeys(self.specs):
+        for spec in dict.fromkeys(self.specs if specs is None else specs):
             actions, _ = self._act(spec)(
                 self.agent, observations, np.zeros(batch_size, np.uint32), np.zeros(batch_size, np.float32)
             )
@@ -983,24 +989,41 @@ def evaluate_run(
     (sampler, best-of-N, weight); returns `qgf.results.EvaluationResults`. `samplers` default to
     `default_samplers(run)`.
 
+    A goal-conditioned run (`is_goal_conditioned`) is evaluated on OGBench's evaluation goal
+    `task` (1..5, required) of its domain, with observations `concat(observation, goal)`; the
+    results record the goal as `task` and `extra["goal_conditioned"] = True`. `evaluate_goals`
+    evaluates several goals (default all five) and pools them.
+
     With `resume_dir`, each condition's episodes are saved there as soon as the condition finishes,
-    and conditions already saved (same run step, env, seed, episodes, sampler and weight) are not
-    run again: a killed evaluation resumes at the next condition. Episodes depend only on (seed,
+    and conditions already saved (same run step, env, goal, seed, episodes, sampler and weight) are
+    not run again: a killed evaluation resumes at the next condition. Episodes depend only on (seed,
     episode) (common random numbers), so a resumed evaluation gives the same results as an
     uninterrupted one; its wall-clock is the sum of the parts. `conditions` (a list of
     `Condition`) replaces the samplers x bfn x weights grid; `max_episode_steps` shortens episodes
     (toy sweeps; default the env's own limit)."""
-    import datetime
-
-    from qgf import __version__
-    from qgf.versions import package_version
-
-    if not isinstance(run, str | os.PathLike) and not hasattr(run, "agent"):
-        raise QGFError(f"expected a run or a run directory, got {type(run).__name__}")
-    if isinstance(run, str | os.PathLike):
-        from qgf.checkpoint import load_run
-
-        run = load_run(run)
+    run = _as_run(run)
+    if is_goal_conditioned(run):
+        if task is None:
+            raise QGFError(
+                f"run {run.path} is goal-conditioned: evaluate_run evaluates one OGBench evaluation goal "
+                f"(task=1..{NUM_EVALUATION_GOALS}); evaluate_goals evaluates several (default all)"
+            )
+        (goal,) = check_goals([task])
+        return evaluate_goals(
+            run,
+            samplers,
+            weights,
+            bfn,
+            episodes,
+            goals=[goal],
+            seed=seed,
+            workers=workers,
+            num_envs=num_envs,
+            progress=progress,
+            resume_dir=resume_dir,
+            conditions=conditions,
+            max_episode_steps=max_episode_steps,
+        ).per_goal[goal]
     env_name, env_task = evaluation_env_name(run_dataset_name(run.meta), task)
     if conditions is None:
         conditions = sweep_conditions(samplers or default_samplers(run), weights, bfn, run.config.flow_steps)
@@ -1017,13 +1040,35 @@ def evaluate_run(
         progress=progress,
         max_episode_steps=max_episode_steps,
     )
+    # the limit the episodes ran under: an override shortens them (None: the env's own)
+    return _evaluation_results(run, env_name, env_task, result, seed, episodes, limit=max_episode_steps)
+
+
+def _as_run(run: Any) -> Any:
+    if not isinstance(run, str | os.PathLike) and not hasattr(run, "agent"):
+        raise QGFError(f"expected a run or a run directory, got {type(run).__name__}")
+    if isinstance(run, str | os.PathLike):
+        from qgf.checkpoint import load_run
+
+        run = load_run(run)
+    return run
+
+
+def _evaluation_results(
+    run, env_name, task, result: RolloutResult, seed, episodes, extra: dict | None = None, limit=None
+) -> EvaluationResults:
+    import datetime
+
+    from qgf import __version__
+    from qgf.versions import package_version
+
     return EvaluationResults(
         env=env_name,
-        task=env_task,
+        task=task,
         ogbench_version=package_version("ogbench"),
         success_timing=result.env.success_timing,
         success_definition=SUCCESS_DEFINITION,
-        max_episode_steps=result.env.max_episode_steps,
+        max_episode_steps=limit or result.env.max_episode_steps,
         action_horizon=result.action_horizon,
         seed=seed,
         episodes_per_condition=episodes,
@@ -1044,16 +1089,200 @@ def evaluate_run(
             "guidance_critic": run.config.guidance_critic,
             "startup_s": result.startup_s,
             "common_random_numbers": True,
+            **(extra or {}),
         },
     )
 
 
+# --------------------------------------------------------------------------------------------------
+# Goal-conditioned evaluation: OGBench's five evaluation goals
+
+
+def is_goal_conditioned(run: Any) -> bool:
+    """Whether a loaded run was trained goal-conditioned (its config or meta.json says so)."""
+    return bool(getattr(run.config, "goal_conditioned", False) or run.meta.get("goal_conditioned", False))
+
+
+def check_goals(goals: Sequence[int] | int | None) -> list[int]:
+    """The evaluation goals to run, in order, without repeats: `None` is all of OGBench's goals
+    (1..5); anything outside 1..5 is a one-line QGFError."""
+    count = NUM_EVALUATION_GOALS
+    if goals is None:
+        return list(range(1, count + 1))
+    if isinstance(goals, int):
+        goals = [goals]
+    checked = []
+    for goal in goals:
+        if isinstance(goal, bool) or not isinstance(goal, int | np.integer) or not 1 <= goal <= count:
+            raise QGFError(f"evaluation goal {goal!r} does not exist: OGBench has goals 1..{count}")
+        checked.append(int(goal))
+    if not checked:
+        raise QGFError(f"no evaluation goal given; OGBench has goals 1..{count}")
+    return list(dict.fromkeys(checked))
+
+
+def goal_env_name(run: Any) -> str:
+    """The goal-conditioned env a goal-conditioned run is evaluated in (`puzzle-3x3-play-v0` ->
+    `puzzle-3x3-v0`). A single-task run, or a run whose name has a task, is a one-line error."""
+    from qgf.envs import parse_name
+
+    name = run_dataset_name(run.meta)
+    if not is_goal_conditioned(run):
+        raise QGFError(
+            f"run {run.path} was trained single-task on {name}, not goal-conditioned: it has no evaluation "
+            "goals; evaluate it on a single task (qgf evaluate RUN [--task K], evaluate_run(run, task=K))"
+        )
+    parsed = parse_name(name)
+    if parsed.singletask:
+        raise QGFError(
+            f"run {run.path} is goal-conditioned but names the single-task {name}; a goal-conditioned run "
+            f"evaluates in {parsed.goal_env_name} (fix meta.json's env to {parsed.dataset_name})"
+        )
+    return parsed.goal_env_name
+
+
+def make_goal_evaluation_env(name: str, goal: int) -> Any:
+    """The env of one evaluation goal (module level: `functools.partial(make_goal_evaluation_env,
+    name, goal)` is what the worker processes receive). The goal's settling actions are seeded from
+    the reset seed (`qgf.envs.GoalTaskEnv`), so an episode is a function of its reset seed."""
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless: never needs a display
+    from qgf.envs import make_goal_env
+
+    return make_goal_env(name, goal, seed_goal=True)
+
+
+def _goal_size_error(run: Any, env_name: str, env_dim: int) -> QGFError:
+    meta = run.meta
+    network = int(run.agent.obs_dim)
+    observation = meta.get("observation_dim", network // 2)
+    goal = meta.get("goal_dim", network - observation)
+    return QGFError(
+        f"run {run.path} takes {network} = {observation} (observation) + {goal} (goal) inputs, but "
+        f"{env_name} gives {env_dim} = {env_dim // 2} + {env_dim - env_dim // 2}: the run was not trained "
+        f"on this domain's observations; evaluate it on the domain of its data, or retrain it on "
+        f"{env_name}'s play data (qgf data generate --env {run_dataset_name(meta)})"
+    )
+
+
+def _check_goal_observation_size(run: Any, env_name: str) -> None:
+    """Before any env is built: the run's input size against the domain's [observation, goal]
+    size, where qgf knows the domain's observation size (manipulation domains; goals there are
+    full observations). Other envs are checked at the first policy call (`_GoalPolicy`)."""
+    from qgf.envs import MANIPULATION_DOMAINS, parse_name
+
+    spec = MANIPULATION_DOMAINS.get(parse_name(env_name).domain)
+    if spec is not None and 2 * spec.observation_dim != int(run.agent.obs_dim):
+        raise _goal_size_error(run, env_name, 2 * spec.observation_dim)
+
+
+class _GoalPolicy:
+    """One goal's view of the `AgentPolicy` shared by all goals of an evaluation (so each sampler
+    compiles once, not once per goal): maps the rollout's condition indices (over the conditions
+    still to run) to the shared list, and names the sizes if the env's observations do not fit."""
+
+    def __init__(self, policy: AgentPolicy, indices: Sequence[int], size_error: Callable[[int], QGFError]):
+        self.policy = policy
+        self.indices = np.asarray(indices, np.int64)
+        self.size_error = size_error
+
+    def warmup(self, batch_size: int) -> None:
+        self.policy.warmup(batch_size, [self.policy.specs[index] for index in self.indices])
+
+    def __call__(self, observations, condition_indices, noise_seeds) -> PolicyOutput:
+        if observations.shape[1] != self.policy.agent.obs_dim:
+            raise self.size_error(observations.shape[1])
+        return self.policy(observations, self.indices[condition_indices], noise_seeds)
+
+
+def evaluate_goals(
+    run: Any,
+    samplers: Sequence[Any] | None = None,
+    weights: Sequence[float] = (0.0,),
+    bfn: Sequence[int] = (1,),
+    episodes: int = 50,
+    goals: Sequence[int] | int | None = None,
+    seed: int = 0,
+    *,
+    workers: int | None = None,
+    num_envs: int | None = None,
+    progress: bool = False,
+    resume_dir: str | os.PathLike | None = None,
+    conditions: Sequence[Condition] | None = None,
+    max_episode_steps: int | None = None,
+    on_goal_done: Callable[[int, EvaluationResults], None] | None = None,
+) -> GoalEvaluation:
+    """Evaluate a goal-conditioned run on OGBench's evaluation goals of its domain (`goals`,
+    default all five: `task_id` 1..5 of the goal-conditioned env, goals given by the env) for every
+    (sampler, best-of-N, weight); returns a `qgf.results.GoalEvaluation` (one
+    `EvaluationResults` per goal, and `.overall()`: success pooled over goals).
+
+    Each goal runs as its own rollout in `make_goal_evaluation_env(dataset, goal)`, whose
+    observations are `concat(observation, goal)`; the goals share one compiled policy. Goal K's
+    results record `task = K`, `env` = the goal-conditioned env (e.g. `puzzle-3x3-v0`) and
+    `extra["goal_conditioned"] = True`. Episode e of every goal and condition starts from the same
+    reset seed and chunk noise (common random numbers; the goal observation is a function of the
+    seed, see `qgf.envs.GoalTaskEnv`). `resume_dir` saves and reuses finished (goal, condition)
+    pairs as in `evaluate_run`; `on_goal_done(goal, results)` is called as each goal finishes
+    (e.g. to write its files)."""
+    import functools
+
+    run = _as_run(run)
+    env_name = goal_env_name(run)
+    goals = check_goals(goals)
+    _check_goal_observation_size(run, env_name)
+    if conditions is None:
+        conditions = sweep_conditions(samplers or default_samplers(run), weights, bfn, run.config.flow_steps)
+    conditions = list(conditions)
+    policy = AgentPolicy.for_run(run, conditions)
+    dataset = run_dataset_name(run.meta)
+    per_goal = {}
+    for goal in goals:
+        result = _rollout_resumable(
+            run,
+            env_name,
+            conditions,
+            episodes,
+            seed,
+            resume_dir,
+            env=functools.partial(make_goal_evaluation_env, dataset, goal),
+            goal=goal,
+            policy=policy,
+            workers=workers,
+            num_envs=num_envs,
+            progress=progress,
+            max_episode_steps=max_episode_steps,
+        )
+        extra = {"goal_conditioned": True, "goal": goal, "goal_seeded_by_reset_seed": True}
+        per_goal[goal] = _evaluation_results(
+            run, env_name, goal, result, seed, episodes, extra, limit=max_episode_steps
+        )
+        if on_goal_done is not None:
+            on_goal_done(goal, per_goal[goal])
+    return GoalEvaluation(env=env_name, per_goal=per_goal)
+
+
 def _rollout_resumable(
-    run, env_name, conditions, episodes, seed, resume_dir, **rollout_options
+    run,
+    env_name,
+    conditions,
+    episodes,
+    seed,
+    resume_dir,
+    *,
+    env: str | Callable[[], Any] | None = None,
+    goal: int | None = None,
+    policy: AgentPolicy | None = None,
+    **rollout_options,
 ) -> RolloutResult:
     """`rollout` of the conditions not yet saved in `resume_dir` (all of them without one), merged
-    with the saved ones into one `RolloutResult` over every condition."""
+    with the saved ones into one `RolloutResult` over every condition.
+
+    Goal-conditioned evaluations pass `env` (the env factory; default `env_name`), `goal` (part of
+    each condition's identity) and `policy` (an `AgentPolicy` over all `conditions`, shared by the
+    goals)."""
     identities = [_condition_identity(run, env_name, seed, episodes, c) for c in conditions]
+    if goal is not None:  # single-task identities stay as they were: their saved files still resume
+        identities = [{**identity, "goal": int(goal)} for identity in identities]
     saved = {}
     if resume_dir is not None:
         os.makedirs(resume_dir, exist_ok=True)
@@ -1095,9 +1324,13 @@ def _rollout_resumable(
         )
         last_finish[0] = now
 
+    if policy is None:
+        policy_fn = AgentPolicy.for_run(run, todo)
+    else:
+        policy_fn = _GoalPolicy(policy, remaining, lambda dim: _goal_size_error(run, env_name, dim))
     result = rollout(
-        env_name,
-        AgentPolicy.for_run(run, todo),
+        env_name if env is None else env,
+        policy_fn,
         todo,
         episodes,
         seed,

@@ -22,7 +22,15 @@ tau_cfg in f + tau_cfg (f_{o=1} - f) (paper grid 1,2,3,5,10,15; 0 is BC, 1 the c
 BC ('none') and 'policy' ignore it.
 
 robustq, cfgrl, qgf-distill and qgf-jacobian-distill need an add-on trained on the run first:
-`qgf addon train RUN robustq|cfgrl|distill` (stored in RUN/addons/, loaded with the run)."""
+`qgf addon train RUN robustq|cfgrl|distill` (stored in RUN/addons/, loaded with the run).
+
+A goal-conditioned run (`qgf train --goal-conditioned`) is evaluated on OGBench's five evaluation
+goals of its domain (task_id 1..5 of the goal-conditioned env, observations [observation, goal]);
+--goal K[,K...] (or --task K) selects goals. Each goal's results go to --out/goal<K>/ (the files
+above), and summary.md, summary.json and success_vs_weight.png to --out: success per goal and
+condition, and overall (the mean over goals, with a 95% Wilson interval over all episodes).
+Finished (goal, condition) pairs are saved in --out/partial/, so rerunning a killed evaluation
+resumes it."""
 
 PAPER_WEIGHTS = "0,0.004,0.008,0.01,0.02,0.04,0.06,0.08,0.1,0.12"
 
@@ -62,7 +70,17 @@ def register(subparsers) -> None:
         "its weight is the step size alpha of every step",
     )
     parser.add_argument("--episodes", type=int, default=50, help="episodes per condition (default: 50)")
-    parser.add_argument("--task", type=int, help="evaluate on single-task K instead of the run's own task")
+    parser.add_argument(
+        "--task",
+        type=int,
+        help="evaluate on single-task K instead of the run's own task; for a goal-conditioned run, "
+        "evaluation goal K (same as --goal K)",
+    )
+    parser.add_argument(
+        "--goal",
+        metavar="K[,K...]",
+        help="goal-conditioned runs: OGBench evaluation goals to evaluate, 1..5 (default: all five)",
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of env resets and policy noise (default: 0)"
     )
@@ -71,6 +89,12 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--envs", type=int, help="envs alive at once (default: 8 per worker)")
     parser.add_argument("--step", type=int, help="checkpoint step to evaluate (default: the latest)")
+    parser.add_argument(
+        "--max-episode-steps",
+        type=int,
+        metavar="N",
+        help="end episodes after N steps (smoke tests; default: the env's own limit); results record it",
+    )
     parser.add_argument("--out", help="output directory (default: RUN/eval)")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     parser.set_defaults(func=run)
@@ -148,9 +172,26 @@ def with_gradstep_steps(samplers, best_of_n: list[int], flow_steps: int, gradste
     return expanded
 
 
+def parse_goals(text: str) -> list[int]:
+    from qgf.envs import NUM_EVALUATION_GOALS
+    from qgf.errors import QGFError
+
+    goals = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit() or not 1 <= int(item) <= NUM_EVALUATION_GOALS:
+            raise QGFError(
+                f"--goal: {item!r} is not an evaluation goal; OGBench has goals 1..{NUM_EVALUATION_GOALS} "
+                "(e.g. --goal 1,3)"
+            )
+        goals.append(int(item))
+    return list(dict.fromkeys(goals))
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from qgf.envs import NUM_EVALUATION_GOALS, NUM_TASKS
     from qgf.errors import QGFError
 
     samplers = check_samplers(args.sampler) if args.sampler else None
@@ -164,15 +205,33 @@ def run(args: argparse.Namespace) -> int:
         raise QGFError(f"--envs must be >= 1, got {args.envs}")
     if args.gradstep_steps is not None and args.gradstep_steps < 0:
         raise QGFError(f"--gradstep-steps must be >= 0, got {args.gradstep_steps}")
+    if args.task is not None and not 1 <= args.task <= max(NUM_TASKS, NUM_EVALUATION_GOALS):
+        raise QGFError(
+            f"--task {args.task} does not exist: OGBench has tasks (and evaluation goals) 1..{NUM_TASKS}"
+        )
+    if args.max_episode_steps is not None and args.max_episode_steps < 1:
+        raise QGFError(f"--max-episode-steps must be >= 1, got {args.max_episode_steps}")
+    goals = parse_goals(args.goal) if args.goal is not None else None
 
     from qgf.checkpoint import load_run
-    from qgf.evaluate import evaluate_run, evaluation_env_name, run_dataset_name
+    from qgf.evaluate import evaluate_run, evaluation_env_name, is_goal_conditioned, run_dataset_name
     from qgf.results import markdown_table, write_all
 
     run_ = load_run(args.run, step=args.step)
     if args.gradstep_steps is not None:
         samplers = with_gradstep_steps(samplers, best_of_n, run_.config.flow_steps, args.gradstep_steps)
     out = args.out or os.path.join(run_.path, "eval")
+    if is_goal_conditioned(run_):
+        if goals is not None and args.task is not None:
+            raise QGFError("--task K on a goal-conditioned run is --goal K: give one of them")
+        if args.task is not None:
+            goals = [args.task]
+        return _evaluate_goals(args, run_, samplers, weights, best_of_n, goals, out)
+    if goals is not None:
+        raise QGFError(
+            f"--goal: {run_.path} was trained single-task on {run_dataset_name(run_.meta)}, not "
+            "goal-conditioned, so it has no evaluation goals; use --task K for another single task"
+        )
     if args.task is not None:
         trained_env, trained_task = evaluation_env_name(run_dataset_name(run_.meta))
         if args.task != trained_task:
@@ -192,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         num_envs=args.envs,
         progress=not args.no_progress,
+        max_episode_steps=args.max_episode_steps,
     )
     paths = write_all(results, out)
     print(f"\n{results.env}: {results.episodes_per_condition} episodes per condition, seed {results.seed}")
@@ -199,6 +259,52 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"\n{results.env_steps} env steps in {results.wall_clock_s:.1f} s; wrote "
         + ", ".join(str(path) for path in paths.values())
+    )
+    sys.stdout.flush()
+    return 0
+
+
+def _evaluate_goals(args, run_, samplers, weights, best_of_n, goals, out) -> int:
+    """A goal-conditioned run: every requested goal, its files in OUT/goal<K>/, then the summary."""
+    import sys
+
+    from qgf.evaluate import evaluate_goals
+    from qgf.results import goal_summary_table, write_goal_evaluation, write_goal_results
+
+    def goal_done(goal, results) -> None:
+        paths = write_goal_results(results, out)
+        successes = ", ".join(f"{r.label}@{r.weight:g} {r.success_rate:.2f}" for r in results.results)
+        print(f"goal {goal}: {successes}; wrote {paths['json']}")
+        sys.stdout.flush()
+
+    evaluation = evaluate_goals(
+        run_,
+        samplers,
+        weights,
+        best_of_n,
+        episodes=args.episodes,
+        goals=goals,
+        seed=args.seed,
+        workers=args.workers,
+        num_envs=args.envs,
+        progress=not args.no_progress,
+        resume_dir=os.path.join(out, "partial"),
+        max_episode_steps=args.max_episode_steps,
+        on_goal_done=goal_done,
+    )
+    paths = write_goal_evaluation(evaluation, out)
+    first = evaluation.per_goal[evaluation.goals[0]]
+    print(
+        f"\n{evaluation.env}, goals {','.join(map(str, evaluation.goals))}: {first.episodes_per_condition} "
+        f"episodes per goal and condition, seed {first.seed}; overall = mean over goals, 95% interval "
+        "over all episodes"
+    )
+    print(goal_summary_table(evaluation))
+    overall = evaluation.overall()
+    print(
+        f"\n{overall.env_steps} env steps in {overall.wall_clock_s:.1f} s; wrote "
+        + ", ".join(str(paths[key]) for key in ("summary", "markdown", "plot"))
+        + f" and {len(evaluation.goals)} goal directories"
     )
     sys.stdout.flush()
     return 0
