@@ -49,3 +49,15 @@ def test_data_ratios_from_raw_numbers():
 def test_unknown_benchmark_is_a_clear_error(tmp_path):
     with pytest.raises(QGFError, match="unknown benchmark 'trainig'"):
         run_bench(tmp_path, only=("trainig",))
+
+
+def test_every_bench_script_has_its_ratios_and_a_run_function():
+    from qgf.benchmark import RATIOS, SCRIPTS, bench_dir, declared_ratios
+
+    assert set(SCRIPTS) == set(RATIOS)
+    for name in SCRIPTS:
+        assert "def run(quick" in (bench_dir() / f"{name}.py").read_text(), name
+    raw = {"ratios": {"a÷b": 1.3}, "targets": {"a÷b": 1.2}, "at_most": {"a÷b": True}}
+    assert RATIOS["goals"](raw) == {"goals/a÷b": {"value": 1.3, "target": 1.2, "ok": False}}
+    expected = {"seeds/x": {"value": 2.0, "target": None, "ok": None}}
+    assert declared_ratios({"ratios": {"x": 2.0}}, "seeds") == expected

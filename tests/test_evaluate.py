@@ -394,3 +394,40 @@ def test_success_on_the_real_env_with_the_scripted_oracle():
         # Reward -1 per step until the cube is placed; the terminating step's reward (like its
         # success flag) describes the placed state before its action, so it is 0.
         assert record.episode_return == -(record.length - 1)
+
+
+def test_kept_env_workers_are_reused_and_give_the_same_results():
+    from qgf import evaluate
+
+    evaluate.close_kept_envs()
+    reference = rollout(make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=0)
+    try:
+        first = rollout(
+            make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=1, keep_envs=True
+        )
+        (pool,) = evaluate._KEPT_POOLS.values()
+        pids = [process.pid for process in pool.processes]
+        assert all(process.is_alive() for process in pool.processes)
+        second = rollout(
+            make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=1, keep_envs=True
+        )
+        (again,) = evaluate._KEPT_POOLS.values()
+        assert again is pool and [process.pid for process in again.processes] == pids
+        assert records_by_key(first) == records_by_key(second) == records_by_key(reference)
+        assert second.startup_s < first.startup_s  # no spawn, no env construction the second time
+    finally:
+        evaluate.close_kept_envs()
+    assert not evaluate._KEPT_POOLS and not any(process.is_alive() for process in pool.processes)
+
+
+def test_an_interrupted_rollout_does_not_keep_its_env_workers():
+    from qgf import evaluate
+
+    evaluate.close_kept_envs()
+
+    def broken(observations, conditions, seeds):
+        raise RuntimeError("policy failed")
+
+    with pytest.raises(RuntimeError, match="policy failed"):
+        rollout(make_line_env, broken, ["a"], 2, workers=1, keep_envs=True)
+    assert not evaluate._KEPT_POOLS

@@ -398,3 +398,43 @@ def test_offline_tables_of_a_tiny_run(tmp_path):
     missing = protocol_with([{**choice("qgf", 0.5, {0.0: 0.1, 0.5: 0.2}, group="g2"), "spec": spec}])
     tables, notes = offline.sweep_tables(tmp_path / "sweep", missing, observations=8, nn_chunks=40)
     assert tables == {} and notes == [f"qgf on {DOMAIN}: no tuning run found"]
+
+
+# ------------------------------------------------------------------ Fig. 7: success against compute
+
+
+def test_compute_points_divide_policy_time_by_executed_actions():
+    from qgf.experiments.report import compute_points
+
+    def row(method, success, seconds, actions, stage="sweep"):
+        return {
+            "stage": stage,
+            "method": method,
+            "sampler": "none",
+            "point": "default",
+            "bfn": 1,
+            "success": success,
+            "policy_seconds": seconds,
+            "actions": actions,
+            "weight": 0.0,
+        }
+
+    rows = [
+        row("bc", 0.2, 1.0, 500.0),
+        row("bc", 0.4, 3.0, 1500.0),
+        row("qgf@0.1", 0.5, 6.0, 1000.0),
+        row("qgf@0.1", 0.9, 99.0, 1.0, stage="tune"),  # another stage: ignored
+    ]
+    points = {p["method"]: p for p in compute_points(rows, "sweep")}
+    assert points["bc"]["ms_per_action"] == pytest.approx(1000 * 4.0 / 2000.0)
+    assert points["bc"]["success"] == pytest.approx(0.3)
+    assert points["qgf@0.1"]["ms_per_action"] == pytest.approx(6.0) and points["qgf@0.1"]["evaluations"] == 1
+
+
+def test_report_draws_the_compute_view(tmp_path):
+    for seed in (0, 1):
+        write_eval(tmp_path, "sweep", "qgf-aaaa", TASK2, seed, bc_and_qgf(2 + seed, {0.1: 5}))
+    paths = {path.name for path in write_report(tmp_path, reps=20)}
+    assert "compute.csv" in paths
+    table = read_csv(tmp_path / "report" / "compute.csv")
+    assert {row["method"] for row in table} == {"bc", "qgf@0.1"}

@@ -20,7 +20,7 @@ from typing import Any
 
 from qgf.errors import QGFError
 
-SCRIPTS = ("inference", "training", "agents", "seeds", "evaluation", "data")
+SCRIPTS = ("inference", "training", "agents", "seeds", "goals", "evaluation", "data")
 
 
 def bench_dir() -> Path:
@@ -78,13 +78,18 @@ def inference_ratios(raw: dict) -> dict[str, dict]:
     }
 
 
-def training_ratios(raw: dict) -> dict[str, dict]:
+def declared_ratios(raw: dict, prefix: str) -> dict[str, dict]:
+    """The ratios a script declares itself: `raw["ratios"]`, with `targets` and `at_most`."""
     out = {}
     for name, value in raw.get("ratios", {}).items():
         target = raw.get("targets", {}).get(name)
         at_most = raw.get("at_most", {}).get(name, False)
-        out[f"training/{name}"] = ratio(value, target, at_most=at_most)
+        out[f"{prefix}/{name}"] = ratio(value, target, at_most=at_most)
     return out
+
+
+def training_ratios(raw: dict) -> dict[str, dict]:
+    return declared_ratios(raw, "training")
 
 
 def evaluation_ratios(raw: dict) -> dict[str, dict]:
@@ -119,9 +124,9 @@ def data_ratios(raw: dict) -> dict[str, dict]:
 RATIOS: dict[str, Callable[[dict], dict[str, dict]]] = {
     "inference": inference_ratios,
     "training": training_ratios,
-    "agents": lambda raw: {
-        key.replace("training/", "agents/", 1): value for key, value in training_ratios(raw).items()
-    },
+    "agents": lambda raw: declared_ratios(raw, "agents"),
+    "seeds": lambda raw: declared_ratios(raw, "seeds"),
+    "goals": lambda raw: declared_ratios(raw, "goals"),
     "evaluation": evaluation_ratios,
     "data": data_ratios,
 }

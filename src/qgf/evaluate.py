@@ -32,6 +32,7 @@ import it, and they must not pay for (or fork) JAX.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import math
 import multiprocessing
@@ -246,6 +247,7 @@ class _ProcessPool:
         os.environ.setdefault("MUJOCO_GL", "egl")  # inherited by the workers
         # spawn, not fork: the parent usually runs JAX, whose threads do not survive a fork.
         context = multiprocessing.get_context("spawn")
+        self.description: EnvDescription | None = None
         self.connections = []
         self.processes = []
         try:
@@ -278,8 +280,13 @@ class _ProcessPool:
         return payload
 
     def wait_ready(self) -> EnvDescription:
-        descriptions = [self._receive(worker) for worker in range(len(self.connections))]
-        return descriptions[0]
+        if self.description is None:  # a kept pool answers again without waiting
+            descriptions = [self._receive(worker) for worker in range(len(self.connections))]
+            self.description = descriptions[0]
+        return self.description
+
+    def alive(self) -> bool:
+        return all(process.is_alive() for process in self.processes)
 
     def submit(self, worker: int, commands: list) -> None:
         self.connections[worker].send(commands)
@@ -463,6 +470,38 @@ def _as_chunks(actions: np.ndarray, rows: int, action_dim: int) -> np.ndarray:
     return np.clip(actions, -1.0, 1.0)
 
 
+# Env worker processes kept alive between `rollout` calls in one process (`keep_envs=True`): a
+# sweep's evaluation jobs run in long-lived Ray worker processes, so the envs of a task are built
+# once per Ray worker and reused by every later run and condition of that task.
+_KEPT_POOLS: dict[tuple, _ProcessPool] = {}
+
+
+def _kept_pool(env: str | Callable[[], Any], slots_per_worker: list[int]) -> _ProcessPool:
+    key = (env, tuple(slots_per_worker))
+    pool = _KEPT_POOLS.pop(key, None)
+    if pool is not None and not pool.alive():
+        pool.close()
+        pool = None
+    return pool if pool is not None else _ProcessPool(env, slots_per_worker)
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def close_kept_envs() -> None:
+    """Close every env worker kept by `rollout(..., keep_envs=True)` in this process."""
+    while _KEPT_POOLS:
+        _KEPT_POOLS.popitem()[1].close()
+
+
+atexit.register(close_kept_envs)
+
+
 def rollout(
     env: str | Callable[[], Any],
     policy_fn: PolicyFn,
@@ -476,6 +515,7 @@ def rollout(
     max_episode_steps: int | None = None,
     progress: bool = False,
     on_condition_done: Callable[[int, list[EpisodeRecord], EnvDescription, int], None] | None = None,
+    keep_envs: bool = False,
 ) -> RolloutResult:
     """Run ``episodes_per_condition`` episodes of every condition and record each episode.
 
@@ -492,6 +532,11 @@ def rollout(
         progress: show a tqdm bar over episodes.
         on_condition_done: called as ``(condition index, its episodes, env description, action
             horizon)`` as soon as every episode of a condition has finished (to save it).
+        keep_envs: keep the env worker processes alive after this call and reuse them in a later
+            call with the same env name and layout (a sweep's evaluation jobs do): no env
+            start-up per call. Every episode starts with a seeded reset, so results are the same.
+            Needs ``workers >= 1`` and a hashable env (a name, a module-level factory); a
+            rollout that fails closes its workers. `close_kept_envs` ends them.
     """
     start = time.perf_counter()
     if episodes_per_condition < 1 or not conditions:
@@ -507,7 +552,12 @@ def rollout(
     layout = _layout(num_envs, hosts, groups)
     slots_per_worker = [layout.worker_of.count(w) for w in range(hosts)]
 
-    pool = (_InProcessPool if workers == 0 else _ProcessPool)(env, slots_per_worker)
+    keep = keep_envs and workers > 0 and _hashable(env)
+    if keep:
+        pool = _kept_pool(env, slots_per_worker)
+    else:
+        pool = (_InProcessPool if workers == 0 else _ProcessPool)(env, slots_per_worker)
+    completed = False
     try:
         warmup = getattr(policy_fn, "warmup", None)
         if warmup is not None:
@@ -525,8 +575,12 @@ def rollout(
                 index, records, description, loop.action_horizon
             )
         loop.run(layout, progress)
+        completed = True
     finally:
-        pool.close()
+        if keep and completed:  # an interrupted pool may have replies in flight: never reuse it
+            _KEPT_POOLS[(env, tuple(slots_per_worker))] = pool
+        else:
+            pool.close()
 
     episodes = sorted(loop.finished, key=lambda r: (r.condition, r.episode))
     return RolloutResult(
@@ -984,6 +1038,7 @@ def evaluate_run(
     resume_dir: str | os.PathLike | None = None,
     conditions: Sequence[Condition] | None = None,
     max_episode_steps: int | None = None,
+    keep_envs: bool = False,
 ) -> EvaluationResults:
     """Evaluate a run (a `qgf.checkpoint.Run` or its path) on its single-task env for every
     (sampler, best-of-N, weight); returns `qgf.results.EvaluationResults`. `samplers` default to
@@ -1000,7 +1055,8 @@ def evaluate_run(
     episode) (common random numbers), so a resumed evaluation gives the same results as an
     uninterrupted one; its wall-clock is the sum of the parts. `conditions` (a list of
     `Condition`) replaces the samplers x bfn x weights grid; `max_episode_steps` shortens episodes
-    (toy sweeps; default the env's own limit)."""
+    (toy sweeps; default the env's own limit); `keep_envs` keeps the env workers for the next
+    evaluation of the same task in this process (see `rollout`; sweeps use it)."""
     run = _as_run(run)
     if is_goal_conditioned(run):
         if task is None:
@@ -1039,6 +1095,7 @@ def evaluate_run(
         num_envs=num_envs,
         progress=progress,
         max_episode_steps=max_episode_steps,
+        keep_envs=keep_envs,
     )
     # the limit the episodes ran under: an override shortens them (None: the env's own)
     return _evaluation_results(run, env_name, env_task, result, seed, episodes, limit=max_episode_steps)

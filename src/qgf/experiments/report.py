@@ -66,6 +66,7 @@ def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
                     "success": condition.success_rate,
                     "episodes": condition.episodes,
                     "policy_seconds": condition.policy_seconds,
+                    "actions": condition.episodes * condition.length_mean,  # env steps executed
                 }
             )
     return rows
@@ -95,6 +96,17 @@ def _complete_matrices(
     return matrices, incomplete
 
 
+def _stage_method(row: dict, stage: str) -> str:
+    """A row's method in the tables of `stage`: without a protocol ('sweep') every weight and grid
+    point is a method of its own (choosing the best on the evaluation episodes would be an oracle)."""
+    name = row["method"]
+    if stage == "sweep" and row["sampler"] not in ("none", "policy"):
+        name = f"{name}@{row['weight']:g}"
+    if stage == "sweep" and row["point"] != "default":
+        name = f"{name}[{row['point']}]"
+    return name
+
+
 def _score_matrices(rows: list[dict], stage: str) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
     """{method: (seeds, tasks) success} for methods evaluated on every task and seed of the stage."""
     rows = [row for row in rows if row["stage"] == stage]
@@ -102,12 +114,7 @@ def _score_matrices(rows: list[dict], stage: str) -> tuple[dict[str, np.ndarray]
     seeds = sorted({row["seed"] for row in rows})
     per_method: dict[str, dict[tuple[int, str], float]] = {}
     for row in rows:
-        name = row["method"]
-        if stage == "sweep" and row["sampler"] not in ("none", "policy"):
-            name = f"{name}@{row['weight']:g}"
-        if stage == "sweep" and row["point"] != "default":
-            name = f"{name}[{row['point']}]"
-        per_method.setdefault(name, {})[(row["seed"], row["task"])] = row["success"]
+        per_method.setdefault(_stage_method(row, stage), {})[(row["seed"], row["task"])] = row["success"]
     matrices, incomplete = _complete_matrices(per_method, seeds, tasks)
     return matrices, tasks, incomplete
 
@@ -479,6 +486,46 @@ def _figure_best_of_n(rows: list[dict], stage: str, path: Path) -> bool:
     return True
 
 
+def compute_points(rows: list[dict], stage: str) -> list[dict]:
+    """Fig. 7's view: per method, success (mean over tasks and seeds) against test-time compute,
+    the policy's milliseconds per executed action (its query time summed over the evaluations ÷
+    the env steps they executed; chunked policies answer once per chunk)."""
+    points = []
+    rows = [r for r in rows if r["stage"] == stage]
+    for method in sorted({_stage_method(r, stage) for r in rows}):
+        mine = [r for r in rows if _stage_method(r, stage) == method]
+        actions = sum(r.get("actions") or 0.0 for r in mine)
+        points.append(
+            {
+                "method": method,
+                "bfn": mine[0]["bfn"],
+                "success": float(np.mean([r["success"] for r in mine])),
+                "ms_per_action": (1000.0 * sum(r["policy_seconds"] for r in mine) / actions)
+                if actions
+                else None,
+                "evaluations": len(mine),
+            }
+        )
+    return points
+
+
+def _figure_compute(points: list[dict], path: Path) -> bool:
+    points = [p for p in points if p["ms_per_action"]]
+    if len(points) < 2:
+        return False
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for point in points:
+        axis.scatter(point["ms_per_action"], 100 * point["success"], s=18)
+        axis.annotate(point["method"], (point["ms_per_action"], 100 * point["success"]), fontsize=6)
+    axis.set_xscale("log")
+    axis.set_xlabel("policy ms per action (test-time compute, this machine)")
+    axis.set_ylabel("success (%), mean over tasks and seeds")
+    axis.grid(alpha=0.3)
+    _save_figure(figure, path)
+    return True
+
+
 def model_size_points(rows: list[dict], stage: str, reps: int = 2000, seed: int = 0) -> list[dict]:
     """The Fig. 9 numbers: per method and hidden width, the mean success over tasks and seeds of
     the stage with its stratified-bootstrap 95% CI, at the best candidate (grid point, weight) of
@@ -597,6 +644,8 @@ def write_report(
         ("improvement.csv", numbers["improvement"]),
         ("performance_profiles.csv", numbers["profiles"]),
     ]
+    compute = compute_points(rows, stage)
+    tables.append(("compute.csv", compute))
     if model_size:
         tables.append(("model_size.csv", model_size))
     if choice is not None:
@@ -616,6 +665,8 @@ def write_report(
         figures.append("fig20_success_vs_weight.png")
     if _figure_best_of_n(rows, weight_stage, out / "fig7_best_of_n.png"):
         figures.append("fig7_best_of_n.png")
+    if _figure_compute(compute, out / "fig7_compute.png"):
+        figures.append("fig7_compute.png")
     if _figure_model_size(model_size, out / "fig9_model_size.png"):
         figures.append("fig9_model_size.png")
     atomic_write_text(out / "report.md", markdown(numbers, protocol, figures, choice))

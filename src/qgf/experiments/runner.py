@@ -75,6 +75,7 @@ def execute(job: Job) -> None:
             num_envs=params["num_envs"],
             resume_dir=out / "partial",
             max_episode_steps=params.get("max_episode_steps"),
+            keep_envs=True,  # this Ray worker reuses the task's envs for its next evaluation job
         )
         results = dataclasses.replace(results, extra={**results.extra, "sweep": _sweep_extra(params)})
         write_json(results, out / "results.json")  # the completion marker: written last, atomically
