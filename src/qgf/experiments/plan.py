@@ -114,12 +114,34 @@ def _task_id(task: str) -> int:
 
 def _train_cost(config, seeds: int) -> float:
     width = max(config.actor_hidden_dims + config.critic_hidden_dims)
-    # ~2e-9 CPU-seconds per (batch row x width^2) multiply-add of a step, measured order of magnitude
-    return (
-        config.steps
-        * seeds
-        * (0.002 + 6 * 2e-9 * config.batch_size * width * width * len(config.actor_hidden_dims))
-    )
+    # CPU-seconds per seed-step: 2.5 ms fixed plus 3e-10 s per (batch row x width^2 x layer), fitted
+    # to QGF's measured steps/s on 2 cores (docs/performance.md: 227 at cpu-small, 43 at cpu);
+    # other agents run 1-2x that (docs/agents.md).
+    depth = len(config.actor_hidden_dims)
+    return config.steps * seeds * (0.0025 + 3e-10 * config.batch_size * width * width * depth)
+
+
+# Episode limits of OGBench's manipulation domains (gymnasium specs of ogbench 1.2); 500 otherwise.
+_EPISODE_LIMITS = {
+    "cube-single": 200,
+    "cube-double": 500,
+    "cube-triple": 1000,
+    "cube-quadruple": 1000,
+    "cube-octuple": 1500,
+    "scene": 750,
+    "puzzle-3x3": 500,
+    "puzzle-4x4": 500,
+    "puzzle-4x5": 1000,
+    "puzzle-4x6": 1000,
+}
+# CPU-seconds per env step of an evaluation: MuJoCo with OGBench's wrappers (~1.5 ms) plus the
+# policy's share (one chunk query per h steps), measured order of magnitude on 2 cores.
+_EVAL_SECONDS_PER_STEP = 2.5e-3
+
+
+def _evaluation_cost(task: str, episodes: int, max_episode_steps: int | None) -> float:
+    limit = max_episode_steps or _EPISODE_LIMITS.get(_domain(task), 500)
+    return episodes * limit * _EVAL_SECONDS_PER_STEP
 
 
 def _condition_key(condition) -> list[Any]:
@@ -150,7 +172,7 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
                     deps=(),
                     cpus=resources["generate_cpus"],
                     gpus=0,
-                    cost=episodes * length * 1e-3,
+                    cost=episodes * length * 3e-3,  # ~300 oracle rollout steps per CPU-second
                 )
             )
     groups = run_groups(spec)
@@ -218,7 +240,7 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
                     deps=(train.id,),
                     cpus=resources["evaluate_cpus"],
                     gpus=resources["evaluate_gpus"],
-                    cost=episodes * 400 * 1e-3,
+                    cost=_evaluation_cost(task, episodes, spec.evaluation.get("max_episode_steps")),
                 )
             )
         return out
