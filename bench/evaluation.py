@@ -13,6 +13,10 @@ about 1.5x the time the environments alone take to step the same number of steps
 - `free_policy`: the rollout engine with a policy that costs nothing (a constant chunk), which
   separates the engine's own overhead (messages, bookkeeping) from the policy's compute;
 
+- `study`: what a sweep's evaluation does -- several evaluation jobs in a row in one process, each
+  with a fresh policy, the env workers kept between jobs (`keep_envs=True`) -- against the envs
+  alone stepping the same total (issue 12's target: `study_ratio` <= 1.3);
+
 and reports `ratio` = eval wall-clock / env-only wall-clock, both from process start to the last
 step (spawning, env construction and JAX compilation included), plus `stepping_ratio`, the same
 ratio with the start-up phases left out. Without --quick, eval and env-only alternate twice and the
@@ -107,6 +111,44 @@ def evaluation(env_name: str, weights, episodes: int, workers: int, agent) -> di
     }
 
 
+def study(env_name: str, jobs: int, weights, episodes: int, workers: int, agent) -> dict:
+    """A sweep worker's evaluation share: `jobs` evaluation jobs in a row in one process (as Ray runs
+    them), each a fresh `AgentPolicy` over its conditions, with the env workers kept between jobs
+    (`keep_envs=True`, what sweep jobs do) -- against the envs alone stepping the same total."""
+    from qgf.evaluate import AgentPolicy, close_kept_envs, rollout, sweep_conditions
+
+    close_kept_envs()
+    start = time.perf_counter()
+    steps, startups = 0, []
+    try:
+        for job in range(jobs):
+            conditions = sweep_conditions(["qgf"], weights, [1], agent.config.flow_steps)
+            result = rollout(
+                env_name,
+                AgentPolicy(agent, conditions),
+                conditions,
+                episodes,
+                seed=job,
+                workers=workers,
+                keep_envs=True,
+            )
+            steps += result.env_steps
+            startups.append(round(result.startup_s, 3))
+        wall = time.perf_counter() - start
+        num_envs = result.num_envs
+    finally:
+        close_kept_envs()
+    alone = env_only(env_name, workers, num_envs, steps)
+    return {
+        "jobs": jobs,
+        "wall_s": round(wall, 3),
+        "env_steps": steps,
+        "startup_s_per_job": startups,
+        "env_only": alone,
+        "ratio": round(wall / alone["wall_s"], 3),
+    }
+
+
 def free_policy(env_name: str, conditions: int, episodes: int, workers: int, horizon: int) -> dict:
     from qgf.evaluate import rollout
 
@@ -133,6 +175,8 @@ def run(quick: bool = True) -> dict:
         evaluated.append(evaluation(ENV, weights, episodes, workers, agent))
         baseline.append(env_only(ENV, workers, evaluated[-1]["num_envs"], evaluated[-1]["env_steps"]))
     engine = free_policy(ENV, len(weights), episodes, workers, agent.config.horizon)
+    # A study's evaluation: several jobs per worker; weights as in the CPU study's grid.
+    sweep_share = study(ENV, 2 if quick else 4, (0.03, 0.1), 2 if quick else 5, workers, agent)
 
     def total(runs: list[dict], key: str) -> float:
         return sum(r[key] for r in runs)
@@ -156,6 +200,9 @@ def run(quick: bool = True) -> dict:
         "free_policy_ratio": round(engine["wall_s"] / baseline[-1]["wall_s"], 3),
         "free_policy_cpu_ratio": round(engine["cpu_s"] / baseline[-1]["cpu_s"], 3),
         "target_ratio": 1.5,
+        "study": sweep_share,
+        "study_ratio": sweep_share["ratio"],
+        "study_target_ratio": 1.3,
         "load_average_1min": round(os.getloadavg()[0], 2),
         "cpu_count": os.cpu_count(),
     }

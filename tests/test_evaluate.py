@@ -431,3 +431,30 @@ def test_an_interrupted_rollout_does_not_keep_its_env_workers():
     with pytest.raises(RuntimeError, match="policy failed"):
         rollout(make_line_env, broken, ["a"], 2, workers=1, keep_envs=True)
     assert not evaluate._KEPT_POOLS
+
+
+def test_policies_of_different_runs_share_compiled_samplers_but_not_parameters():
+    import jax
+
+    from helpers import small_config
+    from qgf import evaluate
+    from qgf.agents.qgf import QGFAgent
+    from qgf.evaluate import AgentPolicy, sweep_conditions
+
+    config = small_config()
+    first, second = (QGFAgent.create(seed, 4, 2, config) for seed in (0, 1))
+    conditions = sweep_conditions(["qgf"], [0.1], [1], config.flow_steps)
+    observations = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    seeds, rows = np.arange(3, dtype=np.uint32), np.zeros(3, np.int64)
+
+    evaluate._SHARED_ACT.clear()
+    AgentPolicy(first, conditions)(observations, rows, seeds)
+    shared = dict(evaluate._SHARED_ACT)
+    reused = AgentPolicy(second, conditions)(observations, rows, seeds)
+    assert evaluate._SHARED_ACT == shared  # the second policy compiled nothing new
+    evaluate._SHARED_ACT.clear()
+    alone = AgentPolicy(second, conditions)(observations, rows, seeds)  # compiled afresh
+    np.testing.assert_array_equal(reused.actions, alone.actions)
+    np.testing.assert_array_equal(reused.q, alone.q)
+    assert not np.allclose(reused.actions, AgentPolicy(first, conditions)(observations, rows, seeds).actions)
+    assert jax.tree.structure(first) == jax.tree.structure(second)

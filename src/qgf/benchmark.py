@@ -96,6 +96,9 @@ def evaluation_ratios(raw: dict) -> dict[str, dict]:
     return {
         "evaluation/eval wall÷env-only wall": ratio(raw["ratio"], raw.get("target_ratio", 1.5)),
         "evaluation/eval CPU÷env-only CPU": ratio(raw.get("cpu_ratio"), None),
+        "evaluation/study eval (jobs reusing envs)÷env-only wall": ratio(
+            raw.get("study_ratio"), raw.get("study_target_ratio", 1.3)
+        ),
     }
 
 

@@ -823,6 +823,11 @@ def sweep_conditions(
     return conditions
 
 
+# Compiled acting functions of add-on-free samplers, by spec, shared by every AgentPolicy of the
+# process (jax.jit caches per agent structure and shapes, so different configs still compile apart).
+_SHARED_ACT: dict[Any, Callable] = {}
+
+
 class AgentPolicy:
     """A `PolicyFn` over an agent (`qgf.agents`) for a list of `Condition`s.
 
@@ -856,6 +861,12 @@ class AgentPolicy:
             from qgf.guidance import sample
 
             addons = self.addons
+            if not addons and spec in _SHARED_ACT:
+                # Another policy of this process (a later sweep job, another run of the same
+                # shapes) compiled it already: the agent is an argument, so jax reuses the program.
+                shared = _SHARED_ACT[spec]
+                self._compiled[spec] = lambda agent, *args: shared(agent, {}, *args)
+                return self._compiled[spec]
 
             def act(agent, addon_states, observations, noise_seeds, weights):
                 extras = {}
@@ -881,6 +892,8 @@ class AgentPolicy:
                 return actions, agent.q_fn(observations, actions)
 
             compiled = jax.jit(act)
+            if not addons:  # nothing run-specific is closed over: share it with later policies
+                _SHARED_ACT[spec] = compiled
             self._compiled[spec] = lambda agent, *args: compiled(agent, self._addon_states, *args)
         return self._compiled[spec]
 

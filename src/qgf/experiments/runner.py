@@ -23,6 +23,7 @@ from qgf.experiments.spec import SweepSpec
 
 LOCK_FILE = ".sweep.lock"
 STATUS_FILE = "sweep-status.json"
+PROGRESS_REFRESH_S = 5.0
 
 
 # ------------------------------------------------------------------ one job (runs in a Ray worker)
@@ -254,8 +255,11 @@ def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool) -> SweepOutcome:
                 if job.id not in done and job.id not in active and job_done(job):
                     done.add(job.id)
                     skipped.append(job.id)
-            bar.total = max(sum(job.cost for job in jobs), 1)
-            bar.n = sum(job.cost for job in jobs if job.id in done)
+            # The bar covers the work of this invocation: jobs found finished on disk are left out,
+            # so that the rate, and the ETA, are not inflated by work done before a resume.
+            already = set(skipped)
+            bar.total = max(sum(job.cost for job in jobs if job.id not in already), 1)
+            bar.n = sum(job.cost for job in jobs if job.id in done and job.id not in already)
             for job in jobs:
                 if job.id in done or job.id in active or job.id in failed or job.id in blocked:
                     continue
@@ -274,7 +278,10 @@ def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool) -> SweepOutcome:
             bar.set_postfix_str(_stage_summary(jobs, done, active, failed), refresh=True)
             if not running:
                 break
-            ready, _ = ray.wait(list(running), num_returns=1)
+            ready: list = []
+            while not ready:  # redraw every few seconds, so elapsed time and ETA move during long jobs
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=PROGRESS_REFRESH_S)
+                bar.refresh()
             for ref in ready:
                 job, submitted = running.pop(ref)
                 report = ray.get(ref)
