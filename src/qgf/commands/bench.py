@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from qgf.benchmark import SCRIPTS as SCRIPT_NAMES  # light: no JAX
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmarks: training, inference, evaluation and data ratios with their targets",
+        help="benchmarks: inference, training, agents, seeds, goals, evaluation and data ratios with targets",
         description=(
             "Run the bench/ scripts of this source checkout (inference, training, evaluation, data) in "
             "one process and print every ratio with its target; writes DIR/bench.json with a mapping "
@@ -18,9 +20,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes on 2 cores")
     parser.add_argument("--out", default="bench-out", help="output directory")
-    parser.add_argument(
-        "--only", default=None, help="comma-separated subset of: inference,training,evaluation,data"
-    )
+    parser.add_argument("--only", default=None, help=f"comma-separated subset of: {','.join(SCRIPT_NAMES)}")
     parser.set_defaults(func=run)
 
 
