@@ -438,3 +438,32 @@ def test_report_draws_the_compute_view(tmp_path):
     assert "compute.csv" in paths
     table = read_csv(tmp_path / "report" / "compute.csv")
     assert {row["method"] for row in table} == {"bc", "qgf@0.1"}
+
+
+def test_probability_of_improvement_of_every_reference_weight_by_hand(tmp_path):
+    successes = {  # (task, seed): (bc, {weight: qgf}) out of EPISODES
+        (TASK2, 0): (2, {0.1: 5, 0.3: 2}),
+        (TASK2, 1): (4, {0.1: 4, 0.3: 1}),
+        (TASK4, 0): (1, {0.1: 3, 0.3: 1}),
+        (TASK4, 1): (6, {0.1: 2, 0.3: 0}),
+    }
+    for (task, seed), (bc, qgf) in successes.items():
+        write_eval(tmp_path, "sweep", "qgf-aaaa", task, seed, bc_and_qgf(bc, qgf))
+    write_report(tmp_path, reps=20)
+    table = {
+        (row["method"], row["over"]): float(row["probability"])
+        for row in read_csv(tmp_path / "report" / "improvement.csv")
+    }
+
+    def by_hand(x_of, y_of):  # mean over tasks of P(X > Y) + P(X = Y) / 2 over all seed pairs
+        per_task = []
+        for task in (TASK2, TASK4):
+            xs = [x_of(successes[(task, s)]) for s in (0, 1)]
+            ys = [y_of(successes[(task, s)]) for s in (0, 1)]
+            per_task.append(np.mean([(x > y) + 0.5 * (x == y) for x in xs for y in ys]))
+        return np.mean(per_task)
+
+    assert table[("qgf@0.1", "bc")] == pytest.approx(by_hand(lambda c: c[1][0.1], lambda c: c[0]))
+    assert table[("qgf@0.3", "bc")] == pytest.approx(by_hand(lambda c: c[1][0.3], lambda c: c[0]))
+    assert table[("qgf@0.1", "qgf@0.3")] == pytest.approx(1.0)
+    assert ("bc", "qgf@0.1") not in table  # only the reference's weights are compared

@@ -214,12 +214,15 @@ def aggregate(rows: list[dict], stage: str, reference: str = "qgf", reps: int = 
         for name in matrices
     ]
     improvement = []
-    if reference in matrices:
-        pairs = {
-            f"{reference},{name}": (matrices[reference], matrices[name])
-            for name in matrices
-            if name != reference
-        }
+    # Without a protocol every weight of the reference is a method of its own ('qgf@0.03'): then
+    # each of them is compared with every other method.
+    references = (
+        [reference]
+        if reference in matrices
+        else [name for name in matrices if name.split("[", 1)[0].rsplit("@", 1)[0] == reference]
+    )
+    for ref in references:
+        pairs = {f"{ref},{name}": (matrices[ref], matrices[name]) for name in matrices if name != ref}
         if pairs:
             points, intervals = rly.get_interval_estimates(
                 pairs,
@@ -230,7 +233,7 @@ def aggregate(rows: list[dict], stage: str, reference: str = "qgf", reps: int = 
             for pair in pairs:
                 improvement.append(
                     {
-                        "method": reference,
+                        "method": ref,
                         "over": pair.split(",", 1)[1],
                         "probability": float(points[pair][0]),
                         "ci_low": float(intervals[pair][0, 0]),
