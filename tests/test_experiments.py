@@ -217,3 +217,13 @@ def job_group(sweep_dir):
 def test_sweep_spec_as_dataclass_is_json_ready():
     spec = parse_spec(toy_spec())
     json.dumps(dataclasses.asdict(spec), default=str)
+
+
+def test_shipped_specs_load_by_name_and_unknown_names_are_one_line_errors(tmp_path):
+    from qgf.experiments.spec import SHIPPED_SPECS, load_spec, shipped_spec_names
+
+    assert {"cpu-study", "paper-fig5"} <= set(shipped_spec_names())
+    by_name = load_spec("cpu-study")
+    assert by_name == load_spec(SHIPPED_SPECS / "cpu-study.toml") and by_name.name == "cpu-study"
+    with pytest.raises(QGFError, match="cpu-study, paper-fig5"):
+        load_spec(tmp_path / "missing.toml")

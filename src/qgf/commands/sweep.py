@@ -8,8 +8,8 @@ SWEEP_DESCRIPTION = """\
 Run a study described by a TOML spec (tasks, data, agents with hyperparameter grids, seeds,
 test-time conditions, the paper's tuning protocol) as a graph of jobs on Ray: a local instance by
 default, a cluster with --address. Every job writes a directory derived from its settings, so
-re-running the same command skips finished jobs and resumes the rest. See docs/experiments.md;
-shipped specs: qgf/experiments/specs/."""
+re-running the same command skips finished jobs and resumes the rest. See docs/experiments.md.
+Shipped specs (qgf/experiments/specs/) can be named: `qgf sweep cpu-study`, `qgf sweep paper-fig5`."""
 
 
 def register(subparsers) -> None:
@@ -19,7 +19,9 @@ def register(subparsers) -> None:
         description=SWEEP_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sweep.add_argument("spec", help="the sweep spec (TOML)")
+    sweep.add_argument(
+        "spec", help="the sweep spec (a TOML file, or a shipped spec name: cpu-study, paper-fig5)"
+    )
     sweep.add_argument("--out", help="sweep directory (default: sweeps/<spec name>)")
     sweep.add_argument(
         "--plan", action="store_true", help="print the job list with estimated cost; run nothing"

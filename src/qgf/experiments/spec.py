@@ -85,11 +85,23 @@ class SweepSpec:
     source: str = "<spec>"
 
 
+SHIPPED_SPECS = Path(__file__).parent / "specs"
+
+
+def shipped_spec_names() -> list[str]:
+    return sorted(path.stem for path in SHIPPED_SPECS.glob("*.toml"))
+
+
 def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep spec file."""
+    """Read and validate a sweep spec file, or a shipped spec by name (`cpu-study`, `paper-fig5`)."""
     path = Path(path)
+    if not path.is_file() and path.suffix != ".toml" and (SHIPPED_SPECS / f"{path}.toml").is_file():
+        path = SHIPPED_SPECS / f"{path}.toml"
     if not path.is_file():
-        raise QGFError(f"sweep spec {path} does not exist; see qgf/experiments/specs/ for examples")
+        raise QGFError(
+            f"sweep spec {path} does not exist; give a TOML file or a shipped spec name "
+            f"({', '.join(shipped_spec_names())})"
+        )
     try:
         document = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
