@@ -20,7 +20,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sweep.add_argument(
-        "spec", help="the sweep spec (a TOML file, or a shipped spec name: cpu-study, paper-fig5, baselines-demo)"
+        "spec", help="the sweep spec: a TOML file, or a shipped spec name (cpu-study, baselines-demo, ...)"
     )
     sweep.add_argument("--out", help="sweep directory (default: sweeps/<spec name>)")
     sweep.add_argument(
