@@ -22,6 +22,7 @@ every run is evaluated at every condition (stage 'sweep').
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -121,26 +122,26 @@ def _train_cost(config, seeds: int) -> float:
     return config.steps * seeds * (0.0025 + 3e-10 * config.batch_size * width * width * depth)
 
 
-# Episode limits of OGBench's manipulation domains (gymnasium specs of ogbench 1.2); 500 otherwise.
-_EPISODE_LIMITS = {
-    "cube-single": 200,
-    "cube-double": 500,
-    "cube-triple": 1000,
-    "cube-quadruple": 1000,
-    "cube-octuple": 1500,
-    "scene": 750,
-    "puzzle-3x3": 500,
-    "puzzle-4x4": 500,
-    "puzzle-4x5": 1000,
-    "puzzle-4x6": 1000,
-}
+@functools.cache
+def _episode_limit(task: str) -> int:
+    """The env's own episode limit, from the gymnasium registry OGBench fills (500 if unknown)."""
+    import gymnasium
+    import ogbench  # noqa: F401  (registers the envs)
+
+    from qgf.envs import parse_name
+
+    name = parse_name(task).env_name
+    limit = gymnasium.registry[name].max_episode_steps if name in gymnasium.registry else None
+    return int(limit or 500)
+
+
 # CPU-seconds per env step of an evaluation: MuJoCo with OGBench's wrappers (~1.5 ms) plus the
 # policy's share (one chunk query per h steps), measured order of magnitude on 2 cores.
 _EVAL_SECONDS_PER_STEP = 2.5e-3
 
 
 def _evaluation_cost(task: str, episodes: int, max_episode_steps: int | None) -> float:
-    limit = max_episode_steps or _EPISODE_LIMITS.get(_domain(task), 500)
+    limit = max_episode_steps or _episode_limit(task)
     return episodes * limit * _EVAL_SECONDS_PER_STEP
 
 

@@ -493,10 +493,12 @@ def compute_points(rows: list[dict], stage: str) -> list[dict]:
     """Fig. 7's view: per method, success (mean over tasks and seeds) against test-time compute,
     the policy's milliseconds per executed action (its query time summed over the evaluations ÷
     the env steps they executed; chunked policies answer once per chunk)."""
+    by_method: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["stage"] == stage:
+            by_method.setdefault(_stage_method(row, stage), []).append(row)
     points = []
-    rows = [r for r in rows if r["stage"] == stage]
-    for method in sorted({_stage_method(r, stage) for r in rows}):
-        mine = [r for r in rows if _stage_method(r, stage) == method]
+    for method, mine in sorted(by_method.items()):
         actions = sum(r.get("actions") or 0.0 for r in mine)
         points.append(
             {
