@@ -13,9 +13,11 @@ about 1.5x the time the environments alone take to step the same number of steps
 - `free_policy`: the rollout engine with a policy that costs nothing (a constant chunk), which
   separates the engine's own overhead (messages, bookkeeping) from the policy's compute;
 
-- `study`: what a sweep's evaluation does -- several evaluation jobs in a row in one process, each
-  with a fresh policy, the env workers kept between jobs (`keep_envs=True`) -- against the envs
-  alone stepping the same total (issue 12's target: `study_ratio` <= 1.3);
+- `study`: what a sweep's evaluation does on 2 cores -- two job slots at once (as Ray runs them),
+  each running several evaluation jobs of the shipped CPU study's reference agent (its 12
+  conditions, cpu-small networks, one env worker of 8 envs kept between jobs, one env group) --
+  against two processes stepping the same envs with random actions for the same number of steps
+  (issue 12's target: `study_ratio` <= 1.3, over the jobs after each slot's first);
 
 and reports `ratio` = eval wall-clock / env-only wall-clock, both from process start to the last
 step (spawning, env construction and JAX compilation included), plus `stepping_ratio`, the same
@@ -111,41 +113,119 @@ def evaluation(env_name: str, weights, episodes: int, workers: int, agent) -> di
     }
 
 
-def study(env_name: str, jobs: int, weights, episodes: int, workers: int, agent) -> dict:
-    """A sweep worker's evaluation share: `jobs` evaluation jobs in a row in one process (as Ray runs
-    them), each a fresh `AgentPolicy` over its conditions, with the env workers kept between jobs
-    (`keep_envs=True`, what sweep jobs do) -- against the envs alone stepping the same total."""
-    from qgf.evaluate import AgentPolicy, close_kept_envs, rollout, sweep_conditions
+STUDY_SPEC = "cpu-study"  # the shipped spec whose evaluation the `study` case mirrors
 
-    close_kept_envs()
-    start = time.perf_counter()
-    steps, startups = 0, []
+
+def _study_conditions(flow_steps: int):
+    """The reference agent's conditions in the shipped CPU study (its samplers x weights x BFN)."""
+    from qgf.experiments.spec import agent_conditions, load_spec
+
+    spec = load_spec(STUDY_SPEC)
+    reference = next(agent for agent in spec.agents if agent.name == "qgf")
+    return agent_conditions(spec, reference, flow_steps, True), spec
+
+
+def _study_slot(env_name: str, jobs: int, episodes: int, groups: int, slot: int, connection) -> None:
+    """One sweep job slot (a Ray worker): `jobs` evaluation jobs in a row, each a fresh
+    `AgentPolicy`, the env workers kept between jobs as sweep jobs keep them."""
+    import jax
+
+    from qgf.agents.qgf import QGFAgent
+    from qgf.config import load_preset
+    from qgf.evaluate import AgentPolicy, close_kept_envs, make_ogbench_env, rollout
+
     try:
+        probe = make_ogbench_env(env_name)
+        obs_dim, action_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+        probe.close()
+        conditions, spec = _study_conditions(10)
+        config = load_preset(spec.preset, warn=False)
+        agent = jax.jit(lambda: QGFAgent.create(slot, obs_dim, action_dim, config))()
+        records = []
         for job in range(jobs):
-            conditions = sweep_conditions(["qgf"], weights, [1], agent.config.flow_steps)
             result = rollout(
                 env_name,
                 AgentPolicy(agent, conditions),
                 conditions,
                 episodes,
-                seed=job,
-                workers=workers,
+                seed=100 * slot + job,
+                workers=spec.evaluation.get("workers", 1),
+                num_envs=spec.evaluation.get("num_envs"),
+                groups=groups,
                 keep_envs=True,
             )
-            steps += result.env_steps
-            startups.append(round(result.startup_s, 3))
-        wall = time.perf_counter() - start
-        num_envs = result.num_envs
+            records.append(
+                {
+                    "wall_s": result.wall_clock_s,
+                    "startup_s": result.startup_s,
+                    "env_steps": result.env_steps,
+                    "num_envs": result.num_envs,
+                    "policy_s": sum(record.policy_seconds for record in result.episodes),
+                }
+            )
+        connection.send(records)
+    except BaseException as error:  # report to the parent instead of hanging it
+        connection.send(repr(error))
+        raise
     finally:
         close_kept_envs()
-    alone = env_only(env_name, workers, num_envs, steps)
+        connection.close()
+
+
+def study(env_name: str, slots: int, jobs: int, episodes: int, groups: int) -> dict:
+    """A sweep's evaluation on this machine: `slots` job slots at once (the sweep runs
+    `num_cpus / evaluate_cpus` jobs at a time; 2 on 2 cores), each running `jobs` evaluation jobs
+    of the CPU study's reference agent (its 12 conditions, cpu-small networks, one env worker of
+    8 envs, env workers kept between jobs) -- against `slots` processes stepping the same envs
+    with random actions for the same number of steps.
+
+    `ratio` compares the jobs after each slot's first (what every later job of a study costs:
+    env workers and compiled samplers are reused) with the env-only stepping; `ratio_with_startup`
+    charges the first job's start-up (spawn, env build, compile) to these few jobs as well, where
+    a study spreads it over every job of its task in that worker."""
+    import multiprocessing
+
+    from qgf.evaluate import time_env_stepping
+
+    context = multiprocessing.get_context("spawn")
+    began = time.perf_counter()
+    pipes, processes = [], []
+    for slot in range(slots):
+        receive, send = context.Pipe(duplex=False)
+        process = context.Process(target=_study_slot, args=(env_name, jobs, episodes, groups, slot, send))
+        process.start()
+        send.close()  # a slot that dies then ends recv() with EOFError instead of a hang
+        pipes.append(receive)
+        processes.append(process)
+    reports = [pipe.recv() for pipe in pipes]
+    for process in processes:
+        process.join()
+    wall = time.perf_counter() - began
+    for report in reports:
+        if isinstance(report, str):
+            raise RuntimeError(f"a study slot failed: {report}")
+    warm = [report[1:] for report in reports]
+    warm_steps = sum(job["env_steps"] for jobs_ in warm for job in jobs_)
+    warm_wall = max(sum(job["wall_s"] for job in jobs_) for jobs_ in warm)
+    all_steps = sum(job["env_steps"] for report in reports for job in report)
+    num_envs = reports[0][0]["num_envs"]
+    alone = time_env_stepping(env_name, all_steps, workers=slots, num_envs=slots * num_envs)
+    stepping_per_step = alone["stepping_s"] / all_steps * slots  # wall per step of one env process
     return {
-        "jobs": jobs,
+        "slots": slots,
+        "jobs_per_slot": jobs,
+        "episodes_per_condition": episodes,
+        "groups": groups,
+        "jobs": reports,
         "wall_s": round(wall, 3),
-        "env_steps": steps,
-        "startup_s_per_job": startups,
-        "env_only": alone,
-        "ratio": round(wall / alone["wall_s"], 3),
+        "env_only": {key: round(value, 3) for key, value in alone.items()},
+        "ratio": round(warm_wall / (stepping_per_step * warm_steps / slots), 3),
+        "ratio_with_startup": round(wall / alone["wall_s"], 3),
+        "policy_share": round(
+            sum(job["policy_s"] for jobs_ in warm for job in jobs_)
+            / sum(job["wall_s"] for jobs_ in warm for job in jobs_),
+            3,
+        ),
     }
 
 
@@ -175,8 +255,8 @@ def run(quick: bool = True) -> dict:
         evaluated.append(evaluation(ENV, weights, episodes, workers, agent))
         baseline.append(env_only(ENV, workers, evaluated[-1]["num_envs"], evaluated[-1]["env_steps"]))
     engine = free_policy(ENV, len(weights), episodes, workers, agent.config.horizon)
-    # A study's evaluation: several jobs per worker; weights as in the CPU study's grid.
-    sweep_share = study(ENV, 2 if quick else 4, (0.03, 0.1), 2 if quick else 5, workers, agent)
+    # A sweep's evaluation: two job slots at once, several jobs each, the CPU study's conditions.
+    sweep_share = study(ENV, slots=2, jobs=2 if quick else 3, episodes=2 if quick else 4, groups=1)
 
     def total(runs: list[dict], key: str) -> float:
         return sum(r[key] for r in runs)

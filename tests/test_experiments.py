@@ -71,6 +71,9 @@ def toy_spec(**changes):
         ({"agents": [{"name": "qgf", "samplers": ["qgff"]}]}, "samplers"),
         ({"agents": [{"name": "qgf"}, {"name": "qgf"}]}, "labels must be unique"),
         ({"preset": "huge"}, "unknown preset"),
+        ({"evaluation": {"groups": 0}}, "evaluation.groups must be an integer >= 1"),
+        ({"evaluation": {"num_envs": 2.5}}, "evaluation.num_envs must be an integer >= 1"),
+        ({"evaluation": {"workers": -1}}, "evaluation.workers must be an integer >= 0"),
     ],
 )
 def test_spec_errors_name_the_problem(changes, message):
@@ -98,6 +101,13 @@ def test_plan_directories_follow_the_settings(tmp_path):
     train = next(job for job in jobs if job.kind == "train")
     assert train.params["seeds"] == [0, 1] and train.deps == ("generate/cube-single-play-v0",)
     assert not any(job_done(job) for job in jobs)
+    # evaluation jobs step their envs as one group unless the spec says otherwise; the grouping
+    # does not change results, so it is not part of the evaluation directory
+    assert {job.params["groups"] for job in jobs if job.kind == "evaluate"} == {1}
+    evaluation = {**toy_spec()["evaluation"], "groups": 2}
+    grouped, _ = plan(parse_spec(toy_spec(seeds=[0, 1], evaluation=evaluation)), tmp_path)
+    assert {job.params["groups"] for job in grouped if job.kind == "evaluate"} == {2}
+    assert [job.out for job in grouped] == [job.out for job in jobs]
 
 
 def test_protocol_plans_tuning_first(tmp_path):

@@ -99,6 +99,9 @@ def evaluation_ratios(raw: dict) -> dict[str, dict]:
         "evaluation/study eval (jobs reusing envs)÷env-only wall": ratio(
             raw.get("study_ratio"), raw.get("study_target_ratio", 1.3)
         ),
+        "evaluation/study eval with the first job's start-up÷env-only wall": ratio(
+            raw.get("study", {}).get("ratio_with_startup"), None
+        ),
     }
 
 

@@ -527,7 +527,10 @@ def rollout(
         workers: env processes (default: all available cores). 0 runs the envs in this process.
         num_envs: envs alive at once (default: `default_num_envs`; never more than the episodes).
         groups: the envs are split into this many groups stepped in turn, so the policy computes one
-            group's chunks while the workers step the others (2 = ping-pong).
+            group's chunks while the workers step the others (2 = ping-pong). That overlap pays
+            when the policy has a core of its own; when every core is already busy (a sweep's
+            evaluation jobs fill the machine), it only splits each policy call in two, and one
+            group is cheaper (docs/performance.md).
         max_episode_steps: episode limit; default the env's own (``env.spec.max_episode_steps``).
         progress: show a tqdm bar over episodes.
         on_condition_done: called as ``(condition index, its episodes, env description, action
@@ -1052,6 +1055,7 @@ def evaluate_run(
     conditions: Sequence[Condition] | None = None,
     max_episode_steps: int | None = None,
     keep_envs: bool = False,
+    groups: int = 2,
 ) -> EvaluationResults:
     """Evaluate a run (a `qgf.checkpoint.Run` or its path) on its single-task env for every
     (sampler, best-of-N, weight); returns `qgf.results.EvaluationResults`. `samplers` default to
@@ -1069,7 +1073,8 @@ def evaluate_run(
     uninterrupted one; its wall-clock is the sum of the parts. `conditions` (a list of
     `Condition`) replaces the samplers x bfn x weights grid; `max_episode_steps` shortens episodes
     (toy sweeps; default the env's own limit); `keep_envs` keeps the env workers for the next
-    evaluation of the same task in this process (see `rollout`; sweeps use it)."""
+    evaluation of the same task in this process, and `groups` is the number of env groups stepped
+    in turn (see `rollout`; sweeps keep the envs and use one group)."""
     run = _as_run(run)
     if is_goal_conditioned(run):
         if task is None:
@@ -1092,6 +1097,7 @@ def evaluate_run(
             resume_dir=resume_dir,
             conditions=conditions,
             max_episode_steps=max_episode_steps,
+            groups=groups,
         ).per_goal[goal]
     env_name, env_task = evaluation_env_name(run_dataset_name(run.meta), task)
     if conditions is None:
@@ -1109,6 +1115,7 @@ def evaluate_run(
         progress=progress,
         max_episode_steps=max_episode_steps,
         keep_envs=keep_envs,
+        groups=groups,
     )
     # the limit the episodes ran under: an override shortens them (None: the env's own)
     return _evaluation_results(run, env_name, env_task, result, seed, episodes, limit=max_episode_steps)
@@ -1280,6 +1287,7 @@ def evaluate_goals(
     conditions: Sequence[Condition] | None = None,
     max_episode_steps: int | None = None,
     on_goal_done: Callable[[int, EvaluationResults], None] | None = None,
+    groups: int = 2,
 ) -> GoalEvaluation:
     """Evaluate a goal-conditioned run on OGBench's evaluation goals of its domain (`goals`,
     default all five: `task_id` 1..5 of the goal-conditioned env, goals given by the env) for every
@@ -1321,6 +1329,7 @@ def evaluate_goals(
             num_envs=num_envs,
             progress=progress,
             max_episode_steps=max_episode_steps,
+            groups=groups,
         )
         extra = {"goal_conditioned": True, "goal": goal, "goal_seeded_by_reset_seed": True}
         per_goal[goal] = _evaluation_results(

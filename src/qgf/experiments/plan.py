@@ -230,6 +230,8 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
                         "seed": seed,
                         "workers": spec.evaluation.get("workers", 1),
                         "num_envs": spec.evaluation.get("num_envs"),
+                        # one env group: the sweep's jobs already fill every core (docs/performance.md)
+                        "groups": spec.evaluation.get("groups", 1),
                         "max_episode_steps": spec.evaluation.get("max_episode_steps"),
                         "group": group.name,
                         "agent": group.agent.label,

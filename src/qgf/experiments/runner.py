@@ -74,6 +74,7 @@ def execute(job: Job) -> None:
             seed=params["seed"],
             workers=params["workers"],
             num_envs=params["num_envs"],
+            groups=params.get("groups", 1),
             resume_dir=out / "partial",
             max_episode_steps=params.get("max_episode_steps"),
             keep_envs=True,  # this Ray worker reuses the task's envs for its next evaluation job

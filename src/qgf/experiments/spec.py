@@ -41,7 +41,7 @@ TOP_KEYS = {"name", "description", "preset", "seeds", "tasks", "overrides", "dat
 TOP_KEYS |= {"evaluation", "protocol", "resources", "report"}
 DATA_KEYS = {"dir", "episodes", "val_episodes", "episode_length", "seed", "workers"}
 AGENT_KEYS = {"name", "label", "preset", "overrides", "grid", "samplers", "bfn"}
-EVALUATION_KEYS = {"episodes", "weights", "bfn", "seed", "workers", "num_envs", "max_episode_steps"}
+EVALUATION_KEYS = {"episodes", "weights", "bfn", "seed", "workers", "num_envs", "groups", "max_episode_steps"}
 PROTOCOL_KEYS = {"tune_tasks", "tune_seed", "final_seed"}
 RESOURCE_KEYS = {"generate_cpus", "train_cpus", "train_gpus", "evaluate_cpus", "evaluate_gpus", "num_cpus"}
 REPORT_KEYS = {"reference", "offline", "offline_tolerance", "offline_observations"}
@@ -241,6 +241,12 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
         if not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
             raise _fail(source, f"evaluation.weights must be numbers >= 0, got {weight!r}")
     evaluation["bfn"] = list(_int_list(source, "evaluation.bfn", evaluation["bfn"], 1))
+    for key in ("num_envs", "groups"):
+        if key in evaluation:
+            _positive_int(source, f"evaluation.{key}", evaluation[key])
+    workers = evaluation.get("workers", 1)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise _fail(source, f"evaluation.workers must be an integer >= 0 (env processes per job), got {workers!r}")
 
     protocol = None
     if "protocol" in document:
