@@ -246,7 +246,7 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
             _positive_int(source, f"evaluation.{key}", evaluation[key])
     workers = evaluation.get("workers", 1)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
-        raise _fail(source, f"evaluation.workers must be an integer >= 0 (env processes per job), got {workers!r}")
+        raise _fail(source, f"evaluation.workers must be an integer >= 0 (env processes), got {workers!r}")
 
     protocol = None
     if "protocol" in document:
