@@ -125,7 +125,7 @@ def _study_conditions(flow_steps: int):
     return agent_conditions(spec, reference, flow_steps, True), spec
 
 
-def _study_slot(env_name: str, jobs: int, episodes: int, groups: int, slot: int, connection) -> None:
+def _study_slot(env_name: str, jobs: int, episodes: int, groups: int, slot: int) -> list[dict]:
     """One sweep job slot (a Ray worker): `jobs` evaluation jobs in a row, each a fresh
     `AgentPolicy`, the env workers kept between jobs as sweep jobs keep them."""
     import jax
@@ -134,14 +134,14 @@ def _study_slot(env_name: str, jobs: int, episodes: int, groups: int, slot: int,
     from qgf.config import load_preset
     from qgf.evaluate import AgentPolicy, close_kept_envs, make_ogbench_env, rollout
 
+    probe = make_ogbench_env(env_name)
+    obs_dim, action_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+    probe.close()
+    conditions, spec = _study_conditions(10)
+    config = load_preset(spec.preset, warn=False)
+    agent = jax.jit(lambda: QGFAgent.create(slot, obs_dim, action_dim, config))()
+    records = []
     try:
-        probe = make_ogbench_env(env_name)
-        obs_dim, action_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
-        probe.close()
-        conditions, spec = _study_conditions(10)
-        config = load_preset(spec.preset, warn=False)
-        agent = jax.jit(lambda: QGFAgent.create(slot, obs_dim, action_dim, config))()
-        records = []
         for job in range(jobs):
             result = rollout(
                 env_name,
@@ -163,13 +163,9 @@ def _study_slot(env_name: str, jobs: int, episodes: int, groups: int, slot: int,
                     "policy_s": sum(record.policy_seconds for record in result.episodes),
                 }
             )
-        connection.send(records)
-    except BaseException as error:  # report to the parent instead of hanging it
-        connection.send(repr(error))
-        raise
     finally:
         close_kept_envs()
-        connection.close()
+    return records
 
 
 def study(env_name: str, slots: int, jobs: int, episodes: int, groups: int) -> dict:
@@ -183,27 +179,16 @@ def study(env_name: str, slots: int, jobs: int, episodes: int, groups: int) -> d
     env workers and compiled samplers are reused) with the env-only stepping; `ratio_with_startup`
     charges the first job's start-up (spawn, env build, compile) to these few jobs as well, where
     a study spreads it over every job of its task in that worker."""
-    import multiprocessing
-
+    from qgf.benchmark import ScriptProcess
     from qgf.evaluate import time_env_stepping
 
-    context = multiprocessing.get_context("spawn")
     began = time.perf_counter()
-    pipes, processes = [], []
-    for slot in range(slots):
-        receive, send = context.Pipe(duplex=False)
-        process = context.Process(target=_study_slot, args=(env_name, jobs, episodes, groups, slot, send))
-        process.start()
-        send.close()  # a slot that dies then ends recv() with EOFError instead of a hang
-        pipes.append(receive)
-        processes.append(process)
-    reports = [pipe.recv() for pipe in pipes]
-    for process in processes:
-        process.join()
+    slot_processes = [
+        ScriptProcess("evaluation", "_study_slot", env_name, jobs, episodes, groups, slot)
+        for slot in range(slots)
+    ]
+    reports = [process.result() for process in slot_processes]
     wall = time.perf_counter() - began
-    for report in reports:
-        if isinstance(report, str):
-            raise RuntimeError(f"a study slot failed: {report}")
     warm = [report[1:] for report in reports]
     warm_steps = sum(job["env_steps"] for jobs_ in warm for job in jobs_)
     warm_wall = max(sum(job["wall_s"] for job in jobs_) for jobs_ in warm)

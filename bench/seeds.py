@@ -7,6 +7,10 @@
    trained by `update_many` as 4 sequential runs would be. Ratio = combined steps/s of the stacked
    program ÷ combined steps/s of sequential runs = 4 · t(one seed, n steps) / t(4 seeds, n steps).
    Targets: >= 1.5 at `cpu-small` (per-step overhead weighs most there), >= 1.0 at `cpu`.
+   Also reported, without a target: the same `cpu-small` ratio in a process pinned to one core.
+   1.0 there means the step is compute-bound (nothing per step left to amortise), so on 2 cores
+   the stacked program can only win by using the second core better than one seed already does
+   (docs/performance.md).
 2. Ray overhead per job: the wall-clock a sweep job pays to Ray itself — a task round trip on a
    fresh worker process (worker start-up; what a job pays when Ray starts a worker for it) and on a
    warm one (scheduling only) — next to `ray.init` (paid once per sweep). Reported as a fraction of
@@ -19,12 +23,13 @@ Data: the synthetic cube-single-shaped dataset of bench/training.py.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import jax
 
 from qgf.agents import agent_class
-from qgf.benchmark import load_script, script_main
+from qgf.benchmark import ScriptProcess, load_script, script_main
 from qgf.config import load_preset
 from qgf.data.chunks import sample_chunks, to_device
 from qgf.train import _update_seeds, stack_agents
@@ -63,6 +68,17 @@ def seeds_case(preset: str, steps: int, device_data, obs_dim: int, action_dim: i
     }
 
 
+def one_core_case(steps: int) -> dict:
+    """`seeds_case` at cpu-small in a fresh process pinned to one core."""
+    return ScriptProcess("seeds", "_cpu_small_case", steps, affinity={min(os.sched_getaffinity(0))}).result()
+
+
+def _cpu_small_case(steps: int) -> dict:
+    dataset = load_script("training").synthetic_dataset()
+    obs_dim, action_dim = dataset.observations.shape[1], dataset.actions.shape[1]
+    return seeds_case("cpu-small", steps, to_device(dataset), obs_dim, action_dim)
+
+
 def _noop() -> float:
     return time.perf_counter()
 
@@ -99,6 +115,10 @@ def run(quick: bool) -> dict:
         case = seeds_case(preset, steps, device_data, obs_dim, action_dim)
         results["cases"][preset] = case
         print(f"{preset:>10}: {json.dumps(case)}", flush=True)
+    if hasattr(os, "sched_setaffinity"):  # Linux
+        case = one_core_case(100 if quick else 400)
+        results["cases"]["cpu-small, one core"] = case
+        print(f"  one core: {json.dumps(case)}", flush=True)
     ray_numbers = ray_overhead()
     job_seconds = STUDY_STEPS / results["cases"]["cpu"]["one_seed_steps_per_s"]
     ray_numbers["cpu_study_training_job_s"] = job_seconds
@@ -114,6 +134,9 @@ def run(quick: bool) -> dict:
         "Ray overhead per job (fresh worker)÷CPU-study training job": ray_numbers["fresh_worker_task_s"]
         / job_seconds,
     }
+    if "cpu-small, one core" in results["cases"]:
+        name = f"{SEEDS} seeds as one program÷{SEEDS} sequential runs (cpu-small, one core)"
+        results["ratios"][name] = results["cases"]["cpu-small, one core"]["ratio"]
     results["targets"] = {
         **{
             f"{SEEDS} seeds as one program÷{SEEDS} sequential runs ({preset})": target

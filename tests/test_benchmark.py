@@ -61,3 +61,13 @@ def test_every_bench_script_has_its_ratios_and_a_run_function():
     assert RATIOS["goals"](raw) == {"goals/a÷b": {"value": 1.3, "target": 1.2, "ok": False}}
     expected = {"seeds/x": {"value": 2.0, "target": None, "ok": None}}
     assert declared_ratios({"ratios": {"x": 2.0}}, "seeds") == expected
+
+
+def test_script_process_returns_the_function_result_or_a_one_line_error():
+    from qgf.benchmark import ScriptProcess
+
+    # a bench script's function runs in a fresh process (scripts are loaded from files, not
+    # importable, so this is the only way to give them a process of their own)
+    assert isinstance(ScriptProcess("seeds", "_noop").result(), float)
+    with pytest.raises(QGFError, match=r"bench/seeds.py:no_such_function failed:(.|\n)*AttributeError"):
+        ScriptProcess("seeds", "no_such_function").result()

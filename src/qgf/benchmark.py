@@ -42,6 +42,49 @@ def load_script(name: str):
     return module
 
 
+class ScriptProcess:
+    """`bench/<script>.py`'s `function(*args)` in a fresh spawned process (optionally pinned to
+    the CPUs in `affinity` before JAX starts); `result()` waits for its return value.
+
+    Bench scripts are loaded from files, not imported, so their functions cannot be a spawned
+    process's target themselves; this module's `_script_call` (importable) loads the script again
+    in the child."""
+
+    def __init__(self, script: str, function: str, *args: Any, affinity: set[int] | None = None):
+        import multiprocessing
+
+        self.where = f"bench/{script}.py:{function}"
+        context = multiprocessing.get_context("spawn")
+        self._receive, send = context.Pipe(duplex=False)
+        self._process = context.Process(target=_script_call, args=(script, function, args, affinity, send))
+        self._process.start()
+        send.close()  # a child that dies ends recv() with EOFError instead of a hang
+
+    def result(self) -> Any:
+        try:
+            kind, payload = self._receive.recv()
+        except EOFError:
+            self._process.join()
+            raise QGFError(f"{self.where} exited (code {self._process.exitcode}) without a result") from None
+        self._process.join()
+        if kind == "error":
+            raise QGFError(f"{self.where} failed:\n{payload}")
+        return payload
+
+
+def _script_call(script: str, function: str, args: tuple, affinity: set[int] | None, connection: Any) -> None:
+    import traceback
+
+    try:
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
+        connection.send(("ok", getattr(load_script(script), function)(*args)))
+    except BaseException:
+        connection.send(("error", traceback.format_exc()))
+    finally:
+        connection.close()
+
+
 def script_main(run: Callable[[bool], dict], description: str | None) -> None:
     """`python bench/NAME.py [--quick] [--json PATH]`: run one script alone and print its dict."""
     import argparse
