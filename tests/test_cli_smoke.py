@@ -68,3 +68,22 @@ def test_overrides_may_follow_options_and_abbreviations_are_refused(capsys):
         assert "unrecognized arguments" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a command without overrides takes no key=value
         parse_args(parser, ["report", "DIR", "a=1"])
+
+
+def test_every_help_page_renders_without_literal_format_escapes():
+    """argparse %-formats `help=` strings but not `description=`; a `%%` there prints verbatim."""
+    import argparse
+
+    from qgf.cli import build_parser
+
+    def pages(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from pages(sub)
+
+    rendered = {parser.prog: parser.format_help() for parser in pages(build_parser())}
+    assert len(rendered) > 10 and "qgf report" in rendered
+    bad = [prog for prog, text in rendered.items() if "%%" in text or "%(" in text]
+    assert not bad, f"help pages with unrendered % escapes: {bad}"

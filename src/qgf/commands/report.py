@@ -10,7 +10,7 @@ def register(subparsers) -> None:
         "report",
         help="aggregate a sweep (rliable): markdown, CSV and figures",
         description="Aggregate a finished (or partly finished) sweep directory with rliable: per task "
-        "mean over seeds with 95%% CIs, IQM and mean across tasks with stratified-bootstrap CIs, "
+        "mean over seeds with 95% CIs, IQM and mean across tasks with stratified-bootstrap CIs, "
         "probability of improvement; writes report.md, CSVs and PNGs into SWEEP_DIR/report.",
     )
     report.add_argument("sweep_dir", help="the sweep directory")

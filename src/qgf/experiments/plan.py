@@ -115,11 +115,12 @@ def _task_id(task: str) -> int:
 
 def _train_cost(config, seeds: int) -> float:
     width = max(config.actor_hidden_dims + config.critic_hidden_dims)
-    # CPU-seconds per seed-step: 2.5 ms fixed plus 3e-10 s per (batch row x width^2 x layer), fitted
-    # to QGF's measured steps/s on 2 cores (docs/performance.md: 227 at cpu-small, 43 at cpu);
-    # other agents run 1-2x that (docs/agents.md).
+    # CPU-seconds per seed-step: 9.5 ms fixed plus 4e-10 s per (batch row x width^2 x layer), fitted
+    # to sweep training jobs (one CPU each, two side by side on 2 cores, seeds vmapped; the
+    # calibration and domains sweeps of docs/results.md): 10.5-12.3 ms at cpu-small, 34-44 ms at
+    # cpu. Other agents run 1-2x that (docs/agents.md).
     depth = len(config.actor_hidden_dims)
-    return config.steps * seeds * (0.0025 + 3e-10 * config.batch_size * width * width * depth)
+    return config.steps * seeds * (0.0095 + 4e-10 * config.batch_size * width * width * depth)
 
 
 @functools.cache
