@@ -125,9 +125,10 @@ def _study_conditions(flow_steps: int):
     return agent_conditions(spec, reference, flow_steps, True), spec
 
 
-def _study_slot(env_name: str, jobs: int, episodes: int, groups: int, slot: int) -> list[dict]:
+def _study_slot(env_name: str, jobs: int, episodes: int, slot: int, layout: dict) -> list[dict]:
     """One sweep job slot (a Ray worker): `jobs` evaluation jobs in a row, each a fresh
-    `AgentPolicy`, the env workers kept between jobs as sweep jobs keep them."""
+    `AgentPolicy`, the envs kept between jobs as sweep jobs keep them. `layout`: the rollout's
+    `workers`, `num_envs` and `groups`, each defaulting to the shipped study's value."""
     import jax
 
     from qgf.agents.qgf import QGFAgent
@@ -149,9 +150,9 @@ def _study_slot(env_name: str, jobs: int, episodes: int, groups: int, slot: int)
                 conditions,
                 episodes,
                 seed=100 * slot + job,
-                workers=spec.evaluation.get("workers", 1),
-                num_envs=spec.evaluation.get("num_envs"),
-                groups=groups,
+                workers=layout.get("workers", spec.evaluation["workers"]),
+                num_envs=layout.get("num_envs", spec.evaluation.get("num_envs")),
+                groups=layout.get("groups", spec.evaluation.get("groups", 1)),
                 keep_envs=True,
             )
             records.append(
@@ -168,7 +169,7 @@ def _study_slot(env_name: str, jobs: int, episodes: int, groups: int, slot: int)
     return records
 
 
-def study(env_name: str, slots: int, jobs: int, episodes: int, groups: int) -> dict:
+def study(env_name: str, slots: int, jobs: int, episodes: int, **layout) -> dict:
     """A sweep's evaluation on this machine: `slots` job slots at once (the sweep runs
     `num_cpus / evaluate_cpus` jobs at a time; 2 on 2 cores), each running `jobs` evaluation jobs
     of the CPU study's reference agent (its 12 conditions, cpu-small networks, one env worker of
@@ -184,7 +185,7 @@ def study(env_name: str, slots: int, jobs: int, episodes: int, groups: int) -> d
 
     began = time.perf_counter()
     slot_processes = [
-        ScriptProcess("evaluation", "_study_slot", env_name, jobs, episodes, groups, slot)
+        ScriptProcess("evaluation", "_study_slot", env_name, jobs, episodes, slot, layout)
         for slot in range(slots)
     ]
     reports = [process.result() for process in slot_processes]
@@ -200,7 +201,7 @@ def study(env_name: str, slots: int, jobs: int, episodes: int, groups: int) -> d
         "slots": slots,
         "jobs_per_slot": jobs,
         "episodes_per_condition": episodes,
-        "groups": groups,
+        "layout": layout,
         "jobs": reports,
         "wall_s": round(wall, 3),
         "env_only": {key: round(value, 3) for key, value in alone.items()},
@@ -241,7 +242,7 @@ def run(quick: bool = True) -> dict:
         baseline.append(env_only(ENV, workers, evaluated[-1]["num_envs"], evaluated[-1]["env_steps"]))
     engine = free_policy(ENV, len(weights), episodes, workers, agent.config.horizon)
     # A sweep's evaluation: two job slots at once, several jobs each, the CPU study's conditions.
-    sweep_share = study(ENV, slots=2, jobs=2 if quick else 3, episodes=2 if quick else 4, groups=1)
+    sweep_share = study(ENV, slots=2, jobs=2 if quick else 3, episodes=2 if quick else 4)
 
     def total(runs: list[dict], key: str) -> float:
         return sum(r[key] for r in runs)

@@ -420,6 +420,32 @@ def test_kept_env_workers_are_reused_and_give_the_same_results():
     assert not evaluate._KEPT_POOLS and not any(process.is_alive() for process in pool.processes)
 
 
+def test_kept_in_process_envs_are_reused_and_give_the_same_results():
+    from qgf import evaluate
+
+    evaluate.close_kept_envs()
+    reference = rollout(make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=1)
+    try:
+        first = rollout(
+            make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=0, keep_envs=True
+        )
+        (pool,) = evaluate._KEPT_POOLS.values()
+        assert isinstance(pool, evaluate._InProcessPool)
+        envs = [id(env) for host in pool.hosts for env in host.envs]
+        second = rollout(
+            make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=0, keep_envs=True
+        )
+        (again,) = evaluate._KEPT_POOLS.values()
+        assert again is pool and [id(env) for host in again.hosts for env in host.envs] == envs
+        assert records_by_key(first) == records_by_key(second) == records_by_key(reference)
+        # a process pool for the same env and layout is a different pool, not this one
+        rollout(make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=1, keep_envs=True)
+        assert len(evaluate._KEPT_POOLS) == 2
+    finally:
+        evaluate.close_kept_envs()
+    assert not evaluate._KEPT_POOLS
+
+
 def test_an_interrupted_rollout_does_not_keep_its_env_workers():
     from qgf import evaluate
 

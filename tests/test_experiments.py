@@ -108,6 +108,15 @@ def test_plan_directories_follow_the_settings(tmp_path):
     grouped, _ = plan(parse_spec(toy_spec(seeds=[0, 1], evaluation=evaluation)), tmp_path)
     assert {job.params["groups"] for job in grouped if job.kind == "evaluate"} == {2}
     assert [job.out for job in grouped] == [job.out for job in jobs]
+    # env workers: in the job's process with one CPU per job, one per CPU otherwise, or as given;
+    # like the grouping, not part of the evaluation directory
+    without = {key: value for key, value in toy_spec()["evaluation"].items() if key != "workers"}
+    for cpus, given, expected in ((1, None, 0), (4, None, 4), (1, 2, 2)):
+        evaluation = without if given is None else {**without, "workers": given}
+        spec = parse_spec(toy_spec(seeds=[0, 1], evaluation=evaluation, resources={"evaluate_cpus": cpus}))
+        planned, _ = plan(spec, tmp_path)
+        assert {job.params["workers"] for job in planned if job.kind == "evaluate"} == {expected}
+        assert [job.out for job in planned] == [job.out for job in jobs]
 
 
 def test_protocol_plans_tuning_first(tmp_path):

@@ -236,6 +236,9 @@ class _InProcessPool:
     def collect(self, worker: int) -> list[StepOutcome]:
         return self.replies[worker].popleft()
 
+    def alive(self) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 
@@ -470,19 +473,25 @@ def _as_chunks(actions: np.ndarray, rows: int, action_dim: int) -> np.ndarray:
     return np.clip(actions, -1.0, 1.0)
 
 
-# Env worker processes kept alive between `rollout` calls in one process (`keep_envs=True`): a
-# sweep's evaluation jobs run in long-lived Ray worker processes, so the envs of a task are built
-# once per Ray worker and reused by every later run and condition of that task.
-_KEPT_POOLS: dict[tuple, _ProcessPool] = {}
+# Env pools kept alive between `rollout` calls in one process (`keep_envs=True`): a sweep's
+# evaluation jobs run in long-lived Ray worker processes, so the envs of a task are built once per
+# Ray worker and reused by every later run and condition of that task. Keyed by (env, slots per
+# worker, in-process): worker processes for workers >= 1, the envs themselves for workers = 0.
+_KEPT_POOLS: dict[tuple, _ProcessPool | _InProcessPool] = {}
 
 
-def _kept_pool(env: str | Callable[[], Any], slots_per_worker: list[int]) -> _ProcessPool:
-    key = (env, tuple(slots_per_worker))
-    pool = _KEPT_POOLS.pop(key, None)
+def _pool_key(env: str | Callable[[], Any], slots_per_worker: list[int], in_process: bool) -> tuple:
+    return (env, tuple(slots_per_worker), in_process)
+
+
+def _kept_pool(env: str | Callable[[], Any], slots_per_worker: list[int], in_process: bool):
+    pool = _KEPT_POOLS.pop(_pool_key(env, slots_per_worker, in_process), None)
     if pool is not None and not pool.alive():
         pool.close()
         pool = None
-    return pool if pool is not None else _ProcessPool(env, slots_per_worker)
+    if pool is None:
+        pool = (_InProcessPool if in_process else _ProcessPool)(env, slots_per_worker)
+    return pool
 
 
 def _hashable(value: Any) -> bool:
@@ -535,11 +544,12 @@ def rollout(
         progress: show a tqdm bar over episodes.
         on_condition_done: called as ``(condition index, its episodes, env description, action
             horizon)`` as soon as every episode of a condition has finished (to save it).
-        keep_envs: keep the env worker processes alive after this call and reuse them in a later
-            call with the same env name and layout (a sweep's evaluation jobs do): no env
-            start-up per call. Every episode starts with a seeded reset, so results are the same.
-            Needs ``workers >= 1`` and a hashable env (a name, a module-level factory); a
-            rollout that fails closes its workers. `close_kept_envs` ends them.
+        keep_envs: keep the envs alive after this call (their worker processes, or with
+            ``workers=0`` the envs in this process) and reuse them in a later call with the same
+            env, layout and ``workers == 0``-ness (a sweep's evaluation jobs do): no env start-up
+            per call. Every episode starts with a seeded reset, so results are the same. Needs a
+            hashable env (a name, a module-level factory); a rollout that fails closes its
+            envs. `close_kept_envs` ends them.
     """
     start = time.perf_counter()
     if episodes_per_condition < 1 or not conditions:
@@ -555,9 +565,9 @@ def rollout(
     layout = _layout(num_envs, hosts, groups)
     slots_per_worker = [layout.worker_of.count(w) for w in range(hosts)]
 
-    keep = keep_envs and workers > 0 and _hashable(env)
+    keep = keep_envs and _hashable(env)
     if keep:
-        pool = _kept_pool(env, slots_per_worker)
+        pool = _kept_pool(env, slots_per_worker, in_process=workers == 0)
     else:
         pool = (_InProcessPool if workers == 0 else _ProcessPool)(env, slots_per_worker)
     completed = False
@@ -581,7 +591,7 @@ def rollout(
         completed = True
     finally:
         if keep and completed:  # an interrupted pool may have replies in flight: never reuse it
-            _KEPT_POOLS[(env, tuple(slots_per_worker))] = pool
+            _KEPT_POOLS[_pool_key(env, slots_per_worker, workers == 0)] = pool
         else:
             pool.close()
 

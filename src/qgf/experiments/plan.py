@@ -229,7 +229,7 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
                         ],
                         "episodes": spec.evaluation["episodes"],
                         "seed": seed,
-                        "workers": spec.evaluation.get("workers", 1),
+                        "workers": spec.evaluation["workers"],
                         "num_envs": spec.evaluation.get("num_envs"),
                         # one env group: the sweep's jobs already fill every core (docs/performance.md)
                         "groups": spec.evaluation.get("groups", 1),

@@ -244,7 +244,7 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
     for key in ("num_envs", "groups"):
         if key in evaluation:
             _positive_int(source, f"evaluation.{key}", evaluation[key])
-    workers = evaluation.get("workers", 1)
+    workers = evaluation.get("workers", 0)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
         raise _fail(source, f"evaluation.workers must be an integer >= 0 (env processes), got {workers!r}")
 
@@ -271,6 +271,13 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
         "evaluate_gpus": 0,
         **resources,
     }
+    if "workers" not in evaluation:
+        # One CPU per evaluation job: step the envs in the job's own process. Every core already
+        # runs a job, so an env process adds only pipe traffic and a process per job (measured:
+        # 2.6% of a CPU-study job, docs/performance.md). With more CPUs per job, one env process
+        # per CPU.
+        cpus = resources["evaluate_cpus"]
+        evaluation["workers"] = int(cpus) if isinstance(cpus, int | float) and cpus >= 2 else 0
     report = _check_keys(source, "[report]", document.get("report", {}), REPORT_KEYS)
     if "offline" in report and not isinstance(report["offline"], bool):
         raise _fail(source, f"report.offline must be true or false, got {report['offline']!r}")
