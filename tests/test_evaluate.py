@@ -439,7 +439,9 @@ def test_kept_in_process_envs_are_reused_and_give_the_same_results():
         assert again is pool and [id(env) for host in again.hosts for env in host.envs] == envs
         assert records_by_key(first) == records_by_key(second) == records_by_key(reference)
         # a process pool for the same env and layout is a different pool, not this one
-        rollout(make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=1, keep_envs=True)
+        rollout(
+            make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=1, keep_envs=True
+        )
         assert len(evaluate._KEPT_POOLS) == 2
     finally:
         evaluate.close_kept_envs()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qgf.errors import QGFError
+from qgf.fileio import atomic_write_text
 
 SCRIPTS = ("inference", "training", "agents", "seeds", "goals", "evaluation", "data")
 
@@ -98,7 +99,7 @@ def script_main(run: Callable[[bool], dict], description: str | None) -> None:
     results = run(args.quick)
     print(json.dumps(results, indent=2))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        atomic_write_text(args.json, json.dumps(results, indent=2))
 
 
 def ratio(value: float | None, target: float | None, at_most: bool = True) -> dict[str, Any]:

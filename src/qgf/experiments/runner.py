@@ -20,6 +20,7 @@ from typing import Any
 from qgf.errors import QGFError
 from qgf.experiments.plan import Job, job_done, plan
 from qgf.experiments.spec import SweepSpec
+from qgf.fileio import atomic_write_text
 
 LOCK_FILE = ".sweep.lock"
 STATUS_FILE = "sweep-status.json"
@@ -208,7 +209,9 @@ def run_sweep(
     lock = SweepLock(sweep_dir)
     started_ray = False
     try:
-        (sweep_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=1, default=str))
+        atomic_write_text(
+            sweep_dir / "spec.json", json.dumps(dataclasses.asdict(spec), indent=1, default=str)
+        )
         if not ray.is_initialized():
             if address:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -316,7 +319,7 @@ def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool) -> SweepOutcome:
         **{k: v for k, v in dataclasses.asdict(outcome).items() if k != "sweep_dir"},
         "job_seconds": job_seconds,
     }
-    (sweep_dir / STATUS_FILE).write_text(json.dumps(status, indent=1, default=str))
+    atomic_write_text(sweep_dir / STATUS_FILE, json.dumps(status, indent=1, default=str))
     return outcome
 
 
