@@ -396,56 +396,42 @@ def test_success_on_the_real_env_with_the_scripted_oracle():
         assert record.episode_return == -(record.length - 1)
 
 
-def test_kept_env_workers_are_reused_and_give_the_same_results():
-    from qgf import evaluate
-
-    evaluate.close_kept_envs()
-    reference = rollout(make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=0)
-    try:
-        first = rollout(
-            make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=1, keep_envs=True
-        )
-        (pool,) = evaluate._KEPT_POOLS.values()
-        pids = [process.pid for process in pool.processes]
+def _identities(pool) -> list[int]:
+    """What a kept pool is made of: its worker processes' pids, or its in-process envs' ids."""
+    if hasattr(pool, "processes"):
         assert all(process.is_alive() for process in pool.processes)
-        second = rollout(
-            make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=1, keep_envs=True
-        )
-        (again,) = evaluate._KEPT_POOLS.values()
-        assert again is pool and [process.pid for process in again.processes] == pids
-        assert records_by_key(first) == records_by_key(second) == records_by_key(reference)
-        assert second.startup_s < first.startup_s  # no spawn, no env construction the second time
-    finally:
-        evaluate.close_kept_envs()
-    assert not evaluate._KEPT_POOLS and not any(process.is_alive() for process in pool.processes)
+        return [process.pid for process in pool.processes]
+    return [id(env) for host in pool.hosts for env in host.envs]
 
 
-def test_kept_in_process_envs_are_reused_and_give_the_same_results():
+@pytest.mark.parametrize("workers", [1, 0])
+def test_kept_envs_are_reused_and_give_the_same_results(workers):
     from qgf import evaluate
 
+    def run(workers: int, keep: bool):
+        policy = speed_policy([0.62, 0.68], 0.1)
+        return rollout(make_line_env, policy, ["a", "b"], 3, seed=5, workers=workers, keep_envs=keep)
+
     evaluate.close_kept_envs()
-    reference = rollout(make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=1)
+    reference = run(1 - workers, keep=False)  # the other layout, nothing kept
     try:
-        first = rollout(
-            make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=0, keep_envs=True
-        )
+        first = run(workers, keep=True)
         (pool,) = evaluate._KEPT_POOLS.values()
-        assert isinstance(pool, evaluate._InProcessPool)
-        envs = [id(env) for host in pool.hosts for env in host.envs]
-        second = rollout(
-            make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=0, keep_envs=True
-        )
+        assert isinstance(pool, evaluate._InProcessPool if workers == 0 else evaluate._ProcessPool)
+        made_of = _identities(pool)
+        second = run(workers, keep=True)
         (again,) = evaluate._KEPT_POOLS.values()
-        assert again is pool and [id(env) for host in again.hosts for env in host.envs] == envs
+        assert again is pool and _identities(again) == made_of
         assert records_by_key(first) == records_by_key(second) == records_by_key(reference)
-        # a process pool for the same env and layout is a different pool, not this one
-        rollout(
-            make_line_env, speed_policy([0.62, 0.68], 0.1), ["a", "b"], 3, seed=5, workers=1, keep_envs=True
-        )
+        if workers:
+            assert second.startup_s < first.startup_s  # no spawn, no env construction the second time
+        run(1 - workers, keep=True)  # the other kind of pool for the same env and layout is kept apart
         assert len(evaluate._KEPT_POOLS) == 2
     finally:
         evaluate.close_kept_envs()
     assert not evaluate._KEPT_POOLS
+    if workers:
+        assert not any(process.is_alive() for process in pool.processes)
 
 
 def test_an_interrupted_rollout_does_not_keep_its_env_workers():

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,9 +38,17 @@ def bench_dir() -> Path:
 
 def load_script(name: str):
     path = bench_dir() / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"qgf_bench_{name}", path)
+    module_name = f"qgf_bench_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # Registered before it runs, as an import would be: dataclasses (and pickling) look the
+    # module up by name while the script's classes are being made.
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
     return module
 
 
