@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from qgf.benchmark import data_ratios, format_ratios, ratio, run_bench
@@ -59,10 +62,24 @@ def test_every_bench_script_has_its_ratios_and_a_run_function():
     assert set(SCRIPTS) == set(RATIOS)
     for name in SCRIPTS:  # each loads as `qgf bench` loads it (dataclasses in it included)
         assert "quick" in inspect.signature(load_script(name).run).parameters, name
+        assert f"qgf_bench_{name}" not in sys.modules
     raw = {"ratios": {"a÷b": 1.3}, "targets": {"a÷b": 1.2}, "at_most": {"a÷b": True}}
     assert RATIOS["goals"](raw) == {"goals/a÷b": {"value": 1.3, "target": 1.2, "ok": False}}
     expected = {"seeds/x": {"value": 2.0, "target": None, "ok": None}}
     assert declared_ratios({"ratios": {"x": 2.0}}, "seeds") == expected
+
+
+def test_bench_script_functions_travel_by_value_to_processes_that_cannot_import_them():
+    # Ray sends a task's function with cloudpickle: by reference if its module is importable by
+    # name, which a loaded script is not in a Ray worker (bench/seeds.py's Ray overhead case).
+    from ray import cloudpickle
+
+    from qgf.benchmark import load_script
+
+    payload = cloudpickle.dumps(load_script("seeds")._noop)
+    child = "import pickle, sys; print(pickle.loads(sys.stdin.buffer.read())() > 0)"
+    done = subprocess.run([sys.executable, "-c", child], input=payload, capture_output=True, timeout=120)
+    assert done.stdout.strip() == b"True", done.stderr.decode()[-500:]
 
 
 def test_script_process_returns_the_function_result_or_a_one_line_error():

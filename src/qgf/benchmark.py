@@ -41,14 +41,14 @@ def load_script(name: str):
     module_name = f"qgf_bench_{name}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
-    # Registered before it runs, as an import would be: dataclasses (and pickling) look the
-    # module up by name while the script's classes are being made.
+    # Registered while it runs, as an import would be: `dataclasses` looks the module up by name
+    # while the script's classes are made. Unregistered afterwards, so that cloudpickle (Ray)
+    # sends the script's functions by value: a Ray worker cannot import a script by this name.
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except BaseException:
+    finally:
         del sys.modules[module_name]
-        raise
     return module
 
 
