@@ -152,7 +152,7 @@ def _study_slot(env_name: str, jobs: int, episodes: int, slot: int, layout: dict
                 seed=100 * slot + job,
                 workers=layout.get("workers", spec.evaluation["workers"]),
                 num_envs=layout.get("num_envs", spec.evaluation.get("num_envs")),
-                groups=layout.get("groups", spec.evaluation.get("groups", 1)),
+                groups=layout.get("groups", spec.evaluation["groups"]),
                 keep_envs=True,
             )
             records.append(

@@ -480,17 +480,14 @@ def _as_chunks(actions: np.ndarray, rows: int, action_dim: int) -> np.ndarray:
 _KEPT_POOLS: dict[tuple, _ProcessPool | _InProcessPool] = {}
 
 
-def _pool_key(env: str | Callable[[], Any], slots_per_worker: list[int], in_process: bool) -> tuple:
-    return (env, tuple(slots_per_worker), in_process)
-
-
-def _kept_pool(env: str | Callable[[], Any], slots_per_worker: list[int], in_process: bool):
-    pool = _KEPT_POOLS.pop(_pool_key(env, slots_per_worker, in_process), None)
+def _open_pool(env: str | Callable[[], Any], slots: list[int], in_process: bool, key: tuple | None):
+    """The kept pool under `key` if it is still alive, else a new one."""
+    pool = _KEPT_POOLS.pop(key, None) if key is not None else None
     if pool is not None and not pool.alive():
         pool.close()
         pool = None
     if pool is None:
-        pool = (_InProcessPool if in_process else _ProcessPool)(env, slots_per_worker)
+        pool = (_InProcessPool if in_process else _ProcessPool)(env, slots)
     return pool
 
 
@@ -565,11 +562,9 @@ def rollout(
     layout = _layout(num_envs, hosts, groups)
     slots_per_worker = [layout.worker_of.count(w) for w in range(hosts)]
 
-    keep = keep_envs and _hashable(env)
-    if keep:
-        pool = _kept_pool(env, slots_per_worker, in_process=workers == 0)
-    else:
-        pool = (_InProcessPool if workers == 0 else _ProcessPool)(env, slots_per_worker)
+    in_process = workers == 0
+    keep_key = (env, tuple(slots_per_worker), in_process) if keep_envs and _hashable(env) else None
+    pool = _open_pool(env, slots_per_worker, in_process, keep_key)
     completed = False
     try:
         warmup = getattr(policy_fn, "warmup", None)
@@ -590,8 +585,8 @@ def rollout(
         loop.run(layout, progress)
         completed = True
     finally:
-        if keep and completed:  # an interrupted pool may have replies in flight: never reuse it
-            _KEPT_POOLS[_pool_key(env, slots_per_worker, workers == 0)] = pool
+        if keep_key is not None and completed:  # an interrupted pool may have replies in flight
+            _KEPT_POOLS[keep_key] = pool
         else:
             pool.close()
 

@@ -231,8 +231,7 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
                         "seed": seed,
                         "workers": spec.evaluation["workers"],
                         "num_envs": spec.evaluation.get("num_envs"),
-                        # one env group: the sweep's jobs already fill every core (docs/performance.md)
-                        "groups": spec.evaluation.get("groups", 1),
+                        "groups": spec.evaluation["groups"],
                         "max_episode_steps": spec.evaluation.get("max_episode_steps"),
                         "group": group.name,
                         "agent": group.agent.label,

@@ -232,7 +232,9 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
         raise _fail(source, f"agent labels must be unique, got {labels}; give repeated agents a label")
 
     evaluation = _check_keys(source, "[evaluation]", document.get("evaluation", {}), EVALUATION_KEYS)
-    evaluation = {"episodes": 50, "weights": [0.0], "bfn": [1], "seed": 1000, **evaluation}
+    # groups = 1: a sweep's jobs already fill every core, so ping-pong would only split each
+    # policy call in two (docs/performance.md)
+    evaluation = {"episodes": 50, "weights": [0.0], "bfn": [1], "seed": 1000, "groups": 1, **evaluation}
     _positive_int(source, "evaluation.episodes", evaluation["episodes"])
     weights = evaluation["weights"]
     if not isinstance(weights, list) or not weights:
