@@ -15,7 +15,8 @@ about 1.5x the time the environments alone take to step the same number of steps
 
 - `study`: what a sweep's evaluation does on 2 cores -- two job slots at once (as Ray runs them),
   each running several evaluation jobs of the shipped CPU study's reference agent (its 12
-  conditions, cpu-small networks, one env worker of 8 envs kept between jobs, one env group) --
+  conditions, cpu-small networks, 8 envs kept between jobs in the layout its spec gives a sweep:
+  stepped in the job's own process, one env group) --
   against two processes stepping the same envs with random actions for the same number of steps
   (issue 12's target: `study_ratio` <= 1.3, over the jobs after each slot's first);
 
@@ -172,12 +173,12 @@ def _study_slot(env_name: str, jobs: int, episodes: int, slot: int, layout: dict
 def study(env_name: str, slots: int, jobs: int, episodes: int, **layout) -> dict:
     """A sweep's evaluation on this machine: `slots` job slots at once (the sweep runs
     `num_cpus / evaluate_cpus` jobs at a time; 2 on 2 cores), each running `jobs` evaluation jobs
-    of the CPU study's reference agent (its 12 conditions, cpu-small networks, one env worker of
-    8 envs, env workers kept between jobs) -- against `slots` processes stepping the same envs
-    with random actions for the same number of steps.
+    of the CPU study's reference agent (its 12 conditions, cpu-small networks, 8 envs kept between
+    jobs; `layout` overrides the spec's `workers`, `num_envs`, `groups`) -- against `slots`
+    processes stepping the same envs with random actions for the same number of steps.
 
     `ratio` compares the jobs after each slot's first (what every later job of a study costs:
-    env workers and compiled samplers are reused) with the env-only stepping; `ratio_with_startup`
+    envs and compiled samplers are reused) with the env-only stepping; `ratio_with_startup`
     charges the first job's start-up (spawn, env build, compile) to these few jobs as well, where
     a study spreads it over every job of its task in that worker."""
     from qgf.benchmark import ScriptProcess
