@@ -241,10 +241,11 @@ def test_sweep_spec_as_dataclass_is_json_ready():
 def test_shipped_specs_load_by_name_and_unknown_names_are_one_line_errors(tmp_path):
     from qgf.experiments.spec import SHIPPED_SPECS, load_spec, shipped_spec_names
 
-    assert {"baselines-demo", "cpu-study", "domains-cpu", "paper-fig5"} <= set(shipped_spec_names())
+    shipped = {"baselines-demo", "cpu-study", "domains-cpu", "domains4-cpu", "paper-fig5"}
+    assert shipped <= set(shipped_spec_names())
     by_name = load_spec("cpu-study")
     assert by_name == load_spec(SHIPPED_SPECS / "cpu-study.toml") and by_name.name == "cpu-study"
     for name in shipped_spec_names():  # every shipped spec is valid (its configs build at load time)
         assert load_spec(name).name == name
-    with pytest.raises(QGFError, match="cpu-study, domains-cpu, paper-fig5"):
+    with pytest.raises(QGFError, match="cpu-study, domains-cpu, domains4-cpu, paper-fig5"):
         load_spec(tmp_path / "missing.toml")
