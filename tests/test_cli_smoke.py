@@ -87,3 +87,6 @@ def test_every_help_page_renders_without_literal_format_escapes():
     assert len(rendered) > 10 and "qgf report" in rendered
     bad = [prog for prog, text in rendered.items() if "%%" in text or "%(" in text]
     assert not bad, f"help pages with unrendered % escapes: {bad}"
+    from qgf.experiments.spec import shipped_spec_names
+
+    assert all(name in rendered["qgf sweep"] for name in shipped_spec_names())

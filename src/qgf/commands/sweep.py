@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+# The shipped specs' names, read from the folder (not by importing qgf.experiments: --help stays fast)
+SHIPPED = sorted(path.stem for path in (Path(__file__).parents[1] / "experiments" / "specs").glob("*.toml"))
 
 SWEEP_DESCRIPTION = """\
 Run a study described by a TOML spec (tasks, data, agents with hyperparameter grids, seeds,
 test-time conditions, the paper's tuning protocol) as a graph of jobs on Ray: a local instance by
 default, a cluster with --address. Every job writes a directory derived from its settings, so
 re-running the same command skips finished jobs and resumes the rest. See docs/experiments.md.
-Shipped specs (qgf/experiments/specs/) can be named: `qgf sweep cpu-study`, `qgf sweep paper-fig5`."""
+Shipped specs (qgf/experiments/specs/) can be named instead of a path: `qgf sweep cpu-study`.
+Shipped: {shipped}."""
 
 
 def register(subparsers) -> None:
     sweep = subparsers.add_parser(
         "sweep",
         help="run a study (TOML spec) as jobs on Ray: generate -> train -> evaluate",
-        description=SWEEP_DESCRIPTION,
+        description=SWEEP_DESCRIPTION.format(shipped=", ".join(SHIPPED)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sweep.add_argument(
-        "spec", help="the sweep spec: a TOML file, or a shipped spec name (cpu-study, baselines-demo, ...)"
-    )
+    sweep.add_argument("spec", help="the sweep spec: a TOML file, or a shipped spec's name (listed above)")
     sweep.add_argument("--out", help="sweep directory (default: sweeps/<spec name>)")
     sweep.add_argument(
         "--plan", action="store_true", help="print the job list with estimated cost; run nothing"
