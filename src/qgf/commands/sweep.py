@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-# The shipped specs' names, read from the folder (not by importing qgf.experiments: --help stays fast)
-SHIPPED = sorted(path.stem for path in (Path(__file__).parents[1] / "experiments" / "specs").glob("*.toml"))
 
 SWEEP_DESCRIPTION = """\
 Run a study described by a TOML spec (tasks, data, agents with hyperparameter grids, seeds,
@@ -18,10 +14,12 @@ Shipped: {shipped}."""
 
 
 def register(subparsers) -> None:
+    from qgf.experiments.spec import shipped_spec_names  # standard library only: --help stays fast
+
     sweep = subparsers.add_parser(
         "sweep",
         help="run a study (TOML spec) as jobs on Ray: generate -> train -> evaluate",
-        description=SWEEP_DESCRIPTION.format(shipped=", ".join(SHIPPED)),
+        description=SWEEP_DESCRIPTION.format(shipped=", ".join(shipped_spec_names())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sweep.add_argument("spec", help="the sweep spec: a TOML file, or a shipped spec's name (listed above)")

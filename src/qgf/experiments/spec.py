@@ -246,9 +246,6 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
     for key in ("num_envs", "groups"):
         if key in evaluation:
             _positive_int(source, f"evaluation.{key}", evaluation[key])
-    workers = evaluation.get("workers", 0)
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
-        raise _fail(source, f"evaluation.workers must be an integer >= 0 (env processes), got {workers!r}")
 
     protocol = None
     if "protocol" in document:
@@ -280,6 +277,9 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
         # per CPU.
         cpus = resources["evaluate_cpus"]
         evaluation["workers"] = int(cpus) if isinstance(cpus, int | float) and cpus >= 2 else 0
+    workers = evaluation["workers"]
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise _fail(source, f"evaluation.workers must be an integer >= 0 (env processes), got {workers!r}")
     report = _check_keys(source, "[report]", document.get("report", {}), REPORT_KEYS)
     if "offline" in report and not isinstance(report["offline"], bool):
         raise _fail(source, f"report.offline must be true or false, got {report['offline']!r}")
