@@ -183,6 +183,7 @@ def run_part(part: dict, scale: dict, mode: str, timeout: float, run_precision: 
         "precision": part["precision"] or run_precision,
     }
     if inline:
+        cpu_started = time.process_time()
         partial: dict = {}
         try:
             row["result"] = run_part_here(part, scale, deadline, run_precision, partial.update)
@@ -191,6 +192,7 @@ def run_part(part: dict, scale: dict, mode: str, timeout: float, run_precision: 
             row["error"] = f"{type(error).__name__}: {error}"[:1000]
             row["traceback"] = traceback.format_exc()[-4000:]
             row["result"] = partial or None
+        row["cpu_s"] = round(time.process_time() - cpu_started, 2)
     else:
         with tempfile.TemporaryDirectory(prefix="qgf-gpu-part-") as folder:
             row.update(run_child(part["name"], mode, deadline, timeout, run_precision, Path(folder)))
