@@ -21,7 +21,8 @@ from qgf.addons.cfgrl import cfgrl_loss
 from qgf.addons.distill import distill_loss
 from qgf.addons.robustq import robust_q_loss
 from qgf.errors import QGFError
-from qgf.guidance import EXTRA_ESTIMATORS, SamplerSpec, estimate_gradient, sample_with_info
+from qgf.guidance import SamplerSpec, estimate_gradient, sample_with_info
+from qgf.guidance.estimators import EXTRA_ESTIMATORS
 
 OBS_DIM, D, B = 3, 4, 6
 RNG = np.random.default_rng(0)

@@ -8,15 +8,9 @@ import pytest
 import scipy.linalg
 
 from qgf.errors import QGFError
-from qgf.guidance import (
-    STANDALONE_ESTIMATORS,
-    SamplerSpec,
-    estimate_gradient,
-    make_sampler,
-    nearest_orthogonal,
-    sample,
-    sample_with_info,
-)
+from qgf.guidance import SamplerSpec, estimate_gradient, make_sampler, sample, sample_with_info
+from qgf.guidance.estimators import STANDALONE_ESTIMATORS
+from qgf.guidance.gradients import nearest_orthogonal
 
 OBS_DIM, ACTION_DIM, BATCH, STEPS = 4, 3, 5, 4
 

@@ -39,7 +39,9 @@ from jax.extend import core as jax_core
 from qgf.data.chunks import trajectory_ends
 from qgf.errors import QGFError
 from qgf.fileio import atomic_path
-from qgf.guidance import EXTRA_ESTIMATORS, GUIDED_ESTIMATORS, SamplerSpec, estimate_gradient, sample_with_info
+from qgf.guidance.estimators import EXTRA_ESTIMATORS, GUIDED_ESTIMATORS, SamplerSpec
+from qgf.guidance.gradients import estimate_gradient
+from qgf.guidance.sampler import sample_with_info
 from qgf.progress import progress_bar
 
 Array = jax.Array
