@@ -263,14 +263,6 @@ def estimators_of_addon(addon: str) -> tuple[str, ...]:
     return tuple(n for n, a in ESTIMATOR_ADDONS.items() if a == addon)
 
 
-def addon_requirements() -> str:
-    """One sentence for help texts: which samplers need which add-on, and the command to train it."""
-    names = list(ESTIMATOR_ADDONS)
-    listed = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
-    addons = "|".join(dict.fromkeys(ESTIMATOR_ADDONS.values()))
-    return f"{listed} need an add-on trained on the run first: `qgf addon train RUN {addons}`"
-
-
 def estimator_figure_color(label: str, default: str = "#000000") -> str:
     """The colour of an analysis row named `label` (an estimator's name or `figure_label`)."""
     for name, record in ESTIMATOR_TABLE.items():
