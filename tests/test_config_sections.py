@@ -103,6 +103,10 @@ def test_sweep_run_names_ignore_keys_that_do_not_apply():
     assert shared == names  # no run reads them
     changed = [group.name for group in run_groups(parse_spec(sweep_document(normalize_q_loss=True)))]
     assert changed[0] == names[0] and set(changed[1:]).isdisjoint(names[1:])  # fql reads it, qgf not
+    document = sweep_document()
+    document["agents"][0]["grid"] = {"fql_alpha": [1.0, 2.0]}
+    with pytest.raises(QGFError, match=r"agents\[0\].grid: fql_alpha does not apply to agent qgf"):
+        parse_spec(document, source="s.toml")
 
 
 def test_help_lists_every_key_once_by_section():
