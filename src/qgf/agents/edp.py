@@ -65,3 +65,19 @@ class EDPAgent(Agent):
 
     def policy_actions_from(self, params: Params, observations, key):
         return flow_policy_actions(self.velocity_from(params), observations, key, self.config, self.chunk_dim)
+
+
+# ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
+AGENTS = {"edp": {"class": "EDPAgent", "order": 30, "sections": ["edp", "q-term", "policy-optimiser"]}}
+CONFIG_SECTIONS = {
+    "edp": {
+        "title": "EDP's flow policy (QGF Sec. 6 / App. I)",
+        "settings": {
+            "edp_bc_weight": {
+                "default": 30.0,
+                "help": "edp: weight w_BC of the flow-matching term against -Q",
+                "min": 0.0,
+            },
+        },
+    },
+}

@@ -46,3 +46,7 @@ class QGFAgent(Agent):
     def policy_actions_from(self, params: Params, observations, key):
         velocity = functools.partial(build_velocity_field(self.config, self.chunk_dim).apply, params["actor"])
         return flow_policy_actions(velocity, observations, key, self.config, self.chunk_dim)
+
+
+# ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
+AGENTS = {"qgf": {"class": "QGFAgent", "order": 10, "sections": []}}
