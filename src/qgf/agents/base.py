@@ -330,3 +330,19 @@ def _run_updates(
 
 _update_many = jax.jit(_run_updates, static_argnums=(3,))
 _update_many_donated = jax.jit(_run_updates, static_argnums=(3,), donate_argnums=(0,))
+
+
+# ---- config section of the protocol: read by qgf.agents with ast.literal_eval ----
+CONFIG_SECTIONS = {
+    "policy-optimiser": {
+        "title": "the optimiser of a method's policy networks (Agent.clipped_networks)",
+        "settings": {
+            "actor_grad_clip": {
+                "default": 0.0,
+                "help": "element-wise clip of the policy network's gradient (0 = off; QAM uses 1 for QSM, "
+                "DAC, QAM)",
+                "min": 0.0,
+            },
+        },
+    },
+}

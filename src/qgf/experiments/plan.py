@@ -56,11 +56,46 @@ def settings_hash(settings: Any) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
+# The keys that became config sections (qgf.sections) with the values they had by default when
+# every config held all of them (qgf before sections, commit a5bea95). A run directory's name hashes
+# the config's identity with these filled in wherever the config does not hold the key, which
+# reproduces the names of the directories written before sections (their runs are not retrained),
+# while a key added later (a new agent's section) enters only the names of the runs it applies to.
+# Frozen: never edit or extend it, whatever the sections' defaults become.
+LEGACY_SECTION_VALUES: dict[str, Any] = {
+    "critic_pessimism": 0.5,
+    "dqc_horizon": 25,
+    "distill_expectile": 0.8,
+    "value_goal_p_cur": 0.2,
+    "value_goal_p_traj": 0.5,
+    "value_goal_p_rand": 0.3,
+    "value_goal_geometric": True,
+    "actor_goal_p_cur": 0.0,
+    "actor_goal_p_traj": 1.0,
+    "actor_goal_p_rand": 0.0,
+    "actor_goal_geometric": False,
+    "fql_alpha": 300.0,
+    "edp_bc_weight": 30.0,
+    "normalize_q_loss": True,
+    "dac_alpha": 100.0,
+    "qsm_inv_temperature": 0.1,
+    "qsm_bc_weight": 10.0,
+    "actor_grad_clip": 0.0,
+    "qam_inv_temperature": 0.1,
+    "qam_time_offset": 0.5,
+    "qam_fql_alpha": 30.0,
+    "qam_edit_sigma": 0.1,
+    "qam_edit_target_entropy": -0.5,
+}
+
+
 def _config_identity(config) -> dict[str, Any]:
-    """What names a run directory: the config without seed and schedule (so more steps resume it)."""
+    """What names a run directory: the config's identity (its shared fields and the sections that
+    apply) without seed and schedule (so more steps resume it), over LEGACY_SECTION_VALUES."""
     from qgf.config import SCHEDULE_FIELDS
 
-    return {k: v for k, v in config.to_dict().items() if k not in SCHEDULE_FIELDS and k != "seed"}
+    identity = {k: v for k, v in config.to_dict().items() if k not in SCHEDULE_FIELDS and k != "seed"}
+    return {**LEGACY_SECTION_VALUES, **identity}
 
 
 @dataclasses.dataclass(frozen=True)

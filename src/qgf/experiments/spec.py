@@ -312,12 +312,22 @@ def _check_config_keys(source: str, where: str, table: Any) -> None:
 
 
 def _check_configs(source: str, where: str, agent: AgentSpec, overrides: dict[str, Any]) -> None:
-    """Build every grid point's config once, so a bad value fails now rather than in a job."""
+    """Build every grid point's config once, so a bad value fails now rather than in a job. A grid
+    key of a config section that does not apply to the agent is refused: it is ignored (qgf.config),
+    so every grid point would be the same run."""
     for point in agent.grid_points():
         try:
-            run_config(agent, overrides, point)
+            config = run_config(agent, overrides, point)
         except QGFError as exc:
             raise _fail(source, f"{where} (grid point {point or 'default'}): {exc}") from None
+        ignored = sorted(key for key in point if key not in config.to_dict())
+        if ignored:
+            raise _fail(
+                source,
+                f"{where}.grid: {', '.join(ignored)} does not apply to agent {agent.name} (a setting of "
+                "another agent, critic or of goal-conditioned training; `qgf train --help` lists them by "
+                "section), so every grid point would be the same run; remove it from this grid",
+            )
 
 
 def run_config(agent: AgentSpec, overrides: dict[str, Any], point: dict[str, Any]):
