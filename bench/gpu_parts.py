@@ -127,7 +127,10 @@ def current_precision() -> str | None:
     try:
         value = jax.config.jax_default_matmul_precision
     except AttributeError:
-        value = jax.config.read("jax_default_matmul_precision")
+        try:
+            value = jax.config.read("jax_default_matmul_precision")
+        except Exception:  # noqa: BLE001 - a newer jax may keep it elsewhere: report, don't fail
+            return "unknown"
     return None if value is None else str(value)
 
 
