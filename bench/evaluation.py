@@ -6,7 +6,7 @@ The issue's target: evaluating 9 weights x 10 episodes of one sampler on cube-si
 about 1.5x the time the environments alone take to step the same number of steps. In one run,
 `run(quick)` measures
 
-- `eval`: `qgf.evaluate.rollout` with `qgf.evaluate.AgentPolicy` (what `qgf evaluate` runs) over a
+- `eval`: `qgf.evaluation.rollout.rollout` with `qgf.policy.AgentPolicy` (what `qgf evaluate` runs) over a
   randomly initialised CPU-preset agent (4x256 networks, QGF sampler, 10 Euler steps), all cores;
 - `env_only`: the same number of worker processes building the same number of envs and stepping
   the same total number of steps with uniformly random actions, no policy and no messages;
@@ -60,7 +60,7 @@ class CpuClock:
 
 def env_only(env_name: str, workers: int, num_envs: int, total_steps: int) -> dict:
     """Wall-clock of ``workers`` processes stepping ``total_steps`` random actions between them."""
-    from qgf.evaluate import time_env_stepping
+    from qgf.evaluation.envtiming import time_env_stepping
 
     cpu_start = CpuClock.now()
     timing = time_env_stepping(env_name, total_steps, workers, num_envs)
@@ -88,14 +88,16 @@ class _ConstantPolicy:
         self.chunk = np.zeros((horizon, action_dim), np.float32)
 
     def __call__(self, observations, condition_indices, noise_seeds):
-        from qgf.evaluate import PolicyOutput
+        from qgf.evaluation.rollout import PolicyOutput
 
         rows = len(observations)
         return PolicyOutput(np.broadcast_to(self.chunk, (rows,) + self.chunk.shape), np.zeros(rows))
 
 
 def evaluation(env_name: str, weights, episodes: int, workers: int, agent) -> dict:
-    from qgf.evaluate import AgentPolicy, rollout, sweep_conditions
+    from qgf.evaluation.conditions import sweep_conditions
+    from qgf.evaluation.rollout import rollout
+    from qgf.policy import AgentPolicy
 
     conditions = sweep_conditions(["qgf"], weights, [1], agent.config.flow_steps)
     policy = AgentPolicy(agent, conditions)
@@ -134,7 +136,9 @@ def _study_slot(env_name: str, jobs: int, episodes: int, slot: int, layout: dict
 
     from qgf.agents.qgf import QGFAgent
     from qgf.config import load_preset
-    from qgf.evaluate import AgentPolicy, close_kept_envs, make_ogbench_env, rollout
+    from qgf.evaluation.rollout import rollout
+    from qgf.evaluation.workers import close_kept_envs, make_ogbench_env
+    from qgf.policy import AgentPolicy
 
     probe = make_ogbench_env(env_name)
     obs_dim, action_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
@@ -182,7 +186,7 @@ def study(env_name: str, slots: int, jobs: int, episodes: int, **layout) -> dict
     charges the first job's start-up (spawn, env build, compile) to these few jobs as well, where
     a study spreads it over every job of its task in that worker."""
     from qgf.benchmark import ScriptProcess
-    from qgf.evaluate import time_env_stepping
+    from qgf.evaluation.envtiming import time_env_stepping
 
     began = time.perf_counter()
     slot_processes = [
@@ -217,7 +221,7 @@ def study(env_name: str, slots: int, jobs: int, episodes: int, **layout) -> dict
 
 
 def free_policy(env_name: str, conditions: int, episodes: int, workers: int, horizon: int) -> dict:
-    from qgf.evaluate import rollout
+    from qgf.evaluation.rollout import rollout
 
     cpu_start = CpuClock.now()
     result = rollout(
