@@ -73,7 +73,7 @@ def check_run_samplers(run: Any, specs: Sequence[Any]) -> dict[str, Any]:
     command that trains it. Estimator names are accepted for `specs` too."""
     from qgf.addons import load_addons
     from qgf.agents.base import check_sampler
-    from qgf.guidance import SamplerSpec
+    from qgf.guidance.estimators import SamplerSpec
 
     specs = list(dict.fromkeys(specs))
     for spec in specs:
@@ -126,7 +126,7 @@ def _scored_sampler():
     is an argument, so runs of one configuration share a compilation."""
     import jax
 
-    from qgf.guidance import sample_with_info
+    from qgf.guidance.sampler import sample_with_info
 
     @functools.partial(jax.jit, static_argnames=("spec",))
     def run(agent, observations, noise, key, weights, spec):
@@ -149,7 +149,7 @@ def _scored_sampler():
 def _scored_with_addons(agent, addons, observations, noise, key, weights, spec):
     import jax
 
-    from qgf.guidance import sample_with_info
+    from qgf.guidance.sampler import sample_with_info
 
     states = {name: loaded.state for name, loaded in addons.items()}
 
@@ -210,7 +210,7 @@ class AgentPolicy:
         if spec not in self._compiled:
             import jax
 
-            from qgf.guidance import sample
+            from qgf.guidance.sampler import sample
 
             addons = self.addons
             if not addons and spec in _SHARED_ACT:

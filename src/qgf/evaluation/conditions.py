@@ -2,8 +2,8 @@
 best-of-N, weight) grid (`sweep_conditions`), a run's default samplers (its own method) and the
 env a run is evaluated in (`run_dataset_name`, `evaluation_env_name`).
 
-Imports: the standard library, `qgf.errors` and `qgf.envs`; `qgf.guidance` (JAX) only inside
-`sweep_conditions`, where a sampler name becomes a `SamplerSpec`.
+Imports: the standard library, `qgf.errors`, `qgf.envs` and `qgf.guidance.estimators` (the
+estimator table and `SamplerSpec`: standard library only).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from qgf.envs import parse_name
 from qgf.errors import QGFError
+from qgf.guidance.estimators import SamplerSpec
 
 # Agents whose method is test-time guidance of their behaviour flow: evaluated with QGF over the
 # weight grid by default. Every other agent is a training-time method: its own policy.
@@ -25,7 +26,7 @@ TEST_TIME_AGENTS = ("qgf",)
 class Condition:
     """One evaluated condition: a sampler (`qgf.guidance.SamplerSpec`) and a guidance weight."""
 
-    spec: Any  # SamplerSpec
+    spec: SamplerSpec
     weight: float
 
 
@@ -40,8 +41,6 @@ def sweep_conditions(
     N in ``bfn`` (with `gradstep_steps` = GradStep's L when given); a `SamplerSpec` is used as given.
     Plain BC (``none``) and a method's own policy (``policy``) ignore the weight, so they are
     evaluated once, at weight 0."""
-    from qgf.guidance import SamplerSpec
-
     if not samplers or not weights or not bfn:
         raise QGFError("need at least one sampler, one weight and one best-of-N")
     for weight in weights:
