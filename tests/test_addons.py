@@ -318,7 +318,8 @@ def test_a_missing_addon_names_the_command_that_trains_it(trained_run, tmp_path)
 
 def test_run_policy_samples_addon_samplers(trained_run):
     from qgf.checkpoint import load_run
-    from qgf.evaluate import AgentPolicy, Condition
+    from qgf.evaluation.conditions import Condition
+    from qgf.policy import AgentPolicy
 
     run = load_run(trained_run[0])
     specs = [SamplerSpec(name, steps=run.config.flow_steps) for name in ("none", *EXTRA_ESTIMATORS)]
@@ -390,7 +391,7 @@ def test_cli_lists_addons(trained_run, capsys):
 def test_evaluate_sets_gradsteps_number_of_steps():
     from qgf.cli import build_parser
     from qgf.commands.evaluate import with_gradstep_steps
-    from qgf.evaluate import sweep_conditions
+    from qgf.evaluation.conditions import sweep_conditions
 
     specs = with_gradstep_steps(["qgf", "gradstep"], [1, 4], 10, 5)
     conditions = sweep_conditions(specs, [0.01], [1, 4], steps=10)

@@ -193,10 +193,13 @@ def test_tiny_sweep_on_ray_with_a_failure_and_a_resumed_evaluation(tmp_path):
 
 def sweep_twice(spec, sweep_dir):
     """A first sweep with one failed job; a second after one evaluation was killed midway."""
-    from qgf.evaluate import Condition, EnvDescription, EpisodeRecord, _condition_identity, _save_partial
+    from qgf.evaluation.conditions import Condition
+    from qgf.evaluation.results import read_results
+    from qgf.evaluation.resume import condition_identity, save_partial
+    from qgf.evaluation.rollout import EpisodeRecord
+    from qgf.evaluation.workers import EnvDescription
     from qgf.experiments.runner import run_sweep
     from qgf.guidance import SamplerSpec
-    from qgf.results import read_results
 
     first = run_sweep(spec, sweep_dir, num_cpus=1, progress=False)
     assert list(first.failed) == [f"train/{job_group(sweep_dir)}/{MISSING}"]
@@ -215,10 +218,10 @@ def sweep_twice(spec, sweep_dir):
         SamplerSpec(**job.params["conditions"][0]["spec"]), job.params["conditions"][0]["weight"]
     )
     run = types.SimpleNamespace(step=4)
-    identity = _condition_identity(run, before.env, job.params["seed"], job.params["episodes"], condition)
+    identity = condition_identity(run, before.env, job.params["seed"], job.params["episodes"], condition)
     marked = [EpisodeRecord(0, 0, episode_return=123.0, length=8)]  # a mark: resumed, not re-run
     description = EnvDescription(28, 5, before.max_episode_steps, before.success_timing)
-    _save_partial(results_path.parent / "partial", identity, marked, description, before.action_horizon, 1.0)
+    save_partial(results_path.parent / "partial", identity, marked, description, before.action_horizon, 1.0)
 
     second = run_sweep(spec, sweep_dir, num_cpus=1, progress=False)
     assert second.ran == [job.id] and len(second.skipped) == 3  # two trainings, the other evaluation

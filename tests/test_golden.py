@@ -129,8 +129,11 @@ def make_scripted_env():
 
 
 def evaluation_values(agent) -> dict:
-    from qgf.evaluate import AgentPolicy, Condition, rollout, summarize
+    from qgf.evaluation.conditions import Condition
+    from qgf.evaluation.rollout import rollout
+    from qgf.evaluation.stats import summarize
     from qgf.guidance import SamplerSpec
+    from qgf.policy import AgentPolicy
 
     steps = agent.config.flow_steps
     conditions = [

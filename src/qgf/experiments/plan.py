@@ -313,7 +313,7 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
 
     atomic_write_json(sweep_dir / PROTOCOL_FILE, choices)
     by_group: dict[str, list[Any]] = {}
-    from qgf.evaluate import Condition
+    from qgf.evaluation.conditions import Condition
     from qgf.guidance import SamplerSpec
 
     for choice in choices["choices"]:
@@ -339,7 +339,7 @@ def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[J
     """The paper's choice (QGF App. J): per method and domain, the candidate (grid point, weight)
     with the highest success averaged over the tuning tasks and seeds; ties go to the earlier
     candidate (smaller weight, earlier grid point). Evidence: every candidate's mean per task."""
-    from qgf.results import read_results
+    from qgf.evaluation.results import read_results
 
     scores: dict[tuple[str, str], dict[tuple[str, str, float], dict[str, list[float]]]] = {}
     specs: dict[tuple[str, str, float], dict] = {}

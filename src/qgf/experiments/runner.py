@@ -63,9 +63,10 @@ def execute(job: Job) -> None:
             progress=False,
         )
     elif job.kind == "evaluate":
-        from qgf.evaluate import Condition, evaluate_run
+        from qgf.evaluation.conditions import Condition
+        from qgf.evaluation.results import write_json
+        from qgf.evaluation.run import evaluate_run
         from qgf.guidance import SamplerSpec
-        from qgf.results import write_json
 
         conditions = [Condition(SamplerSpec(**c["spec"]), float(c["weight"])) for c in params["conditions"]]
         results = evaluate_run(

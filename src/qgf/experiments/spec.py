@@ -356,8 +356,8 @@ def _sampler_spec(source: str, where: str, sampler: Any, *, steps: int, best_of_
 
 def agent_conditions(spec: SweepSpec, agent: AgentSpec, flow_steps: int, has_behavior_flow: bool):
     """The (SamplerSpec, weight) conditions evaluated for one agent: samplers x best-of-N x weights
-    (`qgf.evaluate.sweep_conditions`; BC and a policy are evaluated once, at weight 0)."""
-    from qgf.evaluate import sweep_conditions
+    (`qgf.evaluation.conditions.sweep_conditions`; BC and a policy are evaluated once, at weight 0)."""
+    from qgf.evaluation.conditions import sweep_conditions
 
     samplers = list(agent.samplers) or (["none", "qgf"] if has_behavior_flow else ["policy"])
     bfn = list(agent.bfn or spec.evaluation["bfn"])

@@ -1,11 +1,17 @@
-"""Evaluation results: the documented results.json schema, its validating reader, and the CSV,
-markdown and PNG views. The schema is documented in docs/evaluation.md; keep the two in step.
+"""Evaluation results of one run on one env: the documented results.json schema
+(`EvaluationResults`, one `ConditionResult` per condition), its validating reader, and the JSON,
+CSV and markdown writers (`write_all` adds the plot of `qgf.evaluation.plots`). The schema is
+documented in docs/evaluation.md; keep the two in step. Goal-conditioned evaluations (one results
+set per goal, and their summary) are `qgf.evaluation.goals`.
 
 Every file is written atomically (a temporary file in the same directory, then `os.replace`), so an
 interrupted evaluation never leaves a half-written results file behind.
 
 Only per-condition numbers are reported: there is deliberately no "best weight" field, because a
 maximum over weights on the same episodes is an optimistically biased (oracle) number.
+
+Imports: the standard library, `qgf.errors`, `qgf.fileio` and `qgf.evaluation.plots` (which
+imports matplotlib only when it draws).
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from qgf.errors import QGFError
-from qgf.fileio import atomic_path, atomic_write_json, atomic_write_text
+from qgf.evaluation.plots import write_plot
+from qgf.fileio import atomic_write_json, atomic_write_text
 
 SCHEMA = "qgf.evaluation"
 SCHEMA_VERSION = 1
@@ -30,11 +37,6 @@ JSON_NAME = "results.json"
 CSV_NAME = "results.csv"
 MARKDOWN_NAME = "results.md"
 PLOT_NAME = "success_vs_weight.png"
-# A goal-conditioned evaluation's directory: one results set per goal in goal<K>/, and the summary.
-GOAL_DIR = "goal{goal}"
-SUMMARY_SCHEMA = "qgf.goal_evaluation_summary"
-SUMMARY_JSON_NAME = "summary.json"
-SUMMARY_MARKDOWN_NAME = "summary.md"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,59 +325,6 @@ def write_markdown(results: EvaluationResults, path: str | os.PathLike) -> Path:
     return path
 
 
-def write_plot(results: EvaluationResults, path: str | os.PathLike) -> Path:
-    """Success rate against guidance weight, one line per sampler label with its interval as a band
-    (the QGF paper's Fig. 20 view). A label evaluated at a single weight (e.g. BC, whose samples
-    do not depend on the weight) is drawn as a dashed horizontal reference."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless, whatever the user's backend
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    by_label: dict[str, list[ConditionResult]] = {}
-    for item in results.results:
-        by_label.setdefault(item.label, []).append(item)
-    weights = sorted({item.weight for item in results.results})
-    margin = 0.03 * (weights[-1] - weights[0]) or 0.5  # keep the end markers inside the frame
-    span = (weights[0] - margin, weights[-1] + margin)
-
-    figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, (label, items) in enumerate(by_label.items()):
-        color = colors[index % len(colors)]
-        items = sorted(items, key=lambda item: item.weight)
-        if len(items) == 1:
-            (item,) = items
-            axis.axhline(item.success_rate, color=color, linestyle="--", label=f"{label} (any weight)")
-            axis.axhspan(item.ci_low, item.ci_high, color=color, alpha=0.12, linewidth=0)
-            continue
-        x = [item.weight for item in items]
-        axis.plot(x, [item.success_rate for item in items], marker="o", color=color, label=label)
-        axis.fill_between(
-            x, [item.ci_low for item in items], [item.ci_high for item in items], color=color, alpha=0.18
-        )
-    axis.set_xlim(*span)
-    axis.set_ylim(-0.02, 1.02)
-    axis.set_xlabel("guidance weight w")
-    axis.set_ylabel("success rate")
-    level = round(100 * results.interval["level"])
-    axis.set_title(
-        f"{results.title}\n{results.episodes_per_condition} episodes per point, {level}% "
-        f"{results.interval['method'].title()} interval",
-        fontsize=10,
-    )
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="best")
-    figure.tight_layout()
-    try:
-        with atomic_path(path) as temporary:
-            figure.savefig(temporary, format="png")
-    finally:
-        plt.close(figure)
-    return path
-
-
 def write_all(results: EvaluationResults, out_dir: str | os.PathLike) -> dict[str, Path]:
     """results.json, results.csv, results.md and success_vs_weight.png in ``out_dir``."""
     out_dir = Path(out_dir)
@@ -385,241 +334,3 @@ def write_all(results: EvaluationResults, out_dir: str | os.PathLike) -> dict[st
         "markdown": write_markdown(results, out_dir / MARKDOWN_NAME),
         "plot": write_plot(results, out_dir / PLOT_NAME),
     }
-
-
-# --------------------------------------------------------------------------------------------------
-# Goal-conditioned evaluations: one EvaluationResults per evaluation goal, and their summary
-
-
-@dataclasses.dataclass(frozen=True)
-class GoalEvaluation:
-    """A goal-conditioned evaluation: one `EvaluationResults` per OGBench evaluation goal (same
-    env, conditions, seed and episodes), keyed by goal id in evaluation order."""
-
-    env: str
-    per_goal: dict[int, EvaluationResults]
-
-    @property
-    def goals(self) -> list[int]:
-        return list(self.per_goal)
-
-    def overall(self) -> EvaluationResults:
-        return pool_goals(self.per_goal)
-
-
-def _condition_key(item: ConditionResult) -> tuple:
-    return (item.sampler, item.weight, item.bfn, item.label)
-
-
-def pool_goals(per_goal: dict[int, EvaluationResults]) -> EvaluationResults:
-    """Every condition over all goals' episodes: success_rate = successes / episodes = the mean
-    of the per-goal success rates (every goal has the same number of episodes), its interval the
-    Wilson interval over all episodes; return, length and episode lists pooled (goal-major, so
-    episode i is still paired across conditions); q_mean the mean of the goals' q_mean;
-    policy_seconds, wall-clock and env steps summed. `task` is None and `extra` records the goals
-    (`extra["goals"]`, `extra["pooled_over_goals"] = True`)."""
-    from qgf.evaluate import wilson_interval
-
-    if not per_goal:
-        raise QGFError("no goals to pool")
-    goals = list(per_goal)
-    first = per_goal[goals[0]]
-    keys = [_condition_key(item) for item in first.results]
-    for goal, results in per_goal.items():
-        if not results.goal_conditioned or results.task != goal:
-            raise QGFError(f"the results given for goal {goal} are not goal {goal} of a goal-conditioned run")
-        if [_condition_key(item) for item in results.results] != keys:
-            raise QGFError(f"goal {goal} has other conditions than goal {goals[0]}; cannot pool them")
-        for field in ("env", "seed", "episodes_per_condition", "run"):
-            if getattr(results, field) != getattr(first, field):
-                raise QGFError(
-                    f"goal {goal} has {field} {getattr(results, field)!r}, goal {goals[0]} "
-                    f"{getattr(first, field)!r}; cannot pool them"
-                )
-    pooled = []
-    for index, key in enumerate(keys):
-        items = [per_goal[goal].results[index] for goal in goals]
-        episodes = sum(item.episodes for item in items)
-        successes = sum(item.successes for item in items)
-        low, high = wilson_interval(successes, episodes)
-        returns = [value for item in items for value in item.episode_return]
-        mean_return = math.fsum(returns) / episodes
-        q_values = [item.q_mean for item in items]
-        pooled.append(
-            ConditionResult(
-                sampler=key[0],
-                weight=key[1],
-                bfn=key[2],
-                label=key[3],
-                episodes=episodes,
-                successes=successes,
-                success_rate=successes / episodes,
-                ci_low=low,
-                ci_high=high,
-                return_mean=mean_return,
-                return_std=math.sqrt(math.fsum((value - mean_return) ** 2 for value in returns) / episodes),
-                length_mean=sum(length for item in items for length in item.episode_length) / episodes,
-                q_mean=None if None in q_values else math.fsum(q_values) / len(q_values),
-                policy_seconds=math.fsum(item.policy_seconds for item in items),
-                wall_clock_s=math.fsum(item.wall_clock_s for item in items),
-                episode_success=[value for item in items for value in item.episode_success],
-                episode_return=returns,
-                episode_length=[value for item in items for value in item.episode_length],
-            )
-        )
-    every = list(per_goal.values())
-    return dataclasses.replace(
-        first,
-        task=None,
-        episodes_per_condition=first.episodes_per_condition * len(goals),
-        wall_clock_s=math.fsum(results.wall_clock_s for results in every),
-        env_steps=sum(results.env_steps for results in every),
-        num_envs=max(results.num_envs for results in every),
-        results=pooled,
-        extra={
-            **{k: v for k, v in first.extra.items() if k not in ("goal", "startup_s")},
-            "goal_conditioned": True,
-            "goals": goals,
-            "pooled_over_goals": True,
-            "episodes_per_goal": first.episodes_per_condition,
-        },
-    )
-
-
-def _rate(item: ConditionResult) -> dict[str, Any]:
-    return {
-        "successes": item.successes,
-        "episodes": item.episodes,
-        "success_rate": item.success_rate,
-        "ci_low": item.ci_low,
-        "ci_high": item.ci_high,
-    }
-
-
-def goal_summary(evaluation: GoalEvaluation) -> dict[str, Any]:
-    """The summary.json document: per condition, success per goal and overall (docs/evaluation.md)."""
-    overall = evaluation.overall()
-    first = evaluation.per_goal[evaluation.goals[0]]
-    conditions = []
-    for index, pooled in enumerate(overall.results):
-        conditions.append(
-            {
-                "sampler": pooled.sampler,
-                "weight": pooled.weight,
-                "bfn": pooled.bfn,
-                "label": pooled.label,
-                "goals": {
-                    str(goal): _rate(results.results[index]) for goal, results in evaluation.per_goal.items()
-                },
-                "overall": _rate(pooled),
-            }
-        )
-    return {
-        "schema": SUMMARY_SCHEMA,
-        "schema_version": 1,
-        "env": evaluation.env,
-        "goals": evaluation.goals,
-        "episodes_per_goal": first.episodes_per_condition,
-        "seed": first.seed,
-        "run": first.run,
-        "interval": first.interval,
-        "overall": "success_rate: mean over goals (= successes / episodes over all goals: every goal has "
-        "the same episodes); ci: Wilson interval over all episodes",
-        "results": {str(goal): f"{GOAL_DIR.format(goal=goal)}/{JSON_NAME}" for goal in evaluation.goals},
-        "conditions": conditions,
-    }
-
-
-def goal_summary_table(evaluation: GoalEvaluation) -> str:
-    """The success table, one row per (sampler, N, weight): each goal's success rate with its
-    interval, and overall (mean over goals, interval over all episodes), as GitHub markdown."""
-    overall = evaluation.overall()
-    level = round(100 * overall.interval["level"])
-    goals = evaluation.goals
-    lines = [
-        "| sampler | N | weight | "
-        + " | ".join(f"goal {goal}" for goal in goals)
-        + f" | overall ({level}% CI) | episodes |",
-        "|---|---:|---:|" + "---|" * len(goals) + "---|---:|",
-    ]
-
-    def cell(item: ConditionResult) -> str:
-        return f"{item.success_rate:.2f} [{item.ci_low:.2f}, {item.ci_high:.2f}]"
-
-    for index, pooled in enumerate(overall.results):
-        per_goal = [cell(evaluation.per_goal[goal].results[index]) for goal in goals]
-        lines.append(
-            f"| {pooled.label} | {pooled.bfn} | {pooled.weight:g} | "
-            + " | ".join(per_goal)
-            + f" | {cell(pooled)} | {pooled.episodes} |"
-        )
-    return "\n".join(lines)
-
-
-def goal_summary_report(evaluation: GoalEvaluation) -> str:
-    overall = evaluation.overall()
-    first = evaluation.per_goal[evaluation.goals[0]]
-    header = [
-        f"# Goal-conditioned evaluation: {evaluation.env}",
-        "",
-        f"- run: `{first.run}`" if first.run else "- run: (none)",
-        f"- goals {', '.join(map(str, evaluation.goals))} (OGBench's evaluation task_id); "
-        f"{first.episodes_per_condition} episodes per goal and condition, seed {first.seed}; chunks of "
-        f"{first.action_horizon} actions executed open-loop; limit {first.max_episode_steps} steps",
-        f"- success: {first.success_definition}; ogbench {first.ogbench_version}, "
-        f"success_timing={first.success_timing}",
-        "- overall: mean of the goals' success rates (every goal has the same episodes); interval: "
-        f"{overall.interval['method']} score, {overall.interval['level']:.0%}, over all "
-        f"{overall.episodes_per_condition} episodes",
-        f"- per goal: {', '.join(GOAL_DIR.format(goal=goal) + '/' + JSON_NAME for goal in evaluation.goals)}",
-        f"- wall-clock {overall.wall_clock_s:.1f} s for {overall.env_steps} env steps",
-        "- Every condition is reported; no maximum over weights is a headline number.",
-        "",
-        "",
-    ]
-    return "\n".join(header) + goal_summary_table(evaluation) + "\n"
-
-
-def write_goal_results(results: EvaluationResults, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """One goal's results.json, results.csv, results.md and success_vs_weight.png in
-    ``out_dir/goal<K>/``."""
-    if not results.goal_conditioned or results.task is None:
-        raise QGFError("write_goal_results writes one goal of a goal-conditioned evaluation")
-    return write_all(results, Path(out_dir) / GOAL_DIR.format(goal=results.task))
-
-
-def write_goal_evaluation(evaluation: GoalEvaluation, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Every goal's files in ``out_dir/goal<K>/`` (`write_all`), and in ``out_dir`` summary.json,
-    summary.md and success_vs_weight.png (overall success against weight, pooled over goals)."""
-    out_dir = Path(out_dir)
-    paths = {}
-    for goal, results in evaluation.per_goal.items():
-        paths[f"goal{goal}"] = write_goal_results(results, out_dir)["json"]
-    summary = out_dir / SUMMARY_JSON_NAME
-    atomic_write_json(summary, goal_summary(evaluation), allow_nan=False)
-    paths["summary"] = summary
-    paths["markdown"] = out_dir / SUMMARY_MARKDOWN_NAME
-    atomic_write_text(paths["markdown"], goal_summary_report(evaluation))
-    paths["plot"] = write_plot(evaluation.overall(), out_dir / PLOT_NAME)
-    return paths
-
-
-def read_goal_evaluation(out_dir: str | os.PathLike) -> GoalEvaluation:
-    """The goal-conditioned evaluation written to ``out_dir`` (every ``goal<K>/results.json``,
-    validated, in goal order); the goals must form one evaluation (`pool_goals`)."""
-    out_dir = Path(out_dir)
-    per_goal = {}
-    for path in sorted(out_dir.glob("goal*/" + JSON_NAME)):
-        suffix = path.parent.name[len("goal") :]
-        if not suffix.isdigit():
-            continue
-        results = read_results(path)
-        if not results.goal_conditioned or results.task != int(suffix):
-            raise QGFError(f"{path}: not the goal-conditioned results of goal {suffix}")
-        per_goal[int(suffix)] = results
-    if not per_goal:
-        raise QGFError(f"{out_dir}: no goal<K>/{JSON_NAME}; run `qgf evaluate` on a goal-conditioned run")
-    per_goal = dict(sorted(per_goal.items()))
-    evaluation = GoalEvaluation(env=next(iter(per_goal.values())).env, per_goal=per_goal)
-    evaluation.overall()  # checks that the goals belong together
-    return evaluation
