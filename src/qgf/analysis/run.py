@@ -12,7 +12,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -214,9 +214,10 @@ def analyze_run(
     `settings.nn_chunks` chunks drawn uniformly from the training split. `data_dir` overrides the
     dataset folder recorded in the run.
     """
-    from qgf.addons import SAMPLER_ADDONS, load_addons
+    from qgf.addons import SAMPLER_ADDONS
     from qgf.addons.base import list_addons
     from qgf.checkpoint import load_run
+    from qgf.policy import RunPolicy
 
     settings = settings or AnalysisSettings()
     run = load_run(run_dir)
@@ -229,15 +230,13 @@ def analyze_run(
         }
         extra = [s for s, name in SAMPLER_ADDONS.items() if name in trained and s not in settings.estimators]
         settings = dataclasses.replace(settings, estimators=(*settings.estimators, *extra))
-    extras: dict[str, Callable] = {}
-    for loaded in load_addons(run, settings.estimators).values():
-        extras.update(loaded.extras(agent))
+    policy = RunPolicy.for_run(run, settings.estimators)  # checked, with the add-ons they need
     model = PolicyAndCritic(
         agent.behavior_velocity_fn,
         agent.q_fn,
         agent.chunk_dim,
         SamplerSpec(estimator="none", steps=config.flow_steps),
-        extras,
+        policy.extras(),
     )
     data = sample_run_data(
         run,
