@@ -22,7 +22,7 @@ from qgf import train as train_module
 from qgf.agents import agent_class, agent_sections
 from qgf.config import TrainConfig, help_sections, load_preset, parse_overrides
 from qgf.errors import QGFError
-from qgf.experiments.plan import run_groups
+from qgf.experiments.jobs import run_groups
 from qgf.experiments.spec import parse_spec
 
 DOCS = Path(__file__).parents[1] / "docs" / "architecture.md"

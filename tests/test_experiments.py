@@ -14,7 +14,7 @@ import pytest
 from helpers import equal_trees, make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf.errors import QGFError
-from qgf.experiments.plan import job_done, plan
+from qgf.experiments.jobs import job_done, plan
 from qgf.experiments.spec import parse_spec
 
 TASK1 = "cube-single-play-singletask-task1-v0"
@@ -252,3 +252,11 @@ def test_shipped_specs_load_by_name_and_unknown_names_are_one_line_errors(tmp_pa
         assert load_spec(name).name == name
     with pytest.raises(QGFError, match="cpu-study, domains-cpu, domains4-cpu, paper-fig5"):
         load_spec(tmp_path / "missing.toml")
+
+
+def test_the_documented_plan_function_is_not_shadowed_by_a_submodule():
+    import qgf.experiments.runner  # noqa: F401 - imports the job-graph module, as a sweep does
+    from qgf.experiments import plan, run_sweep, write_report
+
+    assert callable(plan) and plan.__name__ == "plan" and not isinstance(plan, type(qgf))
+    assert run_sweep.__name__ == "run_sweep" and write_report.__name__ == "write_report"

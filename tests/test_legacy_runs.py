@@ -14,7 +14,7 @@ import pytest
 from helpers import make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf.config import TrainConfig
-from qgf.experiments.plan import job_done, plan, run_groups
+from qgf.experiments.jobs import job_done, plan, run_groups
 from qgf.experiments.spec import load_spec, parse_spec, shipped_spec_names
 from qgf.guidance import SamplerSpec
 from qgf.train import resume

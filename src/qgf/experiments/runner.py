@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from qgf.errors import QGFError
-from qgf.experiments.plan import Job, job_done, plan
+from qgf.experiments.jobs import Job, job_done, plan
 from qgf.experiments.spec import SweepSpec
 from qgf.fileio import atomic_write_text
 
