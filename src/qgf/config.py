@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
+from qgf.critics import CRITICS
 from qgf.errors import QGFError
 
 # Fields that only schedule a run (how long, how often to log and save). Changing them between a
@@ -90,7 +91,7 @@ class TrainConfig:
         "critic: 'iql' (in-sample chunked IQL, QGF App. F), 'td' (TD backups on the agent's own policy "
         "samples with pessimistic ensemble target, QAM Eq. 26) or 'dqc' (goal-conditioned Decoupled "
         "Q-Chunking, QGF App. F Eqs. 13-16; needs goal_conditioned=true)",
-        choices=("iql", "td", "dqc"),
+        choices=CRITICS.names,
     )
     critic_pessimism: float = _field(
         0.5, "rho of the td critic's target mean_K Qbar - rho * std_K Qbar (QAM Eq. 26)"
