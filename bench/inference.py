@@ -80,7 +80,9 @@ def run(quick: bool = True) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from qgf.guidance import STANDALONE_ESTIMATORS, SamplerSpec, critic_gradient, make_sampler
+    from qgf.guidance import SamplerSpec, make_sampler
+    from qgf.guidance.estimators import STANDALONE_ESTIMATORS
+    from qgf.guidance.gradients import critic_gradient
 
     repeats = 7 if quick else 25
     velocity_fn, q_fn = build_model()

@@ -12,9 +12,9 @@ import pytest
 
 from helpers import small_config
 from qgf.agents import agent_class, diffusion
-from qgf.agents.qgf import build_velocity_field
 from qgf.config import load_preset
 from qgf.critics.networks import q_ensemble
+from qgf.flow import build_velocity_field
 
 OBS_DIM, ACTION_DIM = 4, 2
 

@@ -15,10 +15,10 @@ import pytest
 from helpers import make_dataset, small_config
 from qgf.agents import agent_class
 from qgf.agents.fql import build_onestep_policy
-from qgf.agents.qgf import build_velocity_field
 from qgf.config import load_preset
 from qgf.critics.networks import q_ensemble
 from qgf.data.chunks import sample_chunks_jit, to_device
+from qgf.flow import build_velocity_field
 from qgf.guidance import SamplerSpec
 
 OBS_DIM, ACTION_DIM, BATCH = 4, 2, 12

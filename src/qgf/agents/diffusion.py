@@ -34,9 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from qgf.agents.base import Agent, Batch, Params
-from qgf.agents.qgf import build_velocity_field, init_velocity_field
 from qgf.config import TrainConfig
-from qgf.flow import chunk_step_weights
+from qgf.flow import build_velocity_field, chunk_step_weights, init_velocity_field
 
 B_MIN, B_MAX = 0.1, 10.0  # QAM Eq. 46, following IDQL (Hansen-Estruch et al., 2023)
 

@@ -27,9 +27,8 @@ import jax.numpy as jnp
 
 from qgf.agents.base import Agent, Batch, Params
 from qgf.agents.fql import q_ascent_loss
-from qgf.agents.qgf import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field
 from qgf.config import TrainConfig
-from qgf.flow import interpolate
+from qgf.flow import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field, interpolate
 
 
 class EDPAgent(Agent):

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from qgf.agents.base import Agent, Batch, Params
-from qgf.agents.qgf import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field
 from qgf.config import TrainConfig
+from qgf.flow import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field
 from qgf.nets import MLP
 
 # Guards the Q normaliser against a batch whose Q values are all exactly 0 (a fresh critic can

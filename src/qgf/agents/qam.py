@@ -59,8 +59,8 @@ import numpy as np
 
 from qgf.agents.base import Agent, Batch, Params
 from qgf.agents.fql import OneStepPolicy, build_onestep_policy
-from qgf.agents.qgf import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field
 from qgf.config import TrainConfig
+from qgf.flow import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field
 from qgf.nets import MLP
 
 VelocityFn = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]

@@ -101,7 +101,7 @@ def register(subparsers) -> None:
 
 
 def _sampler_names() -> tuple[str, ...]:
-    from qgf.guidance import SAMPLERS
+    from qgf.guidance.estimators import SAMPLERS
 
     return SAMPLERS
 
@@ -140,7 +140,7 @@ def check_samplers(names: list[str]) -> list[str]:
     import difflib
 
     from qgf.errors import QGFError
-    from qgf.guidance import SAMPLERS
+    from qgf.guidance.estimators import SAMPLERS
 
     for name in names:
         if name in SAMPLERS:

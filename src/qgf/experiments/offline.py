@@ -195,14 +195,14 @@ def _actions_and_q():
 
 
 def weight_table(agent, data, spec, weights: Sequence[float], seed: int = 0) -> dict[str, Any]:
-    """gain(w) and dist(w) of one run (`agent`, with `data` from `qgf.analysis.sample_run_data`)
+    """gain(w) and dist(w) of one run (`agent`, with `data` from `qgf.analysis.run.sample_run_data`)
     for sampler `spec` at each weight; dist(0) is `reference_distance`. Every weight starts from
     the same noise, so gains are paired. The sampler compiles once per spec and shapes: runs of
     one configuration share it."""
     import jax
     import jax.numpy as jnp
 
-    from qgf.analysis import nearest_neighbour_distances
+    from qgf.analysis.distances import nearest_neighbour_distances
 
     observations = data.observations
     batch = observations.shape[0]
@@ -242,7 +242,7 @@ def sweep_tables(
     """Averaged weight tables per (method, domain) for every protocol choice with a weight grid,
     from the tuning runs of its chosen grid point (found through the tune-stage results), and notes
     on choices left out. Runs are loaded once each."""
-    from qgf.analysis import sample_run_data
+    from qgf.analysis.run import sample_run_data
     from qgf.checkpoint import load_run
     from qgf.envs import parse_name
     from qgf.guidance import SamplerSpec
