@@ -154,39 +154,15 @@ def own_losses(critic, params, target, batch, next_actions) -> dict:
     }
 
 
-def test_each_network_gets_exactly_its_own_loss_gradient(component):
-    critic, params, target, batch, next_actions = component
-
-    @jax.jit
-    def both(params):
-        total, metrics = critic.losses(params, target, batch, next_actions)
-        grads = jax.grad(lambda p: critic.losses(p, target, batch, next_actions)[0])(params)
-        own = own_losses(critic, params, target, batch, next_actions)
-        own_values = {network: loss(params[network]) for network, loss in own.items()}
-        return (
-            total,
-            metrics,
-            grads,
-            own_values,
-            {network: jax.grad(own[network])(params[network]) for network in own},
-        )
-
-    total, metrics, grads, own_values, own_grads = both(params)
-    owners = OWNERS[critic.name]
-    assert set(grads) == set(own_grads) == set(owners.values())
-    for loss_name, network in owners.items():
-        np.testing.assert_allclose(float(metrics[loss_name]), float(own_values[network]), rtol=1e-5)
-    np.testing.assert_allclose(float(total), sum(float(metrics[n]) for n in owners), rtol=1e-6)
-    for network, expected in own_grads.items():
-        scale = max(float(jnp.abs(leaf).max()) for leaf in jax.tree.leaves(expected))
-        assert scale > 0, network
-        for got, want in zip(jax.tree.leaves(grads[network]), jax.tree.leaves(expected), strict=True):
-            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6 * scale)
+TRAINING_STEPS = 30
 
 
-def test_losses_are_finite_and_fall_on_tiny_data(component):
-    """30 Adam steps of the component's own networks on its total loss, targets held where they
-    are: every loss it reports falls."""
+@pytest.fixture(scope="module")
+def computed(component):
+    """One compiled program per critic (compiling dominates this suite): at `params`, the total
+    loss, metrics and gradients of the component and each network's own loss and gradient; and
+    the metrics of TRAINING_STEPS Adam steps of the component's networks on its total loss, the
+    batch, next actions and targets held where they are."""
     critic, params, target, batch, next_actions = component
     optimizer = optax.adam(3e-3)
 
@@ -196,10 +172,45 @@ def test_losses_are_finite_and_fall_on_tiny_data(component):
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), metrics
 
-    _, history = jax.jit(lambda p: jax.lax.scan(step, (p, optimizer.init(p)), None, length=30))(params)
-    assert all(np.isfinite(np.asarray(values)).all() for values in history.values())
-    for loss_name in OWNERS[critic.name]:
-        losses = np.asarray(history[loss_name])
+    @jax.jit
+    def run(params):
+        total, metrics = critic.losses(params, target, batch, next_actions)
+        grads = jax.grad(lambda p: critic.losses(p, target, batch, next_actions)[0])(params)
+        own = own_losses(critic, params, target, batch, next_actions)
+        _, history = jax.lax.scan(step, (params, optimizer.init(params)), None, length=TRAINING_STEPS)
+        return {
+            "total": total,
+            "metrics": metrics,
+            "grads": grads,
+            "own_values": {network: loss(params[network]) for network, loss in own.items()},
+            "own_grads": {network: jax.grad(loss)(params[network]) for network, loss in own.items()},
+            "history": history,
+        }
+
+    return jax.device_get(run(params))
+
+
+def test_each_network_gets_exactly_its_own_loss_gradient(component, computed):
+    critic = component[0]
+    metrics, grads, own_grads = computed["metrics"], computed["grads"], computed["own_grads"]
+    owners = OWNERS[critic.name]
+    assert set(grads) == set(own_grads) == set(owners.values())
+    for loss_name, network in owners.items():
+        np.testing.assert_allclose(metrics[loss_name], computed["own_values"][network], rtol=1e-5)
+    np.testing.assert_allclose(computed["total"], sum(float(metrics[n]) for n in owners), rtol=1e-6)
+    for network, expected in own_grads.items():
+        scale = max(float(np.abs(leaf).max()) for leaf in jax.tree.leaves(expected))
+        assert scale > 0, network
+        for got, want in zip(jax.tree.leaves(grads[network]), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_losses_are_finite_and_fall_on_tiny_data(component, computed):
+    """Every loss the component reports falls over its TRAINING_STEPS steps."""
+    history = computed["history"]
+    assert all(np.isfinite(values).all() for values in history.values())
+    for loss_name in OWNERS[component[0].name]:
+        losses = history[loss_name]
         assert losses[-1] < 0.7 * losses[0], (loss_name, losses)
 
 
