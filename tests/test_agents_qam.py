@@ -23,7 +23,7 @@ from qgf.agents.qam import (
     tanh_gaussian_sample,
 )
 from qgf.config import TrainConfig, load_preset
-from qgf.critics import pessimistic_target
+from qgf.critics.td import pessimistic_target
 from qgf.errors import QGFError
 
 OBS_DIM, CHUNK_DIM, BATCH = 3, 4, 5

@@ -11,6 +11,9 @@ hashes are compared where the recording machine's fingerprint (CPU vector extens
 XLA flags) is this one's: XLA may round differently on another CPU. Elsewhere the float64
 summaries must agree to 1e-5 relative, which still catches any real change.
 
+The td case has no 'value' network or V metrics: td runs stopped training the value network their
+backup never read (issue 19); those entries were deleted from the recording, nothing re-recorded.
+
 The configs and data are those of the contract suite (tests/agent_contract.py), so the compiled
 update programs come from the suite's persistent compilation cache.
 """

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
+from qgf.critics import CRITICS
 from qgf.errors import QGFError
 from qgf.registry import suggest
 from qgf.sections import Section, coerce, format_value, module_sections, type_name
@@ -115,7 +116,7 @@ class TrainConfig:
         "critic: 'iql' (in-sample chunked IQL, QGF App. F), 'td' (TD backups on the agent's own policy "
         "samples with pessimistic ensemble target, QAM Eq. 26) or 'dqc' (goal-conditioned Decoupled "
         "Q-Chunking, QGF App. F Eqs. 13-16; needs goal_conditioned=true)",
-        choices=("iql", "td", "dqc"),
+        choices=CRITICS.names,
     )
     goal_conditioned: bool = _field(
         False,

@@ -1,5 +1,6 @@
-"""The Decoupled Q-Chunking (DQC) critic of the goal-conditioned experiments (QGF paper App. F,
-Eqs. 13-16), as pure loss functions of network outputs (arrays), not of networks.
+"""`critic=dqc`: the Decoupled Q-Chunking critic of the goal-conditioned experiments (QGF paper
+App. F, Eqs. 13-16), all of it: the equations as pure loss functions of network outputs, and the
+component that applies them to the critic view of a goal-conditioned batch (`qgf.data.goals`).
 
 Two critics with different chunk lengths h_a <= h_c share one goal-conditioned value V(s, g):
 
@@ -8,20 +9,24 @@ Two critics with different chunk lengths h_a <= h_c share one goal-conditioned v
     Q_a(s_t, g, a_{t:t+h_a})  ->  expectile_kappa_d of Q_c(s_t, g, a_{t:t+h_c})                    (Eq. 15)
     Q_a(s_t, g, a_{t:t+h_a})  ~=  max_{a_{t+h_a:t+h_c}} Q_c(s_t, g, [a_{t:t+h_a}, a_{t+h_a:t+h_c}])  (Eq. 16)
 
-Only Q_a is used by policies and guidance. The batch is `qgf.data.goals.sample_goal_chunks` with
-horizon h_c: its `rewards` are the discounted chunk sums of the sparse goal-reaching rewards and m
-(`masks`) is 0 when the chunk reaches its goal. Eq. 13 as printed has no m; with rewards that end
-at the goal, bootstrapping past it would add a value that is not part of the return, so m stays
-(as in Eq. 11's single-task critic and OGBench's goal-conditioned agents). The partial chunk
-a_{t:t+h_a} is the first h_a steps of the dataset chunk (`partial_chunk`).
+Networks: 'long_critic' = Q_c (chunks of h_c = `dqc_horizon` steps), 'value' = V, 'critic' = Q_a
+(the policy's h_a = `horizon` steps); Q_c and Q_a have EMA targets. Only Q_a is used by policies
+and guidance: it is the run's 'critic', so everything that reads the critic uses Q_a only.
+
+The batch is `qgf.data.goals.sample_goal_chunks` with horizon h_c: its `rewards` are the discounted
+chunk sums of the sparse goal-reaching rewards and m (`masks`) is 0 when the chunk reaches its goal.
+Eq. 13 as printed has no m; with rewards that end at the goal, bootstrapping past it would add a
+value that is not part of the return, so m stays (as in Eq. 11's single-task critic and OGBench's
+goal-conditioned agents). The partial chunk a_{t:t+h_a} is the first h_a steps of the dataset
+chunk (`partial_chunk`).
 
 Row weights: a chunk counts when all its h_c steps are transitions of its trajectory, or when it
 reaches its goal before the end (`goal_chunk_weights`). Every quantity that one network regresses
-onto is wrapped in `stop_gradient` here, whatever network produced it; which network that is
-(online or EMA target) is the caller's choice and recorded in docs/fidelity.md.
+onto is wrapped in `stop_gradient`, whatever network produced it; which network that is (online or
+EMA target) is recorded in docs/fidelity.md.
 
-The shared primitives (expectile loss, weighted means, the chunk TD target) are those of
-`qgf.critics`; this module names the equations and fixes their inputs.
+Imports the shared networks and losses of this package and, when the losses run, the critic-view
+key of `qgf.data.goals`.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from qgf.critics import chunk_td_target, critic_loss, expectile_loss, value_loss, weighted_mean
+from qgf.critics.base import Critic
+from qgf.critics.losses import chunk_td_target, critic_loss, expectile_loss, value_loss, weighted_mean
+from qgf.critics.networks import aggregate_q, q_ensemble, value_network
 
 
 def goal_chunk_weights(valid: jnp.ndarray, masks: jnp.ndarray) -> jnp.ndarray:
@@ -134,3 +141,83 @@ def completion_expectile(
     k = jnp.sum(slope < 0, axis=0)
     sum_low = jnp.sum(jnp.where(ranks < k, values, 0.0), axis=0)
     return ((1 - kappa) * sum_low + kappa * (total - sum_low)) / ((1 - kappa) * k + kappa * (count - k))
+
+
+class DQCCritic(Critic):
+    """Q_a ('critic'), V ('value') and Q_c ('long_critic'); Q_a and Q_c have EMA targets."""
+
+    name = "dqc"
+    summary = "goal-conditioned Decoupled Q-Chunking: Q_c, V and the policy-facing Q_a (QGF App. F)"
+    networks = ("critic", "value", "long_critic")
+    target_networks = ("critic", "long_critic")
+
+    @property
+    def long_critic_network(self):
+        """Q_c on chunks of `dqc_horizon` steps (same widths and K as Q_a)."""
+        return q_ensemble(self.config)
+
+    def init_params(self, key, observations, actions):
+        """Q_a and V on the example inputs; Q_c on chunks of `dqc_horizon` steps."""
+        config = self.config
+        critic_key, value_key, long_key = jax.random.split(key, 3)
+        action_dim = actions.shape[-1] // config.horizon
+        long_actions = jnp.zeros((actions.shape[0], config.dqc_horizon * action_dim), actions.dtype)
+        return {
+            "critic": q_ensemble(config).init(critic_key, observations, actions),
+            "value": value_network(config).init(value_key, observations),
+            "long_critic": self.long_critic_network.init(long_key, observations, long_actions),
+        }
+
+    def losses(self, params, target_params, batch, next_actions=None):
+        """Eq. 13 (Q_c) + Eq. 14 (V) + Eq. 15 (Q_a) at `params`, and metrics, on the critic view
+        `batch['critic']` of a goal-conditioned batch (observations already hold [s, g]).
+
+        - Eq. 13's V(s_{t+h_c}, g) is the online V, held fixed (as the single-task iql critic does);
+        - Eq. 14 regresses the online V onto the EMA target Q_c, aggregated over heads;
+        - Eq. 15's teacher is the online Q_c (as printed: no bar), aggregated over heads, held fixed.
+
+        All three weight rows by `goal_chunk_weights`. `critic_loss` reports Eq. 13 and
+        `distill_loss` Eq. 15; q_* metrics describe Q_a. `next_actions` is not read.
+        """
+        from qgf.data.goals import CRITIC_VIEW
+
+        config, batch = self.config, batch[CRITIC_VIEW]
+        critic, value, long_critic = q_ensemble(config), value_network(config), self.long_critic_network
+        observations, long_actions = batch["observations"], batch["actions"]
+        row_weights = goal_chunk_weights(batch["valid"], batch["masks"])
+        how = config.critic_aggregation
+
+        next_values = value.apply(params["value"], batch["next_observations"])
+        q_c_values = long_critic.apply(params["long_critic"], observations, long_actions)
+        c_args = (batch["rewards"], batch["masks"], next_values, config.discount, config.dqc_horizon)
+        c_loss = long_critic_loss(q_c_values, *c_args, row_weights)
+
+        target_q_c = aggregate_q(
+            long_critic.apply(target_params["long_critic"], observations, long_actions), how
+        )
+        values = value.apply(params["value"], observations)
+        v_loss = dqc_value_loss(target_q_c, values, config.expectile, row_weights)
+
+        q_c = aggregate_q(q_c_values, how)
+        short_actions = partial_chunk(long_actions, config.dqc_horizon, config.horizon)
+        q_a_values = critic.apply(params["critic"], observations, short_actions)
+        a_loss = distillation_loss(q_c, q_a_values, config.distill_expectile, row_weights)
+
+        q_a = aggregate_q(q_a_values, how)
+        metrics = {
+            "critic_loss": c_loss,
+            "value_loss": v_loss,
+            "distill_loss": a_loss,
+            "q_mean": jnp.mean(q_a),
+            "q_min": jnp.min(q_a),
+            "q_max": jnp.max(q_a),
+            "q_head_gap": jnp.mean(jnp.max(q_a_values, axis=0) - jnp.min(q_a_values, axis=0)),
+            "q_chunk_mean": jnp.mean(q_c),
+            "v_mean": jnp.mean(values),
+            "v_min": jnp.min(values),
+            "v_max": jnp.max(values),
+            "td_target_mean": jnp.mean(long_critic_target(*c_args)),
+            "goal_reached_fraction": jnp.mean(1.0 - batch["masks"]),
+            "valid_fraction": jnp.mean(row_weights),
+        }
+        return c_loss + v_loss + a_loss, metrics
