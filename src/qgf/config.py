@@ -6,7 +6,7 @@ Appendix J, Table 1). Its fields are the settings every run has (networks, flow,
 critic's common part, which agent / critic, optimisation, data, bookkeeping); the settings that
 only one component reads live in *config sections* declared next to that component's code
 (`qgf.sections`): each agent's in its module of `qgf.agents`, the td and dqc critics' in
-`qgf.critic_sections`, goal-conditioned training's in `qgf.data.goal_settings`.
+their modules in `qgf.critics`, goal-conditioned training's in `qgf.data.goal_settings`.
 
 - Keys stay flat everywhere: `TrainConfig(agent="fql", fql_alpha=100.0)`, `config.fql_alpha`,
   `qgf train fql_alpha=100`, preset files, sweep specs and config.json.
@@ -51,7 +51,7 @@ SCHEDULE_FIELDS = frozenset({"steps", "log_every", "ckpt_every", "keep_checkpoin
 # share compiled code (the agent's config is static under jit).
 RUN_ONLY_FIELDS = SCHEDULE_FIELDS | {"seed", "sparse_reward", "action_clip_eps"}
 # Modules outside qgf.agents that declare config sections (the agents' own are found by qgf.agents).
-SECTION_MODULES = ("qgf.critic_sections", "qgf.data.goal_settings")
+SECTION_MODULES = ("qgf.critics.td", "qgf.critics.dqc", "qgf.data.goal_settings")
 
 
 def _field(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
