@@ -11,7 +11,7 @@ from qgf.config import load_preset
 
 @dataclasses.dataclass
 class ArrayDataset:
-    """The fields `qgf.train` and `qgf.data.chunks.to_device` read from a dataset."""
+    """The fields `qgf.training` and `qgf.data.chunks.to_device` read from a dataset."""
 
     observations: np.ndarray
     actions: np.ndarray

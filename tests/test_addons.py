@@ -16,7 +16,7 @@ import pytest
 
 from helpers import equal_trees, make_dataset, small_config
 from qgf.addons import ADDON_NAMES, SAMPLER_ADDONS, addon_class, addons_for_samplers, load_addons
-from qgf.addons.base import AddonConfig, list_addons, load_addon, parse_addon_overrides, train_addon
+from qgf.addons.base import AddonConfig, list_addons, load_addon, train_addon
 from qgf.addons.cfgrl import cfgrl_loss
 from qgf.addons.distill import distill_loss
 from qgf.addons.robustq import robust_q_loss
@@ -242,12 +242,10 @@ def test_registry_is_consistent():
 
 
 def test_settings_parse_and_validate():
-    parsed = parse_addon_overrides(
-        ["steps=20", "hidden_dims=8,8", "init_from_actor=false", "learning_rate=1e-3"]
-    )
+    parsed = AddonConfig.parse(["steps=20", "hidden_dims=8,8", "init_from_actor=false", "learning_rate=1e-3"])
     assert parsed == {"steps": 20, "hidden_dims": (8, 8), "init_from_actor": False, "learning_rate": 1e-3}
     with pytest.raises(QGFError, match="did you mean"):
-        parse_addon_overrides(["step=20"])
+        AddonConfig.parse(["step=20"])
     with pytest.raises(QGFError, match="batch_size must be >= 1"):
         AddonConfig(batch_size=0)
 
@@ -267,7 +265,7 @@ def file_hashes(directory: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from qgf.train import train
+    from qgf.training import train
 
     root = tmp_path_factory.mktemp("addons")
     run_dir = root / "run"

@@ -9,10 +9,10 @@ import pytest
 from helpers import SMALL, equal_trees, make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf import cli
-from qgf import train as train_module
 from qgf.data.chunks import gather_chunks, to_device
 from qgf.errors import QGFError
-from qgf.train import read_log, resume, train
+from qgf.training import fit, read_log, resume, train
+from qgf.training.log import combine_metrics
 
 SCHEDULE = {"steps": 12, "log_every": 3, "ckpt_every": 6, "keep_checkpoints": 2}
 
@@ -126,7 +126,7 @@ def test_training_fits_a_tiny_dataset(tmp_path):
 
 
 def test_cli_trains_resumes_and_reports_errors(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train_module, "load_training_data", lambda config, env, data_dir: make_dataset())
+    monkeypatch.setattr(fit, "load_training_data", lambda config, env, data_dir: make_dataset())
     out = str(tmp_path / "run")
     settings = [
         f"{key}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
@@ -211,7 +211,7 @@ def test_log_lines_combine_calls_split_by_a_checkpoint():
         (2, 1.0, {"bc_loss": 1.0, "q_min": -3.0, "q_max": 1.0}),
         (6, 2.0, {"bc_loss": 3.0, "q_min": -1.0, "q_max": 4.0}),
     ]
-    assert train_module.combine_metrics(window) == {
+    assert combine_metrics(window) == {
         "bc_loss": (2 * 1.0 + 6 * 3.0) / 8,
         "q_min": -3.0,
         "q_max": 4.0,

@@ -65,11 +65,11 @@ def register(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from qgf.addons import addon_class
-    from qgf.addons.base import parse_addon_overrides, train_addon
+    from qgf.addons.base import AddonConfig, train_addon
     from qgf.errors import QGFError
 
     addon_class(args.name)
-    overrides = parse_addon_overrides(args.overrides)
+    overrides = AddonConfig.parse(args.overrides)
     if args.steps is not None:
         if args.steps < 1:
             raise QGFError(f"--steps must be >= 1, got {args.steps}")
