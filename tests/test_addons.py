@@ -305,6 +305,94 @@ def test_addon_training_resumes_exactly(trained_run, tmp_path):
         train_addon(copy, "robustq", overrides={"batch_size": 16}, dataset=make_dataset(), progress=False)
 
 
+def test_interrupted_or_killed_addon_training_resumes_bit_identically(trained_run, tmp_path):
+    """The add-on runs in the agents' training loop: Ctrl-C saves the finished steps, a kill loses
+    only the steps since the last checkpoint, and either resumes to the uninterrupted state."""
+    from qgf.checkpoint import load_run
+    from qgf.training import read_log
+
+    run_dir, pristine, _ = trained_run
+    straight = load_addon(load_run(run_dir), "robustq").state
+    settings = {**ADDON_SETTINGS, "log_every": 5}  # the schedule may differ: steps stay the same
+
+    def stop_at(step, error):
+        def on_log(record):
+            if record["step"] == step:
+                raise error
+
+        return on_log
+
+    class SimulatedKill(Exception):
+        """Stands in for SIGKILL: the loop handles nothing but Ctrl-C, so nothing is saved."""
+
+    for error, saved in ((KeyboardInterrupt, 15), (SimulatedKill, 10)):
+        copy = tmp_path / error.__name__ / "run"
+        shutil.copytree(pristine, copy)
+        with pytest.raises(error):
+            train_addon(
+                copy,
+                "robustq",
+                overrides=settings,
+                dataset=make_dataset(),
+                progress=False,
+                on_log=stop_at(15, error),
+            )
+        assert list_addons(copy)[0]["step"] == saved
+        result = train_addon(copy, "robustq", dataset=make_dataset(), progress=False)
+        assert result.resumed_from == saved and result.step == 20
+        assert equal_trees(load_addon(load_run(copy), "robustq").state, straight)
+        assert [record["step"] for record in read_log(result.path)] == [5, 10, 15, 20]
+
+
+def test_addon_training_logs_to_the_optional_sinks(trained_run, tmp_path, monkeypatch):
+    import importlib.machinery
+    import sys
+    import types
+
+    scalars, wandb_calls = [], []
+
+    class SummaryWriter:
+        def __init__(self, logdir):
+            scalars.append(("logdir", logdir))
+
+        def add_scalar(self, name, value, step):
+            scalars.append((name, step))
+
+        def close(self):
+            scalars.append(("closed", None))
+
+    class WandbRun:
+        def log(self, record, step):
+            wandb_calls.append(step)
+
+        def finish(self):
+            wandb_calls.append("finished")
+
+    def init(**kwargs):
+        wandb_calls.append(kwargs["config"]["addon"])
+        return WandbRun()
+
+    for name, attributes in (("tensorboardX", {"SummaryWriter": SummaryWriter}), ("wandb", {"init": init})):
+        module = types.ModuleType(name)
+        module.__dict__.update(attributes)
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        monkeypatch.setitem(sys.modules, name, module)
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run[1], copy)
+    train_addon(
+        copy,
+        "cfgrl",
+        overrides=ADDON_SETTINGS,
+        dataset=make_dataset(),
+        progress=False,
+        tensorboard=True,
+        wandb=True,
+    )
+    assert scalars[0][1].endswith("addons/cfgrl/tensorboard") and ("cfgrl_loss", 20) in scalars
+    assert scalars[-1] == ("closed", None)
+    assert wandb_calls == ["cfgrl", 10, 20, "finished"]
+
+
 def test_a_missing_addon_names_the_command_that_trains_it(trained_run, tmp_path):
     from qgf.checkpoint import load_run
 
