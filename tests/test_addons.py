@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import equal_trees, make_dataset, small_config
+from helpers import equal_trees, fake_sinks, make_dataset, small_config
 from qgf.addons import ADDON_NAMES, SAMPLER_ADDONS, addon_class, addons_for_samplers, load_addons
 from qgf.addons.base import AddonConfig, list_addons, load_addon, train_addon
 from qgf.addons.cfgrl import cfgrl_loss
@@ -345,38 +345,7 @@ def test_interrupted_or_killed_addon_training_resumes_bit_identically(trained_ru
 
 
 def test_addon_training_logs_to_the_optional_sinks(trained_run, tmp_path, monkeypatch):
-    import importlib.machinery
-    import sys
-    import types
-
-    scalars, wandb_calls = [], []
-
-    class SummaryWriter:
-        def __init__(self, logdir):
-            scalars.append(("logdir", logdir))
-
-        def add_scalar(self, name, value, step):
-            scalars.append((name, step))
-
-        def close(self):
-            scalars.append(("closed", None))
-
-    class WandbRun:
-        def log(self, record, step):
-            wandb_calls.append(step)
-
-        def finish(self):
-            wandb_calls.append("finished")
-
-    def init(**kwargs):
-        wandb_calls.append(kwargs["config"]["addon"])
-        return WandbRun()
-
-    for name, attributes in (("tensorboardX", {"SummaryWriter": SummaryWriter}), ("wandb", {"init": init})):
-        module = types.ModuleType(name)
-        module.__dict__.update(attributes)
-        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
-        monkeypatch.setitem(sys.modules, name, module)
+    seen = fake_sinks(monkeypatch)
     copy = tmp_path / "run"
     shutil.copytree(trained_run[1], copy)
     train_addon(
@@ -388,9 +357,9 @@ def test_addon_training_logs_to_the_optional_sinks(trained_run, tmp_path, monkey
         tensorboard=True,
         wandb=True,
     )
-    assert scalars[0][1].endswith("addons/cfgrl/tensorboard") and ("cfgrl_loss", 20) in scalars
-    assert scalars[-1] == ("closed", None)
-    assert wandb_calls == ["cfgrl", 10, 20, "finished"]
+    assert seen["logdirs"] == [str(copy / "addons" / "cfgrl" / "tensorboard")]
+    assert ("cfgrl_loss", 20) in seen["scalars"] and seen["scalars"][-1] == ("closed", None)
+    assert seen["wandb_configs"][0]["addon"] == "cfgrl" and seen["wandb_steps"] == [10, 20, "finished"]
 
 
 def test_a_missing_addon_names_the_command_that_trains_it(trained_run, tmp_path):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import SMALL, equal_trees, make_dataset, small_config
+from helpers import SMALL, equal_trees, fake_sinks, make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf import cli
 from qgf.data.chunks import gather_chunks, to_device
@@ -162,42 +162,15 @@ def test_cli_trains_resumes_and_reports_errors(tmp_path, monkeypatch, capsys):
 
 def test_optional_sinks_log_every_line(tmp_path, monkeypatch):
     """TensorBoard / W&B are used only when installed; stand-in modules record what they get."""
-    import importlib.machinery
+    import importlib.util
     import sys
-    import types
 
-    scalars, wandb_logs = [], []
-
-    class SummaryWriter:
-        def __init__(self, logdir):
-            self.logdir = logdir
-
-        def add_scalar(self, name, value, step):
-            scalars.append((name, step))
-
-        def close(self):
-            scalars.append(("closed", None))
-
-    class WandbRun:
-        def log(self, record, step):
-            wandb_logs.append(step)
-
-        def finish(self):
-            wandb_logs.append("finished")
-
-    fake_tensorboard = types.ModuleType("tensorboardX")
-    fake_tensorboard.SummaryWriter = SummaryWriter
-    fake_tensorboard.__spec__ = importlib.machinery.ModuleSpec("tensorboardX", None)
-    fake_wandb = types.ModuleType("wandb")
-    fake_wandb.init = lambda **kwargs: WandbRun()
-    fake_wandb.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
-    monkeypatch.setitem(sys.modules, "tensorboardX", fake_tensorboard)
-    monkeypatch.setitem(sys.modules, "wandb", fake_wandb)
-
+    seen = fake_sinks(monkeypatch)
     config = small_config(**SCHEDULE)
     train(config, tmp_path / "run", dataset=make_dataset(), progress=False, tensorboard=True, wandb=True)
+    scalars = seen["scalars"]
     assert ("critic_loss", 3) in scalars and ("bc_loss", 12) in scalars and scalars[-1] == ("closed", None)
-    assert wandb_logs == [3, 6, 9, 12, "finished"]
+    assert seen["wandb_steps"] == [3, 6, 9, 12, "finished"]
 
     monkeypatch.delitem(sys.modules, "wandb")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)

@@ -235,7 +235,8 @@ def init_state(addon: Addon, base, device_data) -> AddonState:
 def _train_steps(
     addon: Addon, state: AddonState, base, device_data, num_steps, sample_fn=None
 ) -> tuple[AddonState, dict]:
-    """`num_steps` (traced) updates in one compiled loop; returns the state and mean metrics."""
+    """`num_steps` (traced) updates in one compiled loop (`qgf.training.steps.run_steps`); returns
+    the state and the metrics over the steps."""
     # The base run is frozen: only the add-on's params are differentiated (argument 0 of the loss),
     # and each loss also wraps its base-run targets in stop_gradient.
 

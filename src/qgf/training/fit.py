@@ -53,6 +53,16 @@ class TrainResult:
     metrics: dict[str, float]  # the last log line
 
 
+def _training_data(config: TrainConfig, env: str | None, data_dir, dataset: Any):
+    """(dataset, its identity, the networks' obs dim, the action dim): `dataset`, else `env` loaded
+    from `data_dir`, after the dataset-kind check of the name."""
+    check_dataset_kind(config, env)
+    if dataset is None:
+        dataset = load_training_data(config, env, data_dir)
+    obs_dim = config.network_obs_dim(dataset.observations.shape[1])
+    return dataset, dataset_identity(dataset), obs_dim, int(dataset.actions.shape[1])
+
+
 def _device_data(dataset: Any, device_data: Any) -> Any:
     if device_data is not None:
         return device_data
@@ -89,12 +99,7 @@ def train(
     """
     run_dir = Path(out_dir)
     check_sinks(tensorboard, wandb)
-    check_dataset_kind(config, env)
-    if dataset is None:
-        dataset = load_training_data(config, env, data_dir)
-    identity = dataset_identity(dataset)
-    obs_dim = config.network_obs_dim(dataset.observations.shape[1])
-    action_dim = int(dataset.actions.shape[1])
+    dataset, identity, obs_dim, action_dim = _training_data(config, env, data_dir, dataset)
     agent, resumed_from = open_run(run_dir, config, identity, obs_dim, action_dim, env)
     warn_about_setup(config, dataset, env)
     if agent is None:
@@ -152,12 +157,7 @@ def train_seeds(
         raise QGFError(f"need distinct seeds and one run directory per seed, got seeds {seeds}")
     if len(set(run_dirs)) != len(run_dirs):
         raise QGFError("each seed needs its own run directory; use {seed} in the output path")
-    check_dataset_kind(config, env)
-    if dataset is None:
-        dataset = load_training_data(config, env, data_dir)
-    identity = dataset_identity(dataset)
-    obs_dim = config.network_obs_dim(dataset.observations.shape[1])
-    action_dim = int(dataset.actions.shape[1])
+    dataset, identity, obs_dim, action_dim = _training_data(config, env, data_dir, dataset)
     configs = [config.replace(seed=seed) for seed in seeds]
     opened = [
         open_run(run_dir, seed_config, identity, obs_dim, action_dim, env)
