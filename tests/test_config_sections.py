@@ -18,13 +18,13 @@ from helpers import SMALL, make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf import cli
 from qgf import config as config_module
-from qgf.training import fit as training_fit
-from qgf.training import runs as training_runs
 from qgf.agents import agent_class, agent_sections
 from qgf.config import TrainConfig, help_sections, load_preset, parse_overrides
 from qgf.errors import QGFError
 from qgf.experiments.jobs import run_groups
 from qgf.experiments.spec import parse_spec
+from qgf.training import fit as training_fit
+from qgf.training import runs as training_runs
 
 DOCS = Path(__file__).parents[1] / "docs" / "architecture.md"
 TASK = "cube-single-play-singletask-task1-v0"
