@@ -52,7 +52,7 @@ def test_generate_train_evaluate(tmp_path, capsys):
     assert (run / "eval" / "success_vs_weight.png").read_bytes()[:4] == b"\x89PNG"
 
     assert main(["evaluate", str(run), "--sampler", "qfg"]) == 2
-    assert "did you mean qgf" in capsys.readouterr().err
+    assert "did you mean 'qgf'" in capsys.readouterr().err
 
 
 def test_overrides_may_follow_options_and_abbreviations_are_refused(capsys):

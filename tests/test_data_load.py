@@ -58,7 +58,7 @@ def test_missing_file_names_the_generate_command(tmp_path, no_network):  # noqa:
 
 
 def test_unknown_name_lists_close_matches(tmp_path):
-    with pytest.raises(QGFError, match="did you mean: cube-double-play-singletask-task2-v0"):
+    with pytest.raises(QGFError, match="did you mean 'cube-double-play-singletask-task2-v0'"):
         load_dataset("cube-double-play-singletask-tsk2-v0", tmp_path)
     with pytest.raises(QGFError, match="environment name"):
         load_dataset("cube-double-v0", tmp_path)

@@ -14,7 +14,9 @@ from qgf.envs import parse_name
 from qgf.errors import QGFError
 from qgf.experiments import offline
 from qgf.experiments.offline import compare_choices, offline_weight_choice
-from qgf.experiments.report import performance_profiles, point_width, write_report
+from qgf.experiments.report import write_report
+from qgf.experiments.report.rows import point_width
+from qgf.experiments.report.stats import performance_profiles
 
 TASK2 = "cube-single-play-singletask-task2-v0"
 TASK4 = "cube-single-play-singletask-task4-v0"
@@ -404,7 +406,7 @@ def test_offline_tables_of_a_tiny_run(tmp_path):
 
 
 def test_compute_points_divide_policy_time_by_executed_actions():
-    from qgf.experiments.report import compute_points
+    from qgf.experiments.report.stats import compute_points
 
     def row(method, success, seconds, actions, stage="sweep"):
         return {

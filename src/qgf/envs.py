@@ -14,13 +14,13 @@ OGBench names encode three things that the rest of qgf needs separately:
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 import warnings
 from dataclasses import dataclass
 
 from qgf.errors import QGFError
+from qgf.registry import suggest
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,8 @@ def known_names() -> list[str]:
 
 
 def _unknown(name: str, what: str = "OGBench name") -> QGFError:
-    close = difflib.get_close_matches(name, known_names(), n=5, cutoff=0.6)
-    hint = f"; did you mean: {', '.join(close)}?" if close else "; e.g. cube-double-play-singletask-task2-v0"
+    """The close matches among `known_names()` (too many to list them all), else an example."""
+    hint = suggest(name, known_names(), n=5, cutoff=0.6) or "; e.g. cube-double-play-singletask-task2-v0"
     return QGFError(f"unknown {what} {name!r}{hint}")
 
 

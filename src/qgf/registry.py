@@ -22,9 +22,10 @@ from typing import Any
 from qgf.errors import QGFError
 
 
-def suggest(word: Any, options: Iterable[str], n: int = 3) -> str:
-    """' (did you mean 'a' or 'b'?)' for the options closest to `word`, or '' when none is close."""
-    matches = difflib.get_close_matches(str(word), list(options), n=n, cutoff=0.5)
+def suggest(word: Any, options: Iterable[str], n: int = 3, cutoff: float = 0.5) -> str:
+    """' (did you mean 'a' or 'b'?)' for the (at most `n`) options closest to `word`, or '' when none
+    is close (difflib's similarity ratio at least `cutoff`)."""
+    matches = difflib.get_close_matches(str(word), list(options), n=n, cutoff=cutoff)
     return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
 
 

@@ -143,19 +143,16 @@ def parse_best_of_n(text: str) -> list[int]:
 
 
 def check_samplers(names: list[str]) -> list[str]:
-    import difflib
-
     from qgf.errors import QGFError
     from qgf.guidance.estimators import SAMPLERS
+    from qgf.registry import unknown_name_error
 
     for name in names:
         if name in SAMPLERS:
             continue
         if name.lower().startswith("bfn"):
             raise QGFError(f"--sampler {name!r}: best-of-N is --bfn N (BFN is --sampler none --bfn N)")
-        close = difflib.get_close_matches(name, SAMPLERS, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise QGFError(f"unknown --sampler {name!r}; {hint}choose from: {', '.join(SAMPLERS)}")
+        raise unknown_name_error("--sampler", name, SAMPLERS)
     return list(dict.fromkeys(names))
 
 

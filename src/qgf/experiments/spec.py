@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from qgf.errors import QGFError
+from qgf.registry import suggest
 
 TOP_KEYS = {"name", "description", "preset", "seeds", "tasks", "overrides", "data", "agents"}
 TOP_KEYS |= {"evaluation", "protocol", "resources", "report"}
@@ -118,13 +119,7 @@ def _check_keys(source: str, where: str, table: Any, allowed: set[str]) -> dict[
         raise _fail(source, f"{where} must be a table")
     unknown = sorted(set(table) - allowed)
     if unknown:
-        import difflib
-
-        hints = [difflib.get_close_matches(key, sorted(allowed), n=1) for key in unknown]
-        said = ", ".join(
-            f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
-            for k, h in zip(unknown, hints, strict=True)
-        )
+        said = ", ".join(f"{key!r}{suggest(key, sorted(allowed), n=1, cutoff=0.6)}" for key in unknown)
         raise _fail(source, f"unknown key(s) in {where}: {said}; allowed: {', '.join(sorted(allowed))}")
     return table
 

@@ -1,0 +1,96 @@
+"""`qgf report`: aggregate statistics of a sweep with rliable (Agarwal et al., 2021), as
+SWEEP_DIR/report/{report.md, *.csv, *.png}.
+
+The main stage is 'final' (the protocol's chosen values on fresh evaluation seeds) when the sweep
+has one, else 'sweep' (each weight is then a method of its own, `qgf@0.1`: choosing the best weight
+on the same episodes would be an oracle). With a protocol, the offline (rollout-free) choice of the
+guidance weight is reported next to the rollout choice (`qgf.experiments.offline`).
+
+The package, in the order the data flows; each module may import only those above it here:
+- `rows`: a sweep's finished evaluations as flat rows (stage, task, method, weight, seed, success);
+- `stats`: per task and across-task numbers with CIs, improvement, profiles, Fig. 7/9 points (rliable);
+- `weight_choice`: the offline weight choice next to the rollout choice;
+- `tables`: CSV and report.md text (standard library only);
+- `figures`: the PNG views (through `qgf.plots`);
+- this file: `write_report`, which reads the sweep directory and writes every file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qgf.errors import QGFError
+from qgf.experiments.report import figures
+from qgf.experiments.report.rows import collect_rows
+from qgf.experiments.report.stats import aggregate, compute_points, model_size_points
+from qgf.experiments.report.tables import csv_text, markdown
+from qgf.experiments.report.weight_choice import offline_report
+from qgf.fileio import atomic_write_json, atomic_write_text
+
+__all__ = ["write_report"]
+
+
+def write_report(
+    sweep_dir: str | Path, *, reps: int = 2000, reference: str | None = None, offline: bool | None = None
+) -> list[Path]:
+    """Write SWEEP_DIR/report/{report.md, runs.csv, per_task.csv, aggregate.csv, improvement.csv,
+    performance_profiles.csv, model_size.csv, offline_choice.csv, offline_tables.json, *.png};
+    returns the paths written. `offline` (default: the spec's report.offline, else true) measures
+    the offline weight choice on the tuning runs when the sweep has a protocol."""
+    sweep_dir = Path(sweep_dir)
+    rows = collect_rows(sweep_dir)
+    if not rows:
+        raise QGFError(f"{sweep_dir} holds no finished evaluation of a sweep; run qgf sweep first")
+    stages = {row["stage"] for row in rows}
+    stage = "final" if "final" in stages else "sweep" if "sweep" in stages else "tune"
+    spec_path = sweep_dir / "spec.json"
+    spec = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
+    settings = spec.get("report") or {}
+    if reference is None:
+        reference = settings.get("reference", "qgf")
+    numbers = aggregate(rows, stage, reference=reference, reps=reps)
+    weight_stage = "tune" if "tune" in stages else "sweep"
+    model_size = model_size_points(rows, weight_stage, reps=reps)
+    protocol_path = sweep_dir / "protocol.json"
+    protocol = json.loads(protocol_path.read_text()) if protocol_path.is_file() else None
+    offline = settings.get("offline", True) if offline is None else offline
+    choice = offline_report(sweep_dir, protocol, rows, settings) if protocol and offline else None
+    out = sweep_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    tables = [
+        ("runs.csv", rows),
+        ("per_task.csv", numbers["per_task"]),
+        ("aggregate.csv", numbers["aggregate"]),
+        ("improvement.csv", numbers["improvement"]),
+        ("performance_profiles.csv", numbers["profiles"]),
+    ]
+    compute = compute_points(rows, stage)
+    tables.append(("compute.csv", compute))
+    if model_size:
+        tables.append(("model_size.csv", model_size))
+    if choice is not None:
+        tables.append(("offline_choice.csv", choice["rows"]))
+        atomic_write_json(out / "offline_tables.json", choice)
+        written.append(out / "offline_tables.json")
+    for name, table in tables:
+        atomic_write_text(out / name, csv_text(table))
+        written.append(out / name)
+    drawn = []
+    if numbers["aggregate"]:
+        figures.figure_methods(numbers, out / "fig5_methods.png")
+        drawn.append("fig5_methods.png")
+    if figures.figure_profiles(numbers["profiles"], out / "performance_profiles.png"):
+        drawn.append("performance_profiles.png")
+    if figures.figure_weights(rows, weight_stage, out / "fig20_success_vs_weight.png"):
+        drawn.append("fig20_success_vs_weight.png")
+    if figures.figure_best_of_n(rows, weight_stage, out / "fig7_best_of_n.png"):
+        drawn.append("fig7_best_of_n.png")
+    if figures.figure_compute(compute, out / "fig7_compute.png"):
+        drawn.append("fig7_compute.png")
+    if figures.figure_model_size(model_size, out / "fig9_model_size.png"):
+        drawn.append("fig9_model_size.png")
+    atomic_write_text(out / "report.md", markdown(numbers, protocol, drawn, choice))
+    written += [out / name for name in drawn] + [out / "report.md"]
+    return written
