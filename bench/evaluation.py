@@ -6,7 +6,7 @@ The issue's target: evaluating 9 weights x 10 episodes of one sampler on cube-si
 about 1.5x the time the environments alone take to step the same number of steps. In one run,
 `run(quick)` measures
 
-- `eval`: `qgf.evaluate.rollout` with `qgf.evaluate.AgentPolicy` (what `qgf evaluate` runs) over a
+- `eval`: `qgf.evaluation.rollout.rollout` with `qgf.policy.AgentPolicy` (what `qgf evaluate` runs) over a
   randomly initialised CPU-preset agent (4x256 networks, QGF sampler, 10 Euler steps), all cores;
 - `env_only`: the same number of worker processes building the same number of envs and stepping
   the same total number of steps with uniformly random actions, no policy and no messages;
@@ -23,10 +23,12 @@ about 1.5x the time the environments alone take to step the same number of steps
 and reports `ratio` = eval wall-clock / env-only wall-clock, both from process start to the last
 step (spawning, env construction and JAX compilation included), plus `stepping_ratio`, the same
 ratio with the start-up phases left out. Without --quick, eval and env-only alternate twice and the
-ratios are of the sums. Target: `ratio` <= 1.5. Other processes on the machine distort wall-clock
-(the load average at the end is reported); `cpu_ratio`, the same comparison in CPU seconds (main
-process with its JAX threads + worker processes), is what a dedicated machine would pay and is
-robust to that.
+ratios are of the sums. Target: `ratio` <= 1.5. Like `qgf evaluate`, the bench keeps compiled
+samplers in JAX's persistent cache (`qgf.policy.use_compilation_cache`): the first run on a machine
+compiles them, later runs load them; QGF_COMPILATION_CACHE=off measures the cold start every
+time. Other processes on the machine distort wall-clock (the load average at the end is reported);
+`cpu_ratio`, the same comparison in CPU seconds (main process with its JAX threads + worker
+processes), is what a dedicated machine would pay and is robust to that.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class CpuClock:
 
 def env_only(env_name: str, workers: int, num_envs: int, total_steps: int) -> dict:
     """Wall-clock of ``workers`` processes stepping ``total_steps`` random actions between them."""
-    from qgf.evaluate import time_env_stepping
+    from qgf.evaluation.envtiming import time_env_stepping
 
     cpu_start = CpuClock.now()
     timing = time_env_stepping(env_name, total_steps, workers, num_envs)
@@ -88,14 +90,16 @@ class _ConstantPolicy:
         self.chunk = np.zeros((horizon, action_dim), np.float32)
 
     def __call__(self, observations, condition_indices, noise_seeds):
-        from qgf.evaluate import PolicyOutput
+        from qgf.evaluation.rollout import PolicyOutput
 
         rows = len(observations)
         return PolicyOutput(np.broadcast_to(self.chunk, (rows,) + self.chunk.shape), np.zeros(rows))
 
 
 def evaluation(env_name: str, weights, episodes: int, workers: int, agent) -> dict:
-    from qgf.evaluate import AgentPolicy, rollout, sweep_conditions
+    from qgf.evaluation.conditions import sweep_conditions
+    from qgf.evaluation.rollout import rollout
+    from qgf.policy import AgentPolicy
 
     conditions = sweep_conditions(["qgf"], weights, [1], agent.config.flow_steps)
     policy = AgentPolicy(agent, conditions)
@@ -134,8 +138,11 @@ def _study_slot(env_name: str, jobs: int, episodes: int, slot: int, layout: dict
 
     from qgf.agents.qgf import QGFAgent
     from qgf.config import load_preset
-    from qgf.evaluate import AgentPolicy, close_kept_envs, make_ogbench_env, rollout
+    from qgf.evaluation.rollout import rollout
+    from qgf.evaluation.workers import close_kept_envs, make_ogbench_env
+    from qgf.policy import AgentPolicy, use_compilation_cache
 
+    use_compilation_cache()  # as `qgf evaluate` and the sweeps' evaluation jobs
     probe = make_ogbench_env(env_name)
     obs_dim, action_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
     probe.close()
@@ -182,7 +189,7 @@ def study(env_name: str, slots: int, jobs: int, episodes: int, **layout) -> dict
     charges the first job's start-up (spawn, env build, compile) to these few jobs as well, where
     a study spreads it over every job of its task in that worker."""
     from qgf.benchmark import ScriptProcess
-    from qgf.evaluate import time_env_stepping
+    from qgf.evaluation.envtiming import time_env_stepping
 
     began = time.perf_counter()
     slot_processes = [
@@ -217,7 +224,7 @@ def study(env_name: str, slots: int, jobs: int, episodes: int, **layout) -> dict
 
 
 def free_policy(env_name: str, conditions: int, episodes: int, workers: int, horizon: int) -> dict:
-    from qgf.evaluate import rollout
+    from qgf.evaluation.rollout import rollout
 
     cpu_start = CpuClock.now()
     result = rollout(
@@ -232,6 +239,11 @@ def free_policy(env_name: str, conditions: int, episodes: int, workers: int, hor
 
 
 def run(quick: bool = True) -> dict:
+    from qgf.policy import use_compilation_cache
+
+    # As `qgf evaluate` does: compiled samplers persist on disk, so only the first evaluation of
+    # these shapes on this machine compiles (QGF_COMPILATION_CACHE=off measures a cold start).
+    cache = use_compilation_cache()
     workers = os.cpu_count() or 1
     weights = WEIGHTS[:3] if quick else WEIGHTS
     episodes = 2 if quick else 10
@@ -270,6 +282,7 @@ def run(quick: bool = True) -> dict:
         "study": sweep_share,
         "study_ratio": sweep_share["ratio"],
         "study_target_ratio": 1.3,
+        "compilation_cache": None if cache is None else str(cache),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "cpu_count": os.cpu_count(),
     }

@@ -4,7 +4,7 @@
 
 `run(quick)` returns a dict (used by `qgf bench`). The model is the paper's shape at CPU width: a
 random 4 x 512 LayerNorm + GELU velocity field (`qgf.flow.VelocityField`) and a 2-member critic
-ensemble (`qgf.critics.QEnsemble`, min-aggregated), observation dim 37 (cube-double), action chunk
+ensemble (`qgf.critics.networks.QEnsemble`, min-aggregated), observation dim 37 (cube-double), action chunk
 d = 25 (h = 5 steps of 5-D actions), T = 10 flow steps. Every sampler is compiled once and timed as
 the median of several calls after warm-up (the machine may be shared: the load average at the start
 is recorded).
@@ -57,7 +57,7 @@ def build_model(seed: int = 0):
     import jax
     import jax.numpy as jnp
 
-    from qgf.critics import QEnsemble, aggregate_q
+    from qgf.critics.networks import QEnsemble, aggregate_q
     from qgf.flow import VelocityField
 
     actor = VelocityField(HIDDEN, CHUNK_DIM)
@@ -80,7 +80,9 @@ def run(quick: bool = True) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from qgf.guidance import STANDALONE_ESTIMATORS, SamplerSpec, critic_gradient, make_sampler
+    from qgf.guidance import SamplerSpec, make_sampler
+    from qgf.guidance.estimators import STANDALONE_ESTIMATORS
+    from qgf.guidance.gradients import critic_gradient
 
     repeats = 7 if quick else 25
     velocity_fn, q_fn = build_model()

@@ -5,7 +5,7 @@
 Reads the sweep's evaluation results of one run group (default: the reference agent `qgf`): mean
 env steps, wall-clock and start-up per evaluation job. Then two env-only processes (sweep jobs run
 two at a time on 2 cores) step that many steps each with random actions on the same number of
-envs, with `qgf.evaluate.time_env_stepping`. Prints the ratio of the two wall-clocks. Run it on a
+envs, with `qgf.evaluation.envtiming.time_env_stepping`. Prints the ratio of the two wall-clocks. Run it on a
 quiet machine: the sweep's own jobs ran under their own load, not this script's.
 """
 
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--group", default="qgf", help="agent label of the evaluation jobs (default qgf)")
     parser.add_argument("--parallel", type=int, default=2, help="jobs the sweep ran at a time (default 2)")
     args = parser.parse_args()
-    from qgf.evaluate import time_env_stepping
+    from qgf.evaluation.envtiming import time_env_stepping
 
     paths = glob.glob(os.path.join(args.sweep_dir, "evals", "*", f"{args.group}-*", "*", "*", "results.json"))
     if not paths:

@@ -163,8 +163,9 @@ CRITIC_FREE_POLICIES = ("qgf",)
 
 
 def toy_distance(agent) -> float:
-    """mean sum_i phi(a_i - c_i) over the acting policy's chunks (-Q / TOY_SCALE; 0 at a = c), on 7
-    observations of 7 trajectories x 8 noise draws (the shape test's batch: no new compilation)."""
+    """mean sum_i phi(a_i - c_i) over the acting policy's chunks (-Q / TOY_SCALE; 0 at a = c): 7
+    observations spread over the 6 trajectories x 8 noise draws (the shape test's batch size, so its
+    compiled sampler)."""
     observations = jnp.asarray(make_dataset().observations[3::17])
     spec = SamplerSpec("policy", steps=agent.config.flow_steps)
     actions = [np.asarray(agent.sample_actions(observations, jax.random.key(k), 0.0, spec)) for k in range(8)]
@@ -174,7 +175,8 @@ def toy_distance(agent) -> float:
 @pytest.fixture(scope="module")
 def against_fixed_critic(trained, device_data):
     """(distance to c before, after, per-step metrics) over TOY_STEPS updates against the fixed
-    critic, from the tiny-data start."""
+    critic, starting from the agent after its 300 updates on tiny data (its own updates with the
+    learning critic, whose Q terms barely move a tiny-preset policy: near behaviour cloning)."""
     agent = trained[0]
     critic = toy_critic_params(agent.params["critic"], OBS_DIM, TOY_CENTER, TOY_SCALE)
     before = toy_distance(agent)

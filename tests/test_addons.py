@@ -21,7 +21,8 @@ from qgf.addons.cfgrl import cfgrl_loss
 from qgf.addons.distill import distill_loss
 from qgf.addons.robustq import robust_q_loss
 from qgf.errors import QGFError
-from qgf.guidance import EXTRA_ESTIMATORS, SamplerSpec, estimate_gradient, sample_with_info
+from qgf.guidance import SamplerSpec, estimate_gradient, sample_with_info
+from qgf.guidance.estimators import EXTRA_ESTIMATORS
 
 OBS_DIM, D, B = 3, 4, 6
 RNG = np.random.default_rng(0)
@@ -317,7 +318,8 @@ def test_a_missing_addon_names_the_command_that_trains_it(trained_run, tmp_path)
 
 def test_run_policy_samples_addon_samplers(trained_run):
     from qgf.checkpoint import load_run
-    from qgf.evaluate import AgentPolicy, Condition
+    from qgf.evaluation.conditions import Condition
+    from qgf.policy import AgentPolicy
 
     run = load_run(trained_run[0])
     specs = [SamplerSpec(name, steps=run.config.flow_steps) for name in ("none", *EXTRA_ESTIMATORS)]
@@ -340,28 +342,30 @@ def test_run_policy_samples_addon_samplers(trained_run):
 
 
 def test_analysis_counts_addon_flops(trained_run):
-    from qgf import analysis
+    from qgf.analysis.compute import analytic_flops, dense_flops, network_costs
+    from qgf.analysis.methods import AnalysisSettings, PolicyAndCritic, comparison_methods
+    from qgf.analysis.qvalues import method_sampler
     from qgf.checkpoint import load_run
 
     run = load_run(trained_run[0])
     extras = {}
     for loaded in load_addons(run, EXTRA_ESTIMATORS).values():
         extras.update(loaded.extras(run.agent))
-    model = analysis.PolicyAndCritic(
+    model = PolicyAndCritic(
         run.agent.behavior_velocity_fn, run.agent.q_fn, run.agent.chunk_dim, SamplerSpec(steps=3), extras
     )
     observation = jnp.asarray(make_dataset().observations[:1])
-    costs = analysis.network_costs(model, observation)
+    costs = network_costs(model, observation)
     extra_flops = {name: costs[f"{name}_forward"]["dense_flops"] for name in extras}
-    settings = analysis.AnalysisSettings(estimators=EXTRA_ESTIMATORS, bfn_n=2)
+    settings = AnalysisSettings(estimators=EXTRA_ESTIMATORS, bfn_n=2)
     assert settings.weight_for("cfgrl") == 3.0
-    for method in analysis.comparison_methods(model, settings):
+    for method in comparison_methods(model, settings):
         if method.spec.estimator not in EXTRA_ESTIMATORS:
             continue
-        sampler = analysis.method_sampler(model, method)
+        sampler = method_sampler(model, method)
         noise = jnp.zeros((1, run.agent.chunk_dim))
-        traced = analysis.dense_flops(sampler, observation, noise, jax.random.key(0), jnp.zeros((1,)))
-        formula = analysis.analytic_flops(
+        traced = dense_flops(sampler, observation, noise, jax.random.key(0), jnp.zeros((1,)))
+        formula = analytic_flops(
             method.spec,
             costs["actor_forward"]["dense_flops"],
             costs["critic_forward"]["dense_flops"],
@@ -387,7 +391,7 @@ def test_cli_lists_addons(trained_run, capsys):
 def test_evaluate_sets_gradsteps_number_of_steps():
     from qgf.cli import build_parser
     from qgf.commands.evaluate import with_gradstep_steps
-    from qgf.evaluate import sweep_conditions
+    from qgf.evaluation.conditions import sweep_conditions
 
     specs = with_gradstep_steps(["qgf", "gradstep"], [1, 4], 10, 5)
     conditions = sweep_conditions(specs, [0.01], [1, 4], steps=10)

@@ -12,9 +12,9 @@ import pytest
 
 from helpers import small_config
 from qgf.agents import agent_class, diffusion
-from qgf.agents.qgf import build_velocity_field
 from qgf.config import load_preset
-from qgf.critics import build_critic_networks
+from qgf.critics.networks import q_ensemble
+from qgf.flow import build_velocity_field
 
 OBS_DIM, ACTION_DIM = 4, 2
 
@@ -67,7 +67,7 @@ def losses(agent, params, batch, key):
 
 def hand_q_gradient(agent, observations, actions):
     """grad_a of min_k Q_k(s, a) per row: each head's per-row Jacobian, the minimal head's row kept."""
-    critic = build_critic_networks(agent.config)[0]
+    critic = q_ensemble(agent.config)
     params = agent.target_params["critic"]
     heads = np.asarray(critic.apply(params, observations, actions), np.float64)  # (K, B)
     jacobian = np.asarray(jax.jit(jax.jacobian(lambda a: critic.apply(params, observations, a)))(actions))

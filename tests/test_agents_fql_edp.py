@@ -15,10 +15,10 @@ import pytest
 from helpers import make_dataset, small_config
 from qgf.agents import agent_class
 from qgf.agents.fql import build_onestep_policy
-from qgf.agents.qgf import build_velocity_field
 from qgf.config import load_preset
-from qgf.critics import build_critic_networks
+from qgf.critics.networks import q_ensemble
 from qgf.data.chunks import sample_chunks_jit, to_device
+from qgf.flow import build_velocity_field
 from qgf.guidance import SamplerSpec
 
 OBS_DIM, ACTION_DIM, BATCH = 4, 2, 12
@@ -73,7 +73,7 @@ def velocity(agent, actor_params):
 def hand_q(agent, obs, actions):
     """min over heads of the target critic (the small config aggregates with min)."""
     assert agent.config.critic_aggregation == "min" and agent.config.guidance_critic == "target"
-    heads = build_critic_networks(agent.config)[0].apply(
+    heads = q_ensemble(agent.config).apply(
         agent.target_params["critic"], obs, jnp.asarray(actions, jnp.float32)
     )
     return f64(heads).min(axis=0)
@@ -220,7 +220,7 @@ def test_fql_alpha_only_scales_the_distillation_gradient(fql, batch):
     bc_key, z = fql_draws(agent, batch, KEY)
     target = jnp.asarray(hand_euler(agent, params["actor"], obs, z), jnp.float32)
     onestep = build_onestep_policy(agent.config, agent.chunk_dim)
-    critic = build_critic_networks(agent.config)[0]
+    critic = q_ensemble(agent.config)
 
     def distill(onestep_params):
         return jnp.mean((onestep.apply(onestep_params, obs, z) - target) ** 2)
@@ -257,7 +257,7 @@ def test_edp_bc_weight_only_scales_the_flow_matching_gradient(edp, batch):
     grads = {w: policy_grads(agent, batch, KEY)["actor"] for w, agent in agents.items()}
     agent, params, obs = agents[1.0], edp.params, batch["observations"]
     actor = build_velocity_field(agent.config, agent.chunk_dim)
-    critic = build_critic_networks(agent.config)[0]
+    critic = q_ensemble(agent.config)
     noise, times, noisy, weights = flow_matching_draws(agent, batch, KEY)
     noisy32, times32 = jnp.asarray(noisy, jnp.float32), jnp.asarray(times, jnp.float32)
     fm_target = jnp.asarray(f64(batch["actions"]) - noise, jnp.float32)

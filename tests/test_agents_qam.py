@@ -23,7 +23,7 @@ from qgf.agents.qam import (
     tanh_gaussian_sample,
 )
 from qgf.config import TrainConfig, load_preset
-from qgf.critics import pessimistic_target
+from qgf.critics.td import pessimistic_target
 from qgf.errors import QGFError
 
 OBS_DIM, CHUNK_DIM, BATCH = 3, 4, 5
@@ -275,7 +275,8 @@ def qam_agent(name="qam"):
     extra = jax.jit(lambda key: cls.init_extra_params(qam.config, key, observations, actions))(
         jax.random.key(1)
     )
-    return cls(**{**fields, "params": {**qam.params, **extra}})
+    # the variant's own config sections (qam-fql, qam-edit) at their defaults over QAM's config
+    return cls(**{**fields, "params": {**qam.params, **extra}, "config": qam.config.replace(agent=name)})
 
 
 @jax.jit

@@ -9,7 +9,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qgf import analysis
+from qgf.analysis.claims import paper_orderings
+from qgf.analysis.compute import analytic_flops, dense_flops, network_costs, xla_flops
+from qgf.analysis.distances import action_chunks, distance_report, nearest_neighbour_distances
+from qgf.analysis.methods import (
+    DEFAULT_GRADSTEP_STEP_SIZE,
+    PAPER_ESTIMATORS,
+    AnalysisSettings,
+    Method,
+    PolicyAndCritic,
+    comparison_methods,
+)
+from qgf.analysis.noise import bc_denoising_path, cosine_similarity, estimator_gradient_fn, noise_sensitivity
+from qgf.analysis.qvalues import method_noise, method_sampler, q_value_report
+from qgf.analysis.run import analyze
+from qgf.data.chunks import complete_chunk_starts
 from qgf.errors import QGFError
 from qgf.guidance import SamplerSpec
 
@@ -63,7 +77,7 @@ def test_cosine_similarity_matches_numpy_and_zero_rows_give_zero():
     y[4] = -3.0 * x[4]
     expected = (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1) + 1e-300)
     expected[2] = 0.0
-    got = np.asarray(analysis.cosine_similarity(jnp.asarray(x), jnp.asarray(y)))
+    got = np.asarray(cosine_similarity(jnp.asarray(x), jnp.asarray(y)))
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert got[4] == pytest.approx(-1.0, abs=1e-6)
 
@@ -75,7 +89,7 @@ def make_path(batch=8, steps=5, seed=1):
 def test_constant_gradient_has_cosine_exactly_one_at_every_t_and_scale():
     path = make_path()
     constant = {"constant": lambda obs, a, t, key: jnp.broadcast_to(SLOPE, a.shape)}
-    report = analysis.noise_sensitivity(constant, path, observations(8), (0.01, 0.3, 3.0), jax.random.key(0))
+    report = noise_sensitivity(constant, path, observations(8), (0.01, 0.3, 3.0), jax.random.key(0))
     mean = np.asarray(report["estimators"]["constant"]["mean"])
     assert mean.shape == (3, 5)
     np.testing.assert_allclose(mean, 1.0, atol=1e-6)
@@ -91,7 +105,7 @@ def test_gradient_that_flips_off_the_path_has_cosine_minus_one():
         on_path = jnp.all(a == path[jnp.round(t[0] * steps).astype(int)], axis=1, keepdims=True)
         return jnp.where(on_path, SLOPE, -SLOPE)
 
-    report = analysis.noise_sensitivity({"flip": flip}, path, observations(8), (0.05,), jax.random.key(3))
+    report = noise_sensitivity({"flip": flip}, path, observations(8), (0.05,), jax.random.key(3))
     np.testing.assert_allclose(report["estimators"]["flip"]["mean"], -1.0, atol=1e-6)
     assert report["estimators"]["flip"]["overall"] == pytest.approx(-1.0, abs=1e-6)
 
@@ -99,9 +113,7 @@ def test_gradient_that_flips_off_the_path_has_cosine_minus_one():
 def test_identity_gradient_loses_alignment_as_the_noise_grows():
     path = make_path(batch=64)
     identity = {"identity": lambda obs, a, t, key: a}
-    report = analysis.noise_sensitivity(
-        identity, path, observations(64), (0.01, 1.0, 10.0), jax.random.key(0)
-    )
+    report = noise_sensitivity(identity, path, observations(64), (0.01, 1.0, 10.0), jax.random.key(0))
     small, medium, large = report["estimators"]["identity"]["mean_over_t"]
     assert small > 0.999 and small > medium > large
 
@@ -109,13 +121,13 @@ def test_identity_gradient_loses_alignment_as_the_noise_grows():
 def test_real_estimators_with_a_linear_critic():
     """With Q = c . a every estimator that takes the critic gradient without a Jacobian returns c
     exactly, so its cosine is 1; those that chain through a nonlinear flow do not."""
-    model = analysis.PolicyAndCritic(nonlinear_velocity, linear_q, ACTION_DIM, SamplerSpec(steps=4))
+    model = PolicyAndCritic(nonlinear_velocity, linear_q, ACTION_DIM, SamplerSpec(steps=4))
     obs = observations(16)
-    path = analysis.bc_denoising_path(model, obs, jax.random.normal(jax.random.key(5), (16, ACTION_DIM)))
+    path = bc_denoising_path(model, obs, jax.random.normal(jax.random.key(5), (16, ACTION_DIM)))
     assert path.shape == (5, 16, ACTION_DIM)
     names = ("qgf", "qgf-chain", "ood", "qgf-jacobian", "bptt")
-    fns = {name: analysis.estimator_gradient_fn(model, name) for name in names}
-    report = analysis.noise_sensitivity(fns, path, obs, (0.3,), jax.random.key(0))["estimators"]
+    fns = {name: estimator_gradient_fn(model, name) for name in names}
+    report = noise_sensitivity(fns, path, obs, (0.3,), jax.random.key(0))["estimators"]
     for name in ("qgf", "qgf-chain", "ood"):
         np.testing.assert_allclose(report[name]["mean"], 1.0, atol=1e-6)
     for name in ("qgf-jacobian", "bptt"):
@@ -123,9 +135,9 @@ def test_real_estimators_with_a_linear_critic():
 
 
 def test_bc_path_is_the_hand_written_euler_loop():
-    model = analysis.PolicyAndCritic(pull_velocity, quadratic_q, ACTION_DIM, SamplerSpec(steps=4))
+    model = PolicyAndCritic(pull_velocity, quadratic_q, ACTION_DIM, SamplerSpec(steps=4))
     noise = jax.random.normal(jax.random.key(2), (3, ACTION_DIM))
-    path = np.asarray(analysis.bc_denoising_path(model, observations(3), noise))
+    path = np.asarray(bc_denoising_path(model, observations(3), noise))
     a = np.asarray(noise, np.float64)
     b = np.array([-0.4, 0.1, 0.2, 0.0])
     np.testing.assert_allclose(path[0], a, atol=1e-6)
@@ -153,18 +165,16 @@ def hand_guided_final_action(a0, estimator, weight, steps, b):
 @pytest.mark.parametrize("estimator", ["qgf", "qgf-jacobian", "ood"])
 def test_final_action_q_matches_hand_computation(estimator):
     steps, weight, b = 5, 0.7, np.array([-0.4, 0.1, 0.2, 0.0])
-    model = analysis.PolicyAndCritic(pull_velocity, quadratic_q, ACTION_DIM, SamplerSpec(steps=steps))
-    method = analysis.Method(estimator, SamplerSpec(estimator, steps=steps), weight)
+    model = PolicyAndCritic(pull_velocity, quadratic_q, ACTION_DIM, SamplerSpec(steps=steps))
+    method = Method(estimator, SamplerSpec(estimator, steps=steps), weight)
     noise = jax.random.uniform(jax.random.key(9), (6, 1, ACTION_DIM), minval=-0.5, maxval=0.5)
     obs = observations(6)
-    sampler = analysis.method_sampler(model, method)
-    actions = np.asarray(
-        sampler(obs, analysis.method_noise(method, noise), jax.random.key(0), jnp.full((6,), weight))
-    )
+    sampler = method_sampler(model, method)
+    actions = np.asarray(sampler(obs, method_noise(method, noise), jax.random.key(0), jnp.full((6,), weight)))
     expected = hand_guided_final_action(np.asarray(noise[:, 0]), estimator, weight, steps, b)
     np.testing.assert_allclose(actions, expected, atol=1e-5)
     q = {"bc": np.zeros(6), estimator: np.asarray(quadratic_q(obs, jnp.asarray(actions)))}
-    report = analysis.q_value_report(q, "bc", "bc", {estimator: weight})
+    report = q_value_report(q, "bc", "bc", {estimator: weight})
     expected_q = -0.5 * np.sum((expected - np.asarray(TARGET)) ** 2, axis=1)
     assert report["methods"][estimator]["mean"] == pytest.approx(expected_q.mean(), abs=1e-5)
     assert report["methods"][estimator]["weight"] == weight
@@ -176,7 +186,7 @@ def test_q_value_report_paired_differences():
         "bfn-4": np.array([2.0, 2.0, 5.0]),
         "qgf": np.array([1.5, 2.5, 3.5]),
     }
-    report = analysis.q_value_report(q, "bfn-4", "bc", {"qgf": 0.1})
+    report = q_value_report(q, "bfn-4", "bc", {"qgf": 0.1})
     qgf = report["methods"]["qgf"]
     assert qgf["mean"] == pytest.approx(2.5)
     assert qgf["minus_reference"]["mean"] == pytest.approx((-0.5 + 0.5 - 1.5) / 3)
@@ -195,7 +205,7 @@ def test_nearest_neighbour_distances_match_brute_force():
     queries[3] = references[17]  # an exact hit must give exactly 0
     brute = np.sqrt(((queries[:, None, :] - references[None]) ** 2).sum(-1)).min(axis=1)
     for block_size in (8, 50, 64):  # several blocks with a padded last one; one block; one larger block
-        got = analysis.nearest_neighbour_distances(queries, references, block_size=block_size)
+        got = nearest_neighbour_distances(queries, references, block_size=block_size)
         np.testing.assert_allclose(got, brute, rtol=1e-5, atol=1e-6)
         assert got[3] == 0.0
 
@@ -204,9 +214,7 @@ def test_distance_to_bfn_is_zero_for_bfn_itself_and_exact_for_others():
     rng = np.random.default_rng(1)
     bfn, other = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
     chunks = rng.normal(size=(20, 3)).astype(np.float32)
-    report = analysis.distance_report(
-        {"bfn-16": bfn, "qgf": other}, "bfn-16", chunks, no_nearest_neighbour=["qgf"]
-    )
+    report = distance_report({"bfn-16": bfn, "qgf": other}, "bfn-16", chunks, no_nearest_neighbour=["qgf"])
     assert report["methods"]["bfn-16"]["to_reference"]["mean"] == 0.0
     assert report["methods"]["qgf"]["to_reference"]["mean"] == pytest.approx(
         np.linalg.norm(other - bfn, axis=1).mean()
@@ -218,11 +226,11 @@ def test_distance_to_bfn_is_zero_for_bfn_itself_and_exact_for_others():
 def test_valid_chunk_starts_by_hand():
     # Two trajectories: rows 0-2 (terminal row 2) and rows 3-6 (terminal row 6).
     terminals = np.array([0, 0, 1, 0, 0, 0, 1], np.float32)
-    np.testing.assert_array_equal(analysis.dataset_chunk_starts(terminals, 2), [0, 3, 4])
-    np.testing.assert_array_equal(analysis.dataset_chunk_starts(terminals, 1), [0, 1, 3, 4, 5])
-    np.testing.assert_array_equal(analysis.dataset_chunk_starts(terminals, 4), [])
+    np.testing.assert_array_equal(complete_chunk_starts(terminals, 2), [0, 3, 4])
+    np.testing.assert_array_equal(complete_chunk_starts(terminals, 1), [0, 1, 3, 4, 5])
+    np.testing.assert_array_equal(complete_chunk_starts(terminals, 4), [])
     actions = np.arange(14, dtype=np.float32).reshape(7, 2)
-    np.testing.assert_array_equal(analysis.action_chunks(actions, np.array([3]), 2), [[6, 7, 8, 9]])
+    np.testing.assert_array_equal(action_chunks(actions, np.array([3]), 2), [[6, 7, 8, 9]])
 
 
 def test_valid_chunk_starts_agree_with_the_training_sampler():
@@ -238,7 +246,7 @@ def test_valid_chunk_starts_agree_with_the_training_sampler():
     candidates = np.flatnonzero(np.arange(300) < chunks.trajectory_ends(terminals))
     batch = chunks.gather_chunks(device, jnp.asarray(candidates), horizon, 0.99)
     fully_valid = candidates[np.asarray(batch["valid"]).all(axis=1)]
-    np.testing.assert_array_equal(analysis.dataset_chunk_starts(terminals, horizon), fully_valid)
+    np.testing.assert_array_equal(complete_chunk_starts(terminals, horizon), fully_valid)
 
 
 # ----------------------------------------------------------------------------------------------- Fig. 6
@@ -253,32 +261,31 @@ def mlp(x, sizes=(6, 32, 16, 3)):
 def test_dense_flops_of_a_known_mlp_by_hand():
     per_row = 2 * (6 * 32 + 32 * 16 + 16 * 3)  # = 1504
     assert per_row == 1504
-    assert analysis.dense_flops(mlp, jnp.ones((1, 6))) == 1504
-    assert analysis.dense_flops(mlp, jnp.ones((4, 6))) == 4 * 1504
+    assert dense_flops(mlp, jnp.ones((1, 6))) == 1504
+    assert dense_flops(mlp, jnp.ones((4, 6))) == 4 * 1504
     # backward to the input only: one transposed product per layer, the same FLOPs as forward
-    assert analysis.dense_flops(jax.grad(lambda x: mlp(x).sum()), jnp.ones((1, 6))) == 2 * 1504
+    assert dense_flops(jax.grad(lambda x: mlp(x).sum()), jnp.ones((1, 6))) == 2 * 1504
     # a 3-member ensemble (vmapped weights -> batched dot_general), a scan of 5, and dead code
     weights = jnp.ones((3, 6, 32))
     assert (
-        analysis.dense_flops(lambda x: jnp.einsum("bi,kio->kbo", x, weights), jnp.ones((2, 6)))
-        == 3 * 2 * 2 * 6 * 32
+        dense_flops(lambda x: jnp.einsum("bi,kio->kbo", x, weights), jnp.ones((2, 6))) == 3 * 2 * 2 * 6 * 32
     )
 
     def looped(x):
         return jax.lax.scan(lambda c, _: (mlp(c, (6, 6)), None), x, None, length=5)[0]
 
-    assert analysis.dense_flops(looped, jnp.ones((1, 6))) == 5 * 2 * 36
+    assert dense_flops(looped, jnp.ones((1, 6))) == 5 * 2 * 36
 
     def with_dead_code(x):
         _ = mlp(x)
         return x + 1
 
-    assert analysis.dense_flops(with_dead_code, jnp.ones((1, 6))) == 0
+    assert dense_flops(with_dead_code, jnp.ones((1, 6))) == 0
 
 
 def test_xla_cost_analysis_of_a_matmul():
     lowered = jax.jit(lambda x, y: x @ y).lower(jnp.ones((8, 16)), jnp.ones((16, 4)))
-    flops = analysis.xla_flops(lowered)
+    flops = xla_flops(lowered)
     # XLA's CPU backend (the one CI runs) reports cost analysis; None there would be a regression.
     if jax.default_backend() == "cpu":
         assert flops is not None
@@ -290,9 +297,7 @@ def test_analytic_flops_by_hand():
     spec = SamplerSpec(steps=10, gradstep_steps=3, smooth_k=4)
 
     def flops(estimator, n=1):
-        return analysis.analytic_flops(
-            dataclasses.replace(spec, estimator=estimator, best_of_n=n), f_v, f_q, d
-        )
+        return analytic_flops(dataclasses.replace(spec, estimator=estimator, best_of_n=n), f_v, f_q, d)
 
     assert flops("none") == 1000  # 10 actor passes
     assert flops("qgf") == 10 * (100 + 2 * 50) == 2000
@@ -319,25 +324,25 @@ def tiny_mlp_model(steps=3):
         hidden = jnp.tanh(jnp.einsum("bi,kih->kbh", jnp.concatenate([obs, a], 1), critic[0]))
         return jnp.min(jnp.einsum("kbh,kho->kbo", hidden, critic[1])[..., 0], axis=0)
 
-    return analysis.PolicyAndCritic(velocity, q, ACTION_DIM, SamplerSpec(steps=steps))
+    return PolicyAndCritic(velocity, q, ACTION_DIM, SamplerSpec(steps=steps))
 
 
 def test_analytic_formula_agrees_with_the_traced_samplers():
     model = tiny_mlp_model()
     f_v = 2 * (OBS_DIM + ACTION_DIM + 1) * 8 + 2 * 8 * ACTION_DIM
     f_q = 2 * (2 * (OBS_DIM + ACTION_DIM) * 8 + 2 * 8)
-    costs = analysis.network_costs(model, observations(1))
+    costs = network_costs(model, observations(1))
     assert costs["actor_forward"]["dense_flops"] == f_v
     assert costs["critic_forward"]["dense_flops"] == f_q
     assert costs["backward_factor"]["critic"]["dense_flops"] == pytest.approx(1.0)
-    settings = analysis.AnalysisSettings(estimators=analysis.PAPER_ESTIMATORS, bfn_n=4)
+    settings = AnalysisSettings(estimators=PAPER_ESTIMATORS, bfn_n=4)
     noise = jnp.zeros((1, 4, ACTION_DIM))
-    for method in analysis.comparison_methods(model, settings):
-        traced = analysis.dense_flops(
-            analysis.method_sampler(model, method), observations(1), analysis.method_noise(method, noise),
+    for method in comparison_methods(model, settings):
+        traced = dense_flops(
+            method_sampler(model, method), observations(1), method_noise(method, noise),
             jax.random.key(0), jnp.ones((1,)),
         )  # fmt: skip
-        formula = analysis.analytic_flops(method.spec, f_v, f_q, ACTION_DIM)
+        formula = analytic_flops(method.spec, f_v, f_q, ACTION_DIM)
         if method.spec.estimator in ("qgf-chain", "bptt"):
             # lax.cond skips finished ODE steps; the static count takes every branch: an upper bound
             assert formula < traced
@@ -368,7 +373,7 @@ def test_paper_orderings_from_hand_made_reports():
             for k, v in near.items()
         }
     }
-    result = analysis.paper_orderings(noise, q, distances, "bfn-16")
+    result = paper_orderings(noise, q, distances, "bfn-16")
 
     fig3 = result["fig3_qgf_least_noise_sensitive"]
     assert fig3["holds"] is False  # bptt 0.95 > qgf 0.9
@@ -388,9 +393,7 @@ def test_paper_orderings_from_hand_made_reports():
     assert result["fig17_ood_farthest_from_bfn"]["holds_by_2_stderr"] is True  # constant paired gaps
     no_qgf = {"methods": {k: q["methods"][k] for k in ("ood", "bfn-16")}}
     assert (
-        analysis.paper_orderings(None, no_qgf, distances, "bfn-16")["fig4_qgf_beats_jacobian_chain_bptt"][
-            "holds"
-        ]
+        paper_orderings(None, no_qgf, distances, "bfn-16")["fig4_qgf_beats_jacobian_chain_bptt"]["holds"]
         is None
     )
 
@@ -399,16 +402,16 @@ def test_paper_orderings_from_hand_made_reports():
 
 
 def test_settings_validate_and_resolve_weights():
-    settings = analysis.AnalysisSettings(
+    settings = AnalysisSettings(
         estimators=("qgf", "gradstep", "qgf"), weight=0.06, weight_overrides=(("bptt", 0.02),)
     )
     assert settings.estimators == ("qgf",)
     assert settings.weight_for("qgf") == 0.06 and settings.weight_for("bptt") == 0.02
-    assert settings.weight_for("gradstep") == analysis.DEFAULT_GRADSTEP_STEP_SIZE
+    assert settings.weight_for("gradstep") == DEFAULT_GRADSTEP_STEP_SIZE
     with pytest.raises(QGFError, match="qgf-jacobian"):
-        analysis.AnalysisSettings(estimators=("qgf-jacobain",))
+        AnalysisSettings(estimators=("qgf-jacobain",))
     with pytest.raises(QGFError):
-        analysis.AnalysisSettings(bfn_n=1)
+        AnalysisSettings(bfn_n=1)
 
 
 def test_weight_flag_parsing():
@@ -430,8 +433,8 @@ def test_analyze_end_to_end_on_a_flow_that_guidance_solves_in_one_step(tmp_path)
     a <- a + alpha (a* - a) scale BC's Q by (1 - alpha)^(2L)."""
     steps, batch = 3, 12
     spec = SamplerSpec(steps=steps, clip_hat=False)
-    model = analysis.PolicyAndCritic(zero_velocity, quadratic_q, ACTION_DIM, spec)
-    settings = analysis.AnalysisSettings(
+    model = PolicyAndCritic(zero_velocity, quadratic_q, ACTION_DIM, spec)
+    settings = AnalysisSettings(
         estimators=("qgf", "qgf-jacobian", "ood"),  # qgf-chain and bptt: test_real_estimators_...
         weight=float(steps),
         bfn_n=4,
@@ -443,7 +446,7 @@ def test_analyze_end_to_end_on_a_flow_that_guidance_solves_in_one_step(tmp_path)
     chunks = np.concatenate([rng.uniform(-1, 1, (30, ACTION_DIM)), np.asarray(TARGET)[None]]).astype(
         np.float32
     )
-    summary = analysis.analyze(model, observations(batch), chunks, settings, tmp_path, progress=False)
+    summary = analyze(model, observations(batch), chunks, settings, tmp_path, progress=False)
 
     for name in ("noise_sensitivity", "q_values", "distances", "compute", "analysis"):
         assert json.loads((tmp_path / f"{name}.json").read_text())

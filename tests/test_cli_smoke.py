@@ -7,7 +7,7 @@ import json
 import pytest
 
 from qgf.cli import main
-from qgf.results import read_results
+from qgf.evaluation.results import read_results
 
 
 def test_generate_train_evaluate(tmp_path, capsys):

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from qgf.errors import QGFError
-from qgf.evaluate import PolicyOutput, rollout, wilson_interval
+from qgf.evaluation.rollout import PolicyOutput, rollout
+from qgf.evaluation.stats import wilson_interval
 
 GOAL = 6.0
 LIMIT = 10
@@ -220,7 +221,7 @@ def test_bad_policy_output_is_a_clear_error():
 
 
 def test_summary_statistics_per_condition():
-    from qgf.evaluate import summarize
+    from qgf.evaluation.stats import summarize
 
     # Condition 0 (speed 1) always succeeds in 7 steps; condition 1 (speed 0.5) never does.
     result = rollout(
@@ -239,7 +240,7 @@ def test_summary_statistics_per_condition():
 
 
 def test_q_mean_is_absent_without_a_critic():
-    from qgf.evaluate import summarize
+    from qgf.evaluation.stats import summarize
 
     result = rollout(make_line_env, speed_policy([1.0], q_from_time=False), ["bc"], 1, workers=0)
     (summary,) = summarize(result, lambda name: (name, 0.0, 1, name))
@@ -251,7 +252,7 @@ def test_q_mean_is_absent_without_a_critic():
 
 
 def test_sweep_crosses_samplers_best_of_n_and_weights():
-    from qgf.evaluate import sweep_conditions
+    from qgf.evaluation.conditions import sweep_conditions
     from qgf.guidance import SamplerSpec
 
     conditions = sweep_conditions(["qgf", "none"], [0.1, 0.0, 0.1], [1, 4], steps=7)
@@ -284,7 +285,8 @@ def tiny_agent():
 
 
 def test_agent_policy_rows_do_not_depend_on_their_batch(tiny_agent):
-    from qgf.evaluate import AgentPolicy, sweep_conditions
+    from qgf.evaluation.conditions import sweep_conditions
+    from qgf.policy import AgentPolicy
 
     conditions = sweep_conditions(["qgf", "none"], [0.0, 2.0], [1], steps=10)  # qgf@0, qgf@2, none@0
     policy = AgentPolicy(tiny_agent, conditions)
@@ -309,7 +311,8 @@ def test_agent_policy_rows_do_not_depend_on_their_batch(tiny_agent):
 
 
 def test_agent_policy_rejects_observations_of_the_wrong_size(tiny_agent):
-    from qgf.evaluate import AgentPolicy, sweep_conditions
+    from qgf.evaluation.conditions import sweep_conditions
+    from qgf.policy import AgentPolicy
 
     policy = AgentPolicy(tiny_agent, sweep_conditions(["none"], [0.0], [1], steps=10))
     with pytest.raises(QGFError, match="trained on 3"):
@@ -317,7 +320,7 @@ def test_agent_policy_rejects_observations_of_the_wrong_size(tiny_agent):
 
 
 def test_evaluation_env_name_follows_the_run_and_the_task_override():
-    from qgf.evaluate import evaluation_env_name
+    from qgf.evaluation.conditions import evaluation_env_name
 
     assert evaluation_env_name("cube-double-play-singletask-task2-v0") == (
         "cube-double-singletask-task2-v0",
@@ -332,7 +335,7 @@ def test_evaluation_env_name_follows_the_run_and_the_task_override():
 
 
 def test_env_only_timing_reference():
-    from qgf.evaluate import time_env_stepping
+    from qgf.evaluation.envtiming import time_env_stepping
 
     timing = time_env_stepping(make_line_env, total_steps=50, workers=2, num_envs=3)
     assert timing["wall_s"] >= timing["stepping_s"] > 0 and timing["steps_per_second"] > 0
@@ -406,7 +409,7 @@ def _identities(pool) -> list[int]:
 
 @pytest.mark.parametrize("workers", [1, 0])
 def test_kept_envs_are_reused_and_give_the_same_results(workers):
-    from qgf import evaluate
+    from qgf.evaluation import workers as evaluate
 
     def run(workers: int, keep: bool):
         policy = speed_policy([0.62, 0.68], 0.1)
@@ -417,7 +420,7 @@ def test_kept_envs_are_reused_and_give_the_same_results(workers):
     try:
         first = run(workers, keep=True)
         (pool,) = evaluate._KEPT_POOLS.values()
-        assert isinstance(pool, evaluate._InProcessPool if workers == 0 else evaluate._ProcessPool)
+        assert isinstance(pool, evaluate.InProcessPool if workers == 0 else evaluate.ProcessPool)
         made_of = _identities(pool)
         second = run(workers, keep=True)
         (again,) = evaluate._KEPT_POOLS.values()
@@ -435,7 +438,7 @@ def test_kept_envs_are_reused_and_give_the_same_results(workers):
 
 
 def test_an_interrupted_rollout_does_not_keep_its_env_workers():
-    from qgf import evaluate
+    from qgf.evaluation import workers as evaluate
 
     evaluate.close_kept_envs()
 
@@ -451,9 +454,10 @@ def test_policies_of_different_runs_share_compiled_samplers_but_not_parameters()
     import jax
 
     from helpers import small_config
-    from qgf import evaluate
+    from qgf import policy as evaluate
     from qgf.agents.qgf import QGFAgent
-    from qgf.evaluate import AgentPolicy, sweep_conditions
+    from qgf.evaluation.conditions import sweep_conditions
+    from qgf.policy import AgentPolicy
 
     config = small_config()
     first, second = (QGFAgent.create(seed, 4, 2, config) for seed in (0, 1))
@@ -472,3 +476,34 @@ def test_policies_of_different_runs_share_compiled_samplers_but_not_parameters()
     np.testing.assert_array_equal(reused.q, alone.q)
     assert not np.allclose(reused.actions, AgentPolicy(first, conditions)(observations, rows, seeds).actions)
     assert jax.tree.structure(first) == jax.tree.structure(second)
+
+
+def test_a_run_is_evaluated_with_its_own_method_by_default():
+    """qgf runs: QGF over the weight grid; training-time agents: their own policy, once."""
+    import types
+
+    from qgf.agents import AGENT_NAMES, agent_class
+    from qgf.evaluation.conditions import default_samplers
+    from qgf.evaluation.run import EvaluationOptions
+
+    options = EvaluationOptions(weights=(0.0, 0.03, 0.1))
+    for name in AGENT_NAMES:
+        run = types.SimpleNamespace(
+            agent=types.SimpleNamespace(name=agent_class(name).name),
+            config=types.SimpleNamespace(flow_steps=10),
+        )
+        conditions = options.condition_list(run)
+        if name == "qgf":
+            assert default_samplers(run) == ("qgf",)
+            assert [(c.spec.estimator, c.weight) for c in conditions] == [
+                ("qgf", 0.0),
+                ("qgf", 0.03),
+                ("qgf", 0.1),
+            ]
+        else:
+            assert default_samplers(run) == ("policy",), name
+            assert [(c.spec.estimator, c.weight) for c in conditions] == [("policy", 0.0)], name
+    named = EvaluationOptions(samplers=["qgf"], weights=(0.03,)).condition_list(run)  # a qam-edit run
+    assert [(c.spec.estimator, c.weight) for c in named] == [("qgf", 0.03)]
+    with pytest.raises(QGFError, match="did you mean 'episodes'"):
+        EvaluationOptions.of(None, {"episode": 3})

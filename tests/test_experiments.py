@@ -14,7 +14,7 @@ import pytest
 from helpers import equal_trees, make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf.errors import QGFError
-from qgf.experiments.plan import job_done, plan
+from qgf.experiments.jobs import job_done, plan
 from qgf.experiments.spec import parse_spec
 
 TASK1 = "cube-single-play-singletask-task1-v0"
@@ -193,10 +193,13 @@ def test_tiny_sweep_on_ray_with_a_failure_and_a_resumed_evaluation(tmp_path):
 
 def sweep_twice(spec, sweep_dir):
     """A first sweep with one failed job; a second after one evaluation was killed midway."""
-    from qgf.evaluate import Condition, EnvDescription, EpisodeRecord, _condition_identity, _save_partial
+    from qgf.evaluation.conditions import Condition
+    from qgf.evaluation.results import read_results
+    from qgf.evaluation.resume import condition_identity, save_partial
+    from qgf.evaluation.rollout import EpisodeRecord
+    from qgf.evaluation.workers import EnvDescription
     from qgf.experiments.runner import run_sweep
     from qgf.guidance import SamplerSpec
-    from qgf.results import read_results
 
     first = run_sweep(spec, sweep_dir, num_cpus=1, progress=False)
     assert list(first.failed) == [f"train/{job_group(sweep_dir)}/{MISSING}"]
@@ -215,10 +218,10 @@ def sweep_twice(spec, sweep_dir):
         SamplerSpec(**job.params["conditions"][0]["spec"]), job.params["conditions"][0]["weight"]
     )
     run = types.SimpleNamespace(step=4)
-    identity = _condition_identity(run, before.env, job.params["seed"], job.params["episodes"], condition)
+    identity = condition_identity(run, before.env, job.params["seed"], job.params["episodes"], condition)
     marked = [EpisodeRecord(0, 0, episode_return=123.0, length=8)]  # a mark: resumed, not re-run
     description = EnvDescription(28, 5, before.max_episode_steps, before.success_timing)
-    _save_partial(results_path.parent / "partial", identity, marked, description, before.action_horizon, 1.0)
+    save_partial(results_path.parent / "partial", identity, marked, description, before.action_horizon, 1.0)
 
     second = run_sweep(spec, sweep_dir, num_cpus=1, progress=False)
     assert second.ran == [job.id] and len(second.skipped) == 3  # two trainings, the other evaluation
@@ -249,3 +252,11 @@ def test_shipped_specs_load_by_name_and_unknown_names_are_one_line_errors(tmp_pa
         assert load_spec(name).name == name
     with pytest.raises(QGFError, match="cpu-study, domains-cpu, domains4-cpu, paper-fig5"):
         load_spec(tmp_path / "missing.toml")
+
+
+def test_the_documented_plan_function_is_not_shadowed_by_a_submodule():
+    import qgf.experiments.runner  # noqa: F401 - imports the job-graph module, as a sweep does
+    from qgf.experiments import plan, run_sweep, write_report
+
+    assert callable(plan) and plan.__name__ == "plan" and not isinstance(plan, type(qgf))
+    assert run_sweep.__name__ == "run_sweep" and write_report.__name__ == "write_report"

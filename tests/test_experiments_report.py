@@ -28,7 +28,7 @@ EPISODES = 10
 def write_eval(sweep_dir, stage, group, task, seed, conditions, *, point=None, label="qgf", run=None):
     """One evaluation's results.json where `collect_rows` looks for it. `conditions`: (sampler
     label, sampler, weight, bfn, successes out of EPISODES)."""
-    from qgf.results import EvaluationResults, write_json
+    from qgf.evaluation.results import EvaluationResults, write_json
 
     results = []
     for condition_label, sampler, weight, bfn, successes in conditions:

@@ -2,7 +2,7 @@
 goal-conditioned run (2 training steps on an in-memory dataset of puzzle-3x3's sizes) evaluated on
 goals 1 and 2 of puzzle-3x3-v0 in this process, with short episodes.
 
-The env is OGBench's own (`qgf.evaluate.make_goal_evaluation_env`), wrapped so that in episode 0
+The env is OGBench's own (`qgf.evaluation.workers.make_goal_evaluation_env`), wrapped so that in episode 0
 the puzzle's buttons are set to the goal's states just before step `REACH_STEP`: OGBench's own
 `step` then computes `info['success']` and `terminated`, so some episodes succeed (an untrained
 policy never would) and every recorded outcome can be checked against a direct rollout of the
@@ -23,18 +23,18 @@ import pytest
 from helpers import make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf import cli
-from qgf import evaluate as evaluate_module
 from qgf.errors import QGFError
-from qgf.evaluate import (
-    AgentPolicy,
-    chunk_noise_seed,
-    episode_reset_seed,
-    evaluate_goals,
-    evaluate_run,
-    sweep_conditions,
-    wilson_interval,
-)
-from qgf.results import EvaluationResults, read_goal_evaluation, read_results
+from qgf.evaluation import goals as goals_module
+from qgf.evaluation import resume as resume_module
+from qgf.evaluation import run as run_module
+from qgf.evaluation.conditions import sweep_conditions
+from qgf.evaluation.goals import read_goal_evaluation
+from qgf.evaluation.results import EvaluationResults, read_results
+from qgf.evaluation.rollout import chunk_noise_seed, episode_reset_seed
+from qgf.evaluation.run import evaluate_goals, evaluate_run
+from qgf.evaluation.stats import wilson_interval
+from qgf.evaluation.workers import make_goal_evaluation_env
+from qgf.policy import AgentPolicy
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:log_every=2"),  # a test setting
@@ -65,7 +65,7 @@ with warnings.catch_warnings():  # log_every=2
 SAMPLER_ARGS = ["--sampler", "none", "--sampler", "qgf", "--weights", "0.5"]
 CONDITIONS = sweep_conditions(["none", "qgf"], [0.5], [1], steps=CONFIG.flow_steps)
 
-_make_real_goal_env = evaluate_module.make_goal_evaluation_env
+_make_real_goal_env = make_goal_evaluation_env
 BUILT_GOALS: list[int] = []  # the goal of every env built, in order
 POLICY_CALLS: list[tuple] = []  # (goal, observations, conditions, noise seeds, actions) per call
 
@@ -107,7 +107,7 @@ def recording_evaluation():
         return output
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evaluate_module, "make_goal_evaluation_env", GoalReachingEnv)
+        patch.setattr(run_module, "make_goal_evaluation_env", GoalReachingEnv)
         patch.setattr(AgentPolicy, "__call__", recording)
         yield
 
@@ -271,7 +271,7 @@ def test_a_killed_evaluation_resumes_with_its_finished_goals_and_conditions(
     out, _, _ = evaluated
     resume = tmp_path / "partial"
     options = dict(episodes=EPISODES, goals=GOALS, seed=SEED, workers=0, num_envs=1, max_episode_steps=LIMIT)
-    save = evaluate_module._save_partial
+    save = resume_module.save_partial
     saved = []
 
     def save_then_kill(*args, **kwargs):
@@ -281,10 +281,10 @@ def test_a_killed_evaluation_resumes_with_its_finished_goals_and_conditions(
             raise SimulatedKill
 
     with recording_evaluation():
-        monkeypatch.setattr(evaluate_module, "_save_partial", save_then_kill)
+        monkeypatch.setattr(resume_module, "save_partial", save_then_kill)
         with pytest.raises(SimulatedKill):
             evaluate_goals(str(run_dir), conditions=CONDITIONS, resume_dir=resume, **options)
-        monkeypatch.setattr(evaluate_module, "_save_partial", save)
+        monkeypatch.setattr(resume_module, "save_partial", save)
         # goal 1's BC (weight 0) and QGF (weight 0.5), then goal 2's BC
         assert [(identity["goal"], identity["weight"]) for identity in saved] == [
             (1, 0.0),
@@ -294,13 +294,13 @@ def test_a_killed_evaluation_resumes_with_its_finished_goals_and_conditions(
         assert len(list(resume.glob("condition-*.json"))) == 3
 
         rollouts = []
-        rollout = evaluate_module.rollout
+        rollout = resume_module.rollout
 
         def recording_rollout(env, policy_fn, conditions, *args, **kwargs):
             rollouts.append((env.args[1], list(conditions)))
             return rollout(env, policy_fn, conditions, *args, **kwargs)
 
-        monkeypatch.setattr(evaluate_module, "rollout", recording_rollout)
+        monkeypatch.setattr(resume_module, "rollout", recording_rollout)
         resumed = evaluate_goals(str(run_dir), conditions=CONDITIONS, resume_dir=resume, **options)
     assert rollouts == [(2, [CONDITIONS[1]])]  # goal 1 and goal 2's BC came from the saved files
     assert resumed.goals == GOALS
@@ -377,10 +377,10 @@ def test_observation_size_mismatch_names_the_sizes_and_the_fix(run_dir, tmp_path
     assert "gives 56 = 28 + 28" in err and "retrain it on cube-single-v0's play data" in err
     # the same check at the first policy call, for envs whose sizes qgf does not know in advance
     run = ckpt.load_run(other)
-    policy = evaluate_module._GoalPolicy(
+    policy = goals_module.GoalPolicy(
         AgentPolicy(run.agent, CONDITIONS),
         [0, 1],
-        lambda dim: evaluate_module._goal_size_error(run, "x-v0", dim),
+        lambda dim: goals_module.goal_size_error(run, "x-v0", dim),
     )
     with pytest.raises(QGFError, match="x-v0 gives 56 = 28 \\+ 28"):
         policy(np.zeros((1, 56), np.float32), np.array([0]), np.array([0], np.uint32))

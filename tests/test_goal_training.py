@@ -18,8 +18,8 @@ from qgf import train as train_module
 from qgf.agents import AGENT_NAMES, agent_class
 from qgf.agents.base import training_sample_fn
 from qgf.config import load_preset
-from qgf.critics import QEnsemble, ValueNetwork, aggregate_q, critic_losses
-from qgf.critics_dqc import distillation_loss, dqc_value_loss, long_critic_loss
+from qgf.critics.dqc import distillation_loss, dqc_value_loss, long_critic_loss
+from qgf.critics.networks import QEnsemble, ValueNetwork, aggregate_q
 from qgf.data.chunks import to_device
 from qgf.data.goals import GoalChunkSampler, goal_training_batch, sample_goal_chunks
 from qgf.errors import QGFError
@@ -124,7 +124,7 @@ def dqc_outputs(trained):
             return agent.policy_losses(p, batch, jax.random.PRNGKey(1))[0]
 
         def term(name):
-            return lambda p: critic_losses(agent.config, p, agent.target_params, batch)[1][name]
+            return lambda p: agent.critic.losses(p, agent.target_params, batch)[1][name]
 
         grads = {"policy": jax.grad(policy)(params), **{name: jax.grad(term(name))(params) for name in names}}
         norms = {
@@ -133,7 +133,7 @@ def dqc_outputs(trained):
             }
             for loss, per_net in grads.items()
         }
-        return critic_losses(agent.config, params, agent.target_params, batch), norms
+        return agent.critic.losses(params, agent.target_params, batch), norms
 
     return outputs(agent.params)
 

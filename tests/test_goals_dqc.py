@@ -1,5 +1,5 @@
 """Goal-conditioned chunk sampling (`qgf.data.goals`) against hand-built trajectories, the DQC critic's
-losses (`qgf.critics_dqc`, QGF App. F Eqs. 13-16) against independent float64 numpy, and the
+losses (`qgf.critics.dqc`, QGF App. F Eqs. 13-16) against independent float64 numpy, and the
 goal-conditioned presets (Table 4) as data."""
 
 import dataclasses
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from qgf.config import available_presets, load_preset
-from qgf.critics_dqc import (
+from qgf.critics.dqc import (
     completion_expectile,
     distillation_loss,
     dqc_value_loss,

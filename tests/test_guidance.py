@@ -8,15 +8,9 @@ import pytest
 import scipy.linalg
 
 from qgf.errors import QGFError
-from qgf.guidance import (
-    STANDALONE_ESTIMATORS,
-    SamplerSpec,
-    estimate_gradient,
-    make_sampler,
-    nearest_orthogonal,
-    sample,
-    sample_with_info,
-)
+from qgf.guidance import SamplerSpec, estimate_gradient, make_sampler, sample, sample_with_info
+from qgf.guidance.estimators import STANDALONE_ESTIMATORS
+from qgf.guidance.gradients import nearest_orthogonal
 
 OBS_DIM, ACTION_DIM, BATCH, STEPS = 4, 3, 5, 4
 
@@ -332,3 +326,17 @@ def test_sample_inside_a_user_jit_matches_make_sampler(inputs):
     )
     theirs = make_sampler(velocity, critic, ACTION_DIM, spec)(obs, jax.random.key(9), 0.4)
     np.testing.assert_allclose(mine, theirs, rtol=1e-6)
+
+
+def test_the_estimator_table_is_complete_and_light():
+    """Every record names a loadable function; the table (read by `qgf --help`) imports no JAX."""
+    import subprocess
+    import sys
+
+    from qgf.guidance.estimators import ESTIMATOR_ADDONS, ESTIMATOR_TABLE, EXTRA_ESTIMATORS
+
+    for _, record in ESTIMATOR_TABLE.items():
+        assert callable(record.load()), record.name
+    assert set(ESTIMATOR_ADDONS) == set(EXTRA_ESTIMATORS)
+    code = "import sys, qgf.guidance.estimators; assert 'jax' not in sys.modules, 'jax imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

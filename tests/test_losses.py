@@ -9,7 +9,8 @@ import pytest
 
 from qgf.agents.qgf import QGFAgent
 from qgf.config import load_preset
-from qgf.critics import aggregate_q, chunk_td_target, critic_loss, ema_update, expectile_loss, value_loss
+from qgf.critics.losses import chunk_td_target, critic_loss, ema_update, expectile_loss, value_loss
+from qgf.critics.networks import aggregate_q
 from qgf.flow import chunk_step_weights, flow_matching_loss, sample_flow_times
 
 # ------------------------------------------------------------------ building blocks, tiny numbers

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qgf.critics import QEnsemble, ValueNetwork
+from qgf.critics.networks import QEnsemble, ValueNetwork
 from qgf.flow import VelocityField
 from qgf.nets import MLP, Ensemble, count_params, time_features
 

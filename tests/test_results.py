@@ -9,8 +9,9 @@ import json
 import pytest
 
 from qgf import fileio
-from qgf import results as R
 from qgf.errors import QGFError
+from qgf.evaluation import results as R
+from qgf.evaluation.plots import write_plot
 
 
 def condition(label, sampler, weight, successes, episodes=10, bfn=1, ci=None):
@@ -110,7 +111,7 @@ def test_markdown_lists_every_condition_with_its_interval_and_no_best():
 
 
 def test_plot_is_a_png(tmp_path):
-    path = R.write_plot(example_results(), tmp_path / "plot.png")
+    path = write_plot(example_results(), tmp_path / "plot.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

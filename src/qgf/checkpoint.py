@@ -207,6 +207,18 @@ def _from_format_1(state: dict) -> dict:
     }
 
 
+def _without_retired_networks(template: Agent, state: Any) -> Any:
+    """`state` without the networks its critic no longer trains (`Critic.retired_networks`: the
+    'value' network that critic=td checkpoints of earlier versions hold), where `template` has none."""
+    retired = [name for name in template.critic.retired_networks if name not in template.params]
+    if not isinstance(state, dict) or not retired:
+        return state
+    return {
+        key: {n: v for n, v in part.items() if n not in retired} if isinstance(part, dict) else part
+        for key, part in state.items()
+    }
+
+
 def read_checkpoint(path: Path, template: Agent) -> Agent:
     """Restore an agent from a msgpack checkpoint, verified against its sidecar and `template`."""
     sidecar = read_json(path.with_suffix(".json"), "checkpoint sidecar")
@@ -225,6 +237,8 @@ def read_checkpoint(path: Path, template: Agent) -> Agent:
         raise QGFError(f"checkpoint {path} cannot be decoded: {exc}") from None
     if sidecar.get("format_version") == 1 and isinstance(state, dict) and "actor_params" in state:
         state = _from_format_1(state)
+    if isinstance(template, Agent):
+        state = _without_retired_networks(template, state)
     _check_structure(path, flax.serialization.to_state_dict(template), state)
     agent = flax.serialization.from_state_dict(template, state)
     return jax.tree_util.tree_map(jnp.asarray, agent)

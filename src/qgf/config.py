@@ -1,17 +1,36 @@
-"""Typed training configuration and presets stored as data (`qgf/presets/*.json`).
+"""Typed training configuration: shared fields plus config sections, and presets stored as data
+(`qgf/presets/*.json`).
 
-`TrainConfig` holds every setting that shapes a training run; its field defaults are the paper's
-values (QGF Appendix J, Table 1). A preset is a JSON object of field values (plus an optional
-`"description"`); missing fields take the defaults. Overrides come either as Python values
-(`load_preset("cpu", {"batch_size": 128})`) or as `key=value` strings from the command line
-(`parse_overrides(["batch_size=128", "critic_hidden_dims=256,256"])`); both are type-checked and
-unknown keys fail with the closest valid names.
+`TrainConfig` holds every setting that shapes a training run; defaults are the paper's values (QGF
+Appendix J, Table 1). Its fields are the settings every run has (networks, flow, the chunked
+critic's common part, which agent / critic, optimisation, data, bookkeeping); the settings that
+only one component reads live in *config sections* declared next to that component's code
+(`qgf.sections`): each agent's in its module of `qgf.agents`, the td and dqc critics' in
+`qgf.critic_sections`, goal-conditioned training's in `qgf.data.goal_settings`.
+
+- Keys stay flat everywhere: `TrainConfig(agent="fql", fql_alpha=100.0)`, `config.fql_alpha`,
+  `qgf train fql_alpha=100`, preset files, sweep specs and config.json.
+- A config holds only the sections that apply to it (`config.sections`), so its equality and hash
+  (a static jit argument), `to_dict()` (config.json), the resume check and the sweep's run names
+  cover the shared fields and those sections only: a new agent's section renames no other run,
+  and a qgf run resumes when an FQL-only value changed.
+- A key of a section that does not apply (fql_alpha on a qgf run) is accepted and ignored: its
+  value is type- and bounds-checked (a bad value is still an error), then dropped, so it changes
+  neither the config nor its identity and sweep grids may set it for every agent. Reading it
+  (`config.fql_alpha` on a qgf run) raises AttributeError naming the section and whom it applies to.
+
+A preset is a JSON object of flat key values (plus an optional `"description"`); missing keys take
+the defaults. Overrides come either as Python values (`load_preset("cpu", {"batch_size": 128})`)
+or as `key=value` strings from the command line (`parse_overrides(["batch_size=128"])`); both are
+type-checked and unknown keys fail with the closest valid names.
+
+Imports `qgf.errors`, `qgf.registry`, `qgf.sections` and `qgf.agents` (its light registry only).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import functools
 import json
 import typing
 import warnings
@@ -19,7 +38,10 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
+from qgf.critics import CRITICS
 from qgf.errors import QGFError
+from qgf.registry import suggest
+from qgf.sections import Section, coerce, format_value, module_sections, type_name
 
 # Fields that only schedule a run (how long, how often to log and save). Changing them between a
 # run and its resumption does not change the parameters a step produces, so resuming allows it.
@@ -28,6 +50,8 @@ SCHEDULE_FIELDS = frozenset({"steps", "log_every", "ckpt_every", "keep_checkpoin
 # and how the dataset is read. `learner_config` resets them so that agents differing only in these
 # share compiled code (the agent's config is static under jit).
 RUN_ONLY_FIELDS = SCHEDULE_FIELDS | {"seed", "sparse_reward", "action_clip_eps"}
+# Modules outside qgf.agents that declare config sections (the agents' own are found by qgf.agents).
+SECTION_MODULES = ("qgf.critic_sections", "qgf.data.goal_settings")
 
 
 def _field(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -37,11 +61,13 @@ def _field(default: Any, help: str, choices: tuple[str, ...] | None = None) -> A
     return dataclasses.field(default=default, metadata=metadata)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False, repr=False)
 class TrainConfig:
     """Every setting of a training run. Defaults = QGF paper, Appendix J, Table 1.
 
-    Frozen and hashable, so an agent can carry it as static (non-traced) data.
+    Build with flat keys, `TrainConfig(agent="fql", fql_alpha=100.0)` (unknown keys fail with close
+    matches). Frozen and hashable, so an agent can carry it as static (non-traced) data; equality
+    covers the fields below and `sections`, the values of the config sections that apply.
     """
 
     # --- networks
@@ -70,7 +96,7 @@ class TrainConfig:
         True, "drop the chunk steps that lie past a trajectory end from the BC loss"
     )
 
-    # --- chunked IQL critic (QGF Eqs. 11, 12)
+    # --- chunked critic (QGF Eqs. 11, 12); the td and dqc critics' own settings are sections
     horizon: int = _field(5, "action chunk length h")
     discount: float = _field(0.999, "discount gamma per environment step")
     expectile: float = _field(0.9, "IQL expectile tau of the value loss")
@@ -83,75 +109,20 @@ class TrainConfig:
         choices=("target", "online"),
     )
 
-    # --- which method (qgf.agents) and which critic (qgf.critics)
+    # --- which method (qgf.agents), which critic (qgf.critics), goal-conditioned or not
     agent: str = _field("qgf", "training method: one of the registered agents (qgf.agents.AGENT_NAMES)")
     critic: str = _field(
         "iql",
         "critic: 'iql' (in-sample chunked IQL, QGF App. F), 'td' (TD backups on the agent's own policy "
         "samples with pessimistic ensemble target, QAM Eq. 26) or 'dqc' (goal-conditioned Decoupled "
         "Q-Chunking, QGF App. F Eqs. 13-16; needs goal_conditioned=true)",
-        choices=("iql", "td", "dqc"),
+        choices=CRITICS.names,
     )
-    critic_pessimism: float = _field(
-        0.5, "rho of the td critic's target mean_K Qbar - rho * std_K Qbar (QAM Eq. 26)"
-    )
-
-    # --- goal-conditioned RL with the DQC critic (QGF §6.4, App. F, Table 4; docs/training.md)
     goal_conditioned: bool = _field(
         False,
         "train on hindsight goals (qgf.data.goals): every network sees [observation, goal], so the run's "
         "obs_dim is twice the env's; needs critic=dqc and a dataset name without a task (qgf train "
         "--goal-conditioned)",
-    )
-    dqc_horizon: int = _field(
-        25, "dqc: chunk length h_c of the long critic Q_c (Eq. 13); `horizon` is h_a, the policy's and Q_a's"
-    )
-    distill_expectile: float = _field(
-        0.8, "dqc: expectile kappa_d distilling Q_c into Q_a (Eq. 15); 0.5 = mean over completions"
-    )
-    value_goal_p_cur: float = _field(0.2, "goal_conditioned: P(value goal = the current state)")
-    value_goal_p_traj: float = _field(
-        0.5, "goal_conditioned: P(value goal = a future state of the same trajectory)"
-    )
-    value_goal_p_rand: float = _field(0.3, "goal_conditioned: P(value goal = a random dataset state)")
-    value_goal_geometric: bool = _field(
-        True, "goal_conditioned: future value goals at a Geometric(1 - discount) offset (else uniform)"
-    )
-    actor_goal_p_cur: float = _field(0.0, "goal_conditioned: P(actor goal = the current state)")
-    actor_goal_p_traj: float = _field(
-        1.0, "goal_conditioned: P(actor goal = a future state of the same trajectory)"
-    )
-    actor_goal_p_rand: float = _field(0.0, "goal_conditioned: P(actor goal = a random dataset state)")
-    actor_goal_geometric: bool = _field(
-        False, "goal_conditioned: future actor goals at a Geometric(1 - discount) offset (else uniform)"
-    )
-
-    # --- training-time policy extraction (QGF App. I; QAM App. C); each used only by its agent
-    fql_alpha: float = _field(300.0, "fql: weight of the distillation term (Eq. 23's alpha)")
-    edp_bc_weight: float = _field(30.0, "edp: weight w_BC of the flow-matching term against -Q")
-    normalize_q_loss: bool = _field(
-        True, "fql / edp: divide the -Q term by the batch's mean |Q| (held fixed), so alpha is scale-free"
-    )
-    dac_alpha: float = _field(
-        100.0, "dac: behaviour weight; Eq. 22's 1/beta = 1/(2 alpha) (QAM Eq. 53/54's eta)"
-    )
-    qsm_inv_temperature: float = _field(0.1, "qsm-bc: tau_inv = 1/beta of Eq. 21")
-    qsm_bc_weight: float = _field(10.0, "qsm-bc: weight eta (the paper's alpha) of the DDPM term; 0 is QSM")
-    actor_grad_clip: float = _field(
-        0.0, "element-wise clip of the policy network's gradient (0 = off; QAM uses 1 for QSM, DAC, QAM)"
-    )
-    qam_inv_temperature: float = _field(
-        0.1, "qam family: inverse temperature tau of the adjoint boundary -tau grad Q (Alg. 1; QGF's tau_inv)"
-    )
-    qam_time_offset: float = _field(
-        0.5,
-        "qam family: Eq. 24's 1/u and sigma_u are evaluated at u + offset * h (offset in (0, 1)), since "
-        "1/u diverges at u = 0; the last step is the deterministic Euler step",
-    )
-    qam_fql_alpha: float = _field(30.0, "qam-fql: weight alpha of the distillation term of Eq. 29")
-    qam_edit_sigma: float = _field(0.1, "qam-edit: sigma_a, the L-infinity radius of the edit (Eq. 30)")
-    qam_edit_target_entropy: float = _field(
-        -0.5, "qam-edit: the edit policy's target entropy per chunk coordinate (SAC temperature tuning)"
     )
 
     # --- optimisation
@@ -169,12 +140,51 @@ class TrainConfig:
     ckpt_every: int = _field(50_000, "steps between checkpoints")
     keep_checkpoints: int = _field(3, "number of most recent checkpoints kept on disk")
 
-    def __post_init__(self) -> None:
-        hints = _type_hints()
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            object.__setattr__(self, field.name, _coerce(field.name, value, hints[field.name]))
-        _validate(self)
+    # --- the values of the config sections that apply to this run (qgf.sections), in schema order
+    sections: tuple[Any, ...] = dataclasses.field(default=(), metadata={"help": "internal"})
+
+    def __init__(self, **values: Any) -> None:
+        _build(self, values)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not fields: the keys of the sections.
+        settings = self.__dict__.get("_settings")
+        if settings is not None and name in settings:
+            return settings[name]
+        section = None if name.startswith("_") else _schema().owner.get(name)
+        if section is not None:
+            raise AttributeError(
+                f"config key {name!r} belongs to section {section.name!r}, which applies to "
+                f"{section.selector} only; this run has agent={self.agent}, critic={self.critic}, "
+                f"goal_conditioned={str(self.goal_conditioned).lower()}"
+            )
+        raise AttributeError(f"'TrainConfig' object has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        values = {**{name: getattr(self, name) for name in _shared_names()}, **self.__dict__["_settings"]}
+        return f"TrainConfig({', '.join(f'{key}={value!r}' for key, value in values.items())})"
+
+    def __reduce__(self):
+        return _rebuild, (self.to_dict(),)
+
+    def section(self, name: str) -> Any:
+        """The values of section `name` (a frozen dataclass); QGFError if it does not apply."""
+        for section, values in zip(self.applied_sections, self.sections, strict=True):
+            if section.name == name:
+                return values
+        known = [section.name for section in _schema().sections]
+        if name not in known:
+            raise QGFError(
+                f"unknown config section {name!r}{suggest(name, known)}; choose one of {', '.join(known)}"
+            )
+        raise QGFError(
+            f"config section {name!r} does not apply to this run (agent={self.agent}, critic={self.critic})"
+        )
+
+    @property
+    def applied_sections(self) -> tuple[Section, ...]:
+        """The declarations (`qgf.sections.Section`) of the sections this config holds, in order."""
+        return tuple(section for section in _schema().sections if section.applies_to(self))
 
     @property
     def chunk_discount(self) -> float:
@@ -188,70 +198,96 @@ class TrainConfig:
 
     @property
     def value_goal_sampling(self):
-        """The `qgf.data.goals.GoalSampling` of the critics' (value) goals."""
+        """The `qgf.data.goals.GoalSampling` of the critics' (value) goals (goal-conditioned runs)."""
         from qgf.data.goals import GoalSampling
 
+        goals = self.section("goals")
         return GoalSampling(
-            self.value_goal_p_cur, self.value_goal_p_traj, self.value_goal_p_rand, self.value_goal_geometric
+            goals.value_goal_p_cur,
+            goals.value_goal_p_traj,
+            goals.value_goal_p_rand,
+            goals.value_goal_geometric,
         )
 
     @property
     def actor_goal_sampling(self):
-        """The `qgf.data.goals.GoalSampling` of the policy's (actor) goals."""
+        """The `qgf.data.goals.GoalSampling` of the policy's (actor) goals (goal-conditioned runs)."""
         from qgf.data.goals import GoalSampling
 
+        goals = self.section("goals")
         return GoalSampling(
-            self.actor_goal_p_cur, self.actor_goal_p_traj, self.actor_goal_p_rand, self.actor_goal_geometric
+            goals.actor_goal_p_cur,
+            goals.actor_goal_p_traj,
+            goals.actor_goal_p_rand,
+            goals.actor_goal_geometric,
         )
 
     def learner_config(self) -> TrainConfig:
         """This config with RUN_ONLY_FIELDS at their defaults: what an agent keeps."""
-        defaults = {
-            field.name: field.default for field in dataclasses.fields(self) if field.name in RUN_ONLY_FIELDS
-        }
-        return dataclasses.replace(self, **defaults)
+        fields = dataclasses.fields(self)
+        return self.replace(
+            **{field.name: field.default for field in fields if field.name in RUN_ONLY_FIELDS}
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
-        return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in dataclasses.asdict(self).items()
-        }
+        """JSON-ready flat dict of the shared fields and the applying sections' keys (tuples become
+        lists): what config.json holds."""
+        values = {**{name: getattr(self, name) for name in _shared_names()}, **self.__dict__["_settings"]}
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from a (possibly partial) dict; unknown keys are an error with close matches."""
+        """Build from a (possibly partial) flat dict, e.g. a config.json of any qgf version (keys of
+        sections that do not apply are ignored); unknown keys are an error with close matches."""
         _check_keys(values.keys())
         return cls(**dict(values))
 
     def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with `changes` (flat keys). Changing agent, critic or goal_conditioned brings the
+        new sections at their defaults unless `changes` sets their keys too."""
         _check_keys(changes.keys())
-        return dataclasses.replace(self, **changes)
+        return TrainConfig(**{**self.to_dict(), **changes})
 
     def identity_diff(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
-        """Fields (other than scheduling ones) that differ: {name: (self value, other value)}."""
+        """Keys (other than scheduling ones) that differ: {name: (self value, other value)}. Only the
+        shared fields and the sections that apply count (a section's keys appear only when both
+        configs hold it; otherwise the agent, critic or goal_conditioned differ and are listed)."""
+        mine, theirs = self.to_dict(), other.to_dict()
         return {
             name: (getattr(self, name), getattr(other, name))
-            for name in field_names()
-            if name not in SCHEDULE_FIELDS and getattr(self, name) != getattr(other, name)
+            for name in mine
+            if name in theirs and name not in SCHEDULE_FIELDS and mine[name] != theirs[name]
         }
 
 
+def _rebuild(values: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(**values)
+
+
 def field_names() -> tuple[str, ...]:
-    return tuple(field.name for field in dataclasses.fields(TrainConfig))
+    """Every flat key: the shared fields, then every section's keys (applying or not)."""
+    return (*_shared_names(), *_schema().owner)
 
 
 def field_help() -> dict[str, str]:
-    """{field: 'help (type, default)'}, used by `qgf train --help` and the docs."""
+    """{key: 'help (type, default)'} for every key, used by the docs; `help_sections` groups them."""
+    return {key: text for _, entries in help_sections() for key, text in entries.items()}
+
+
+def help_sections() -> list[tuple[str, dict[str, str]]]:
+    """[(heading, {key: 'help (type; default X)'})]: the shared fields, then one entry per section
+    with what it is and which runs it applies to (`qgf train --help`)."""
     hints = _type_hints()
-    out = {}
-    for field in dataclasses.fields(TrainConfig):
-        kind = _type_name(hints[field.name])
+    shared = {}
+    for field in _shared_fields():
         choices = field.metadata.get("choices")
-        if choices:
-            kind = "|".join(choices)
-        out[field.name] = f"{field.metadata['help']} ({kind}; default {_format_value(field.default)})"
-    return out
+        kind = "|".join(choices) if choices else type_name(hints[field.name])
+        shared[field.name] = f"{field.metadata['help']} ({kind}; default {format_value(field.default)})"
+    groups = [("shared by every run", shared)]
+    for section in _schema().sections:
+        heading = f"{section.name}: {section.title} [{section.selector}]"
+        groups.append((heading, {setting.name: setting.describe() for setting in section.settings}))
+    return groups
 
 
 # Folders of presets/ whose files are scale presets too, named "<folder>/<file stem>" (the goal-
@@ -276,7 +312,7 @@ def available_presets() -> list[str]:
 def _preset_document(name: str) -> dict[str, Any]:
     names = available_presets()
     if name not in names:
-        raise QGFError(f"unknown preset {name!r}{_suggest(name, names)}; available: {', '.join(names)}")
+        raise QGFError(f"unknown preset {name!r}{suggest(name, names)}; available: {', '.join(names)}")
     text = _preset_dir().joinpath(*f"{name}.json".split("/")).read_text()
     try:
         return json.loads(text)
@@ -328,7 +364,7 @@ def preset_layers(name: str, overrides: Mapping[str, Any]) -> list[tuple[str, di
     critic_defaults: dict[str, Any] = {}
     if critic is None and goal_conditioned is not None:
         # goal_conditioned=true without a named critic selects the goal-conditioned one
-        if _coerce("goal_conditioned", goal_conditioned, bool):
+        if coerce("goal_conditioned", goal_conditioned, bool):
             critic, critic_defaults = "dqc", {"critic": "dqc"}
     critic = critic or "iql"
     critic_file = _layer_file("critics", f"{critic}.json") or {}
@@ -366,7 +402,6 @@ def load_preset(name: str, overrides: Mapping[str, Any] | None = None, *, warn: 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """Parse `key=value` strings into typed values; errors name the key and the expected type."""
-    hints = _type_hints()
     parsed: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -374,7 +409,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         if not sep or not key:
             raise QGFError(f"override {item!r} is not of the form key=value")
         _check_keys([key])
-        parsed[key] = _coerce(key, raw.strip(), hints[key])
+        parsed[key] = coerce(key, raw.strip(), _hint(key))
     return parsed
 
 
@@ -413,111 +448,111 @@ def _preset_dir():
     return resources.files("qgf").joinpath("presets")
 
 
+@functools.cache
 def _type_hints() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
+
+
+@functools.cache
+def _shared_fields() -> tuple[dataclasses.Field, ...]:
+    return tuple(field for field in dataclasses.fields(TrainConfig) if field.name != "sections")
+
+
+def _shared_names() -> tuple[str, ...]:
+    return tuple(field.name for field in _shared_fields())
+
+
+def _hint(key: str) -> Any:
+    """The type of flat key `key` (a shared field's annotation or a section setting's type)."""
+    if key in _shared_names():
+        return _type_hints()[key]
+    return next(setting.hint for setting in _schema().owner[key].settings if setting.name == key)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Schema:
+    sections: tuple[Section, ...]  # every declared section, in help and `config.sections` order
+    owner: dict[str, Section]  # section key -> its section
+
+
+def _schema() -> _Schema:
+    from qgf.agents import discovery
+
+    return _schema_of(discovery())
+
+
+@functools.cache
+def _fixed_sections() -> tuple[Section, ...]:
+    return tuple(section for module in SECTION_MODULES for section in module_sections(module))
+
+
+@functools.cache
+def _schema_of(found) -> _Schema:
+    sections = (*_fixed_sections(), *found.sections)
+    owner: dict[str, Section] = {}
+    for section in sections:
+        for key in section.keys:
+            if key in _shared_names() or key in owner:
+                other = (
+                    f"section {owner[key].name!r} ({owner[key].module})" if key in owner else "a shared field"
+                )
+                raise QGFError(
+                    f"config key {key!r} of section {section.name!r} ({section.module}) is also {other}"
+                )
+            owner[key] = section
+    return _Schema(sections, owner)
 
 
 def _check_keys(keys: Iterable[str], source: str = "config") -> None:
     names = field_names()
     for key in keys:
-        if key not in names:
+        if key not in names and key != "sections":
             raise QGFError(
-                f"unknown {source} key {key!r}{_suggest(key, names)}; valid keys: {', '.join(names)}"
+                f"unknown {source} key {key!r}{suggest(key, names)}; valid keys: {', '.join(names)}"
             )
 
 
-def _suggest(word: str, options: Iterable[str]) -> str:
-    matches = difflib.get_close_matches(word, list(options), n=3, cutoff=0.5)
-    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is tuple:
-        return "comma-separated ints"
-    return getattr(hint, "__name__", str(hint))
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """Return `value` as the field's type; strings are parsed, other types are checked strictly."""
-    bad = QGFError(
-        f"bad value {value!r} for {name}: expected {_type_name(hint)}"
-        + (f" (e.g. {name}=256,256,256)" if typing.get_origin(hint) is tuple else "")
-    )
-    if typing.get_origin(hint) is tuple:
-        if isinstance(value, str):
-            text = value.strip().strip("[]()")
-            parts = [p for p in text.replace(" ", ",").split(",") if p]
-            try:
-                value = [int(p) for p in parts]
-            except ValueError:
-                raise bad from None
-        if not isinstance(value, list | tuple) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        ):
-            raise bad
-        return tuple(value)
-    if hint is bool:
-        if isinstance(value, str):
-            lowered = value.strip().lower()
-            if lowered in _TRUE:
-                return True
-            if lowered in _FALSE:
-                return False
-            raise bad
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if hint is int:
-        if isinstance(value, str):
-            try:
-                number = float(value.replace("_", ""))  # accepts 5e5 and 500_000
-            except ValueError:
-                raise bad from None
-            if not number.is_integer():
-                raise bad
-            return int(number)
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise bad
-        return value
-    if hint is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    raise TypeError(f"unsupported config field type {hint!r} for {name}")
+def _build(config: TrainConfig, values: dict[str, Any]) -> None:
+    """Fill `config` from flat `values`: shared fields, then the sections (see the module docstring)."""
+    schema = _schema()
+    flat: dict[str, Any] = {}
+    for packed in values.pop("sections", None) or ():  # dataclasses.replace passes the current ones
+        flat.update(dataclasses.asdict(packed))
+    flat.update(values)
+    _check_keys(flat.keys())
+    hints = _type_hints()
+    for field in _shared_fields():
+        value = flat.get(field.name, field.default)
+        object.__setattr__(config, field.name, coerce(field.name, value, hints[field.name]))
+    _validate(config)
+    applied = []
+    for section in schema.sections:
+        given = {key: flat[key] for key in section.keys if key in flat}
+        applies = section.applies_to(config)
+        if given or applies:
+            built = section.build(given)  # checked even where it is then ignored
+            if applies:
+                applied.append((section, built))
+    object.__setattr__(config, "sections", tuple(built for _, built in applied))
+    settings = {key: getattr(built, key) for section, built in applied for key in section.keys}
+    object.__setattr__(config, "_settings", settings)
+    for section, built in applied:
+        section.run_check(built, config)
 
 
 def _validate(config: TrainConfig) -> None:
+    """The shared fields' rules (each section checks its own values, `qgf.sections`)."""
+
     def require(condition: bool, message: str) -> None:
         if not condition:
             raise QGFError(message)
 
-    for field in dataclasses.fields(config):
+    for field in _shared_fields():
         choices = field.metadata.get("choices")
         value = getattr(config, field.name)
         if choices and value not in choices:
             raise QGFError(
-                f"bad value {value!r} for {field.name}{_suggest(value, choices)}; "
+                f"bad value {value!r} for {field.name}{suggest(value, choices)}; "
                 f"choose one of {', '.join(choices)}"
             )
     for name in ("actor_hidden_dims", "critic_hidden_dims"):
@@ -536,25 +571,9 @@ def _validate(config: TrainConfig) -> None:
         0.0 < config.target_update_rate <= 1.0,
         f"target_update_rate must be in (0, 1], got {config.target_update_rate}",
     )
-    from qgf.agents import AGENT_NAMES
+    from qgf.agents import discovery
 
-    require(
-        config.agent in AGENT_NAMES,
-        f"unknown agent {config.agent!r}{_suggest(config.agent, AGENT_NAMES)}; "
-        f"choose one of {', '.join(AGENT_NAMES)}",
-    )
-    require(config.critic_pessimism >= 0.0, f"critic_pessimism must be >= 0, got {config.critic_pessimism}")
-    _validate_goal_settings(config)
-    for name in ("fql_alpha", "edp_bc_weight", "dac_alpha", "qsm_inv_temperature", "qsm_bc_weight"):
-        require(getattr(config, name) >= 0.0, f"{name} must be >= 0, got {getattr(config, name)}")
-    require(config.dac_alpha > 0.0, f"dac_alpha must be > 0, got {config.dac_alpha}")
-    require(config.actor_grad_clip >= 0.0, f"actor_grad_clip must be >= 0, got {config.actor_grad_clip}")
-    for name in ("qam_inv_temperature", "qam_fql_alpha", "qam_edit_sigma"):
-        require(getattr(config, name) >= 0.0, f"{name} must be >= 0, got {getattr(config, name)}")
-    require(
-        0.0 < config.qam_time_offset < 1.0,
-        f"qam_time_offset must be in (0, 1) (a fraction of one flow step), got {config.qam_time_offset}",
-    )
+    discovery().registry.check(config.agent)
     require(config.learning_rate > 0.0, f"learning_rate must be > 0, got {config.learning_rate}")
     require(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
     require(config.steps >= 0, f"steps must be >= 0, got {config.steps}")
@@ -566,40 +585,3 @@ def _validate(config: TrainConfig) -> None:
     require(config.log_every >= 1, f"log_every must be >= 1, got {config.log_every}")
     require(config.ckpt_every >= 1, f"ckpt_every must be >= 1, got {config.ckpt_every}")
     require(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
-
-
-_GOAL_SUM_TOLERANCE = 1e-6
-
-
-def _validate_goal_settings(config: TrainConfig) -> None:
-    """Goal-conditioned training and the DQC critic go together; goal probabilities are a mixture."""
-    if config.critic == "dqc" and not config.goal_conditioned:
-        raise QGFError(
-            "critic=dqc is the goal-conditioned critic: set goal_conditioned=true "
-            "(qgf train --goal-conditioned) or use critic=iql or td"
-        )
-    if config.goal_conditioned and config.critic != "dqc":
-        raise QGFError(
-            f"goal_conditioned=true needs critic=dqc (critic={config.critic} is single-task only); "
-            "drop the critic override or set critic=dqc"
-        )
-    if config.dqc_horizon < 1:
-        raise QGFError(f"dqc_horizon must be >= 1, got {config.dqc_horizon}")
-    if config.critic == "dqc" and config.dqc_horizon < config.horizon:
-        raise QGFError(
-            f"critic=dqc needs dqc_horizon (h_c) >= horizon (h_a), got dqc_horizon={config.dqc_horizon} "
-            f"< horizon={config.horizon}"
-        )
-    if not 0.0 < config.distill_expectile < 1.0:
-        raise QGFError(f"distill_expectile must be in (0, 1), got {config.distill_expectile}")
-    for who in ("value_goal", "actor_goal"):
-        names = [f"{who}_p_{kind}" for kind in ("cur", "traj", "rand")]
-        values = [getattr(config, name) for name in names]
-        for name, value in zip(names, values, strict=True):
-            if not 0.0 <= value <= 1.0:
-                raise QGFError(f"{name} must be in [0, 1], got {value}")
-        if abs(sum(values) - 1.0) > _GOAL_SUM_TOLERANCE:
-            raise QGFError(
-                f"{' + '.join(names)} must sum to 1, got "
-                f"{' + '.join(f'{value:g}' for value in values)} = {sum(values):g}"
-            )

@@ -63,12 +63,12 @@ def run_demo(
 ):
     """Run the demo into `out_dir` (run/ holds the trained run, results.* the evaluation).
 
-    Returns the `qgf.results.EvaluationResults`."""
+    Returns the `qgf.evaluation.results.EvaluationResults`."""
     from qgf.config import load_preset
     from qgf.data import generate
     from qgf.envs import parse_name
-    from qgf.evaluate import evaluate_run
-    from qgf.results import markdown_table, write_all
+    from qgf.evaluation.results import markdown_table, write_all
+    from qgf.evaluation.run import evaluate_run
     from qgf.train import train
 
     out = Path(out_dir)

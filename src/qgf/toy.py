@@ -35,6 +35,7 @@ import numpy as np
 
 from qgf.fileio import atomic_write_bytes
 from qgf.guidance import SamplerSpec, sample_with_info
+from qgf.plots import pyplot, save_figure
 
 TOY_ESTIMATORS = ("none", "ood", "bptt", "qgf", "qgf-jacobian", "qgf-chain")
 DEFAULT_WEIGHTS = (2.0, 4.0, 8.0, 16.0, 32.0)
@@ -186,21 +187,9 @@ def format_table(toy: dict) -> str:
     return "\n".join(lines)
 
 
-def _save_figure(figure, path: Path) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 def write_toy(toy: dict, out_dir: str | os.PathLike) -> list[Path]:
     """Write toy.json and the PNG figures into out_dir (created if needed); returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"config": toy["config"], "results": toy["results"]}
@@ -213,9 +202,7 @@ def write_toy(toy: dict, out_dir: str | os.PathLike) -> list[Path]:
         ("toy_error_vs_weight.png", _plot_error_vs_weight),
         ("toy_bptt_instability.png", _plot_bptt_instability),
     ):
-        figure = draw(toy, plt)
-        _save_figure(figure, out / name)
-        plt.close(figure)
+        save_figure(draw(toy, plt), out / name, dpi=110, bbox_inches="tight")
         written.append(out / name)
     return written
 

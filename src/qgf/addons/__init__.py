@@ -1,12 +1,14 @@
 """Add-ons: networks trained against a frozen run for the test-time methods that need one more
 network (`qgf.addons.base` describes storage and training). One registry:
 
-    name      module                class     samplers (qgf.guidance estimators)
-    robustq   qgf.addons.robustq    RobustQ   robustq
-    cfgrl     qgf.addons.cfgrl      CFGRL     cfgrl
-    distill   qgf.addons.distill    Distill   qgf-distill, qgf-jacobian-distill
+    name      module                class
+    robustq   qgf.addons.robustq    RobustQ
+    cfgrl     qgf.addons.cfgrl      CFGRL
+    distill   qgf.addons.distill    Distill
 
-Modules are imported on first use, so the CLI's help stays light.
+Which samplers each one serves is the estimator table's `addon` field
+(`qgf.guidance.estimators.ESTIMATOR_ADDONS`: robustq -> robustq, cfgrl -> cfgrl, distill ->
+qgf-distill, qgf-jacobian-distill). Modules are imported on first use, so the CLI's help stays light.
 """
 
 from __future__ import annotations
@@ -14,18 +16,17 @@ from __future__ import annotations
 import importlib
 
 from qgf.errors import QGFError
+from qgf.guidance.estimators import ESTIMATOR_ADDONS
 
-# name -> (module, class, the samplers it serves). Order is the order of help texts.
-_ADDONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "robustq": ("qgf.addons.robustq", "RobustQ", ("robustq",)),
-    "cfgrl": ("qgf.addons.cfgrl", "CFGRL", ("cfgrl",)),
-    "distill": ("qgf.addons.distill", "Distill", ("qgf-distill", "qgf-jacobian-distill")),
+# name -> (module, class). Order is the order of help texts.
+_ADDONS: dict[str, tuple[str, str]] = {
+    "robustq": ("qgf.addons.robustq", "RobustQ"),
+    "cfgrl": ("qgf.addons.cfgrl", "CFGRL"),
+    "distill": ("qgf.addons.distill", "Distill"),
 }
 ADDON_NAMES: tuple[str, ...] = tuple(_ADDONS)
-# sampler (estimator) name -> the add-on it needs
-SAMPLER_ADDONS: dict[str, str] = {
-    sampler: name for name, (_, _, samplers) in _ADDONS.items() for sampler in samplers
-}
+# sampler (estimator) name -> the add-on it needs: read from the estimator table
+SAMPLER_ADDONS: dict[str, str] = dict(ESTIMATOR_ADDONS)
 
 
 def addon_class(name: str):
@@ -36,14 +37,14 @@ def addon_class(name: str):
         close = difflib.get_close_matches(str(name), ADDON_NAMES, n=2, cutoff=0.5)
         hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
         raise QGFError(f"unknown add-on {name!r}{hint}; choose one of {', '.join(ADDON_NAMES)}")
-    module, attribute, _ = _ADDONS[name]
+    module, attribute = _ADDONS[name]
     return getattr(importlib.import_module(module), attribute)
 
 
 def addons_for_samplers(samplers) -> list[str]:
     """The add-ons that the given sampler names (or SamplerSpecs) need, in registry order."""
-    names = {getattr(s, "estimator", s) for s in samplers}
-    return [name for name, (_, _, served) in _ADDONS.items() if names.intersection(served)]
+    needed = {SAMPLER_ADDONS.get(getattr(s, "estimator", s)) for s in samplers}
+    return [name for name in _ADDONS if name in needed]
 
 
 def load_addons(run, samplers) -> dict:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from qgf.addons.base import Addon
 from qgf.flow import chunk_step_weights, flow_matching_loss
+from qgf.guidance.estimators import estimators_of_addon
 
 
 def optimality_weights(q_values, values, valid_weights):
@@ -43,7 +44,7 @@ class CFGRL(Addon):
 
     name = "cfgrl"
     summary = "optimality-conditioned flow f_{o=1} on chunks with A = Q - V > 0 (CFGRL)"
-    samplers = ("cfgrl",)
+    samplers = estimators_of_addon(name)
     provides = ("optimal_velocity",)
 
     def init(self, base, key, batch):

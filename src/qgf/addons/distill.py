@@ -14,12 +14,13 @@ import jax.numpy as jnp
 
 from qgf.addons.base import Addon
 from qgf.flow import interpolate
-from qgf.guidance import ode_solution
+from qgf.guidance.estimators import estimators_of_addon
+from qgf.guidance.gradients import ode_solution
 
 
 def distill_loss(denoiser: Callable, velocity_fn: Callable, observations, actions, noise, times, steps: int):
     """mean_i ||v_d(s_i, a_t,i, t_i) - ODE(a_t,i)||^2 / d, with ODE the run's unguided Euler solution
-    on T = `steps` (`qgf.guidance.ode_solution`), held fixed."""
+    on T = `steps` (`qgf.guidance.gradients.ode_solution`), held fixed."""
     noisy_actions = interpolate(noise, actions, times)
     target = jax.lax.stop_gradient(ode_solution(velocity_fn, observations, noisy_actions, times, steps))
     return jnp.mean(jnp.square(denoiser(observations, noisy_actions, times) - target))
@@ -33,7 +34,7 @@ class Distill(Addon):
 
     name = "distill"
     summary = "denoiser v_d(s, a_t, t) regressed onto ODE(a_t) of the run's BC flow (QGF App. C)"
-    samplers = ("qgf-distill", "qgf-jacobian-distill")
+    samplers = estimators_of_addon(name)
     provides = ("denoiser",)
 
     def denoiser(self, params) -> Callable:

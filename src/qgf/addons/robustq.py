@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from qgf.addons.base import Addon
 from qgf.flow import interpolate
+from qgf.guidance.estimators import estimators_of_addon
 
 
 def robust_q_loss(robust_q: Callable, q_fn: Callable, observations, actions, noise, times):
@@ -31,7 +32,7 @@ class RobustQ(Addon):
 
     name = "robustq"
     summary = "critic Q(s, a_t, t) of noisy actions regressed onto the run's Q(s, a) (QGF Eq. 20)"
-    samplers = ("robustq",)
+    samplers = estimators_of_addon(name)
     provides = ("robust_q",)
 
     @property

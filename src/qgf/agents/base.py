@@ -5,17 +5,19 @@ by name (`params`), their EMA copies (`target_params`, the critic's), one optimi
 network (`opt_state`), its RNG and step counter; its config and sizes are static. A method is a
 subclass that says only what is particular to it:
 
-- `init_policy_params(config, key, obs, actions)`: its policy networks (the critic and value come
-  from `qgf.critics`, shared by every method);
+- `init_policy_params(config, key, obs, actions)`: its policy networks (the critic's networks
+  come from the critic component, `qgf.critics`, shared by every method);
 - `policy_losses(params, batch, key)`: its policy losses, with every critic quantity held fixed;
 - `policy_actions_from(params, obs, key)`: actions of its own policy (acting, td backups);
 - optionally `behavior_velocity_fn`: a behaviour-cloning velocity field trained alongside, which
   makes every test-time sampler of `qgf.guidance` apply to the run.
 
-The rest — the critic (`config.critic`), optimisers, EMA, `update_many` as one compiled loop with
-batches sampled on the device, `sample_actions` with any `SamplerSpec` — lives here once. The
-RNG is split once per step, so a run's result depends only on its seed and step count (exact
-resume). The training loop, checkpoints and evaluation know this protocol, never a concrete agent.
+The rest — the critic (`agent.critic`, the component `config.critic` names: its networks, EMA
+targets, losses, and whether its backup needs the policy's next actions), optimisers, EMA,
+`update_many` as one compiled loop with batches sampled on the device, `sample_actions` with any
+`SamplerSpec` — lives here once. The RNG is split once per step, so a run's result depends only on
+its seed and step count (exact resume). The training loop, checkpoints and evaluation know this
+protocol, never a concrete agent.
 """
 
 from __future__ import annotations
@@ -30,14 +32,8 @@ import jax.numpy as jnp
 import optax
 
 from qgf.config import TrainConfig
-from qgf.critics import (
-    aggregate_q,
-    build_critic_networks,
-    critic_losses,
-    ema_update,
-    init_critic_params,
-    target_networks,
-)
+from qgf.critics import critic_for
+from qgf.critics.losses import ema_update
 from qgf.errors import QGFError
 
 Batch = dict[str, jnp.ndarray]
@@ -80,7 +76,8 @@ class Agent(flax.struct.PyTreeNode):
     def init_policy_params(
         cls, config: TrainConfig, key: jax.Array, observations: jnp.ndarray, actions: jnp.ndarray
     ) -> Params:
-        """Initial parameters of the method's own networks, by name (not 'critic' or 'value')."""
+        """Initial parameters of the method's own networks, by name (not the critic's: 'critic',
+        'value', 'long_critic')."""
         raise NotImplementedError
 
     def policy_losses(self, params: Params, batch: Batch, key: jax.Array) -> tuple[jnp.ndarray, dict]:
@@ -118,6 +115,11 @@ class Agent(flax.struct.PyTreeNode):
         return adam
 
     @property
+    def critic(self):
+        """The run's critic component (`qgf.critics.base.Critic`), built from the static config."""
+        return critic_for(self.config)
+
+    @property
     def guidance_critic_params(self):
         """The critic parameters named by `config.guidance_critic` ('target' by default)."""
         if self.config.guidance_critic == "target":
@@ -127,9 +129,8 @@ class Agent(flax.struct.PyTreeNode):
     @property
     def q_fn(self) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
         """Q(obs (B,D), a (B,d)) -> (B,), aggregated over heads, with the guidance critic."""
-        critic = build_critic_networks(self.config)[0]
-        params, how = self.guidance_critic_params, self.config.critic_aggregation
-        return lambda observations, actions: aggregate_q(critic.apply(params, observations, actions), how)
+        critic, params = self.critic, self.guidance_critic_params
+        return lambda observations, actions: critic.q(params, observations, actions)
 
     def target_q(self, observations: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
         """The guidance critic's aggregated Q, held fixed: what policy losses ascend."""
@@ -139,19 +140,20 @@ class Agent(flax.struct.PyTreeNode):
     def q_values(self, observations: jnp.ndarray, actions: jnp.ndarray, target: bool = False) -> jnp.ndarray:
         """All heads (K, B) of the online (or target) critic."""
         params = self.target_params["critic"] if target else self.params["critic"]
-        return build_critic_networks(self.config)[0].apply(params, observations, actions)
+        return self.critic.q_heads(params, observations, actions)
 
     @jax.jit
     def value(self, observations: jnp.ndarray) -> jnp.ndarray:
-        """V(obs) (B,)."""
-        return build_critic_networks(self.config)[1].apply(self.params["value"], observations)
+        """V(obs) (B,); a one-line error for a critic that trains no V (critic=td)."""
+        return self.critic.value(self.params, observations)
 
     # ------------------------------------------------------------------ training
 
     def losses(self, params: Params, batch: Batch, key: jax.Array) -> tuple[jnp.ndarray, dict]:
         """Policy losses + critic losses at `params`, and metrics. Every cross-network quantity is
         a stop_gradient, so d(total)/d(network) is exactly that network's own loss gradient."""
-        if self.config.critic == "td":
+        critic = self.critic
+        if critic.needs_next_actions:
             key, next_key = jax.random.split(key)
             frozen = jax.lax.stop_gradient(params)
             next_actions = self.policy_actions_from(frozen, batch["next_observations"], next_key)
@@ -163,9 +165,7 @@ class Agent(flax.struct.PyTreeNode):
                 "sample them with qgf.agents.base.training_sample_fn(config)"
             )
         policy_loss, metrics = self.policy_losses(params, batch, key)
-        critic_loss, critic_metrics = critic_losses(
-            self.config, params, self.target_params, batch, next_actions
-        )
+        critic_loss, critic_metrics = critic.losses(params, self.target_params, batch, next_actions)
         return policy_loss + critic_loss, {**metrics, **critic_metrics}
 
     def _update(self, batch: Batch) -> tuple[Agent, dict]:
@@ -272,17 +272,18 @@ def _sample_actions(agent: Agent, observations: jnp.ndarray, key: jax.Array, wei
 @functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
 def _create(cls, seed, obs_dim: int, action_dim: int, config: TrainConfig) -> Agent:
     chunk_dim = config.horizon * action_dim
+    critic = critic_for(config)
     rng, policy_key, critic_key = jax.random.split(jax.random.PRNGKey(seed), 3)
     observations = jnp.zeros((1, obs_dim), jnp.float32)
     actions = jnp.zeros((1, chunk_dim), jnp.float32)
     params = {
         **cls.init_policy_params(config, policy_key, observations, actions),
-        **init_critic_params(config, critic_key, observations, actions),
+        **critic.init_params(critic_key, observations, actions),
     }
     agent = cls(
         params=params,
         # jit outputs get separate buffers: safe to donate later
-        target_params={name: params[name] for name in target_networks(config)},
+        target_params={name: params[name] for name in critic.target_networks},
         opt_state={},
         rng=rng,
         step=jnp.zeros((), jnp.int32),
@@ -335,3 +336,19 @@ def _run_updates(
 
 _update_many = jax.jit(_run_updates, static_argnums=(3,))
 _update_many_donated = jax.jit(_run_updates, static_argnums=(3,), donate_argnums=(0,))
+
+
+# ---- config section of the protocol: read by qgf.agents with ast.literal_eval ----
+CONFIG_SECTIONS = {
+    "policy-optimiser": {
+        "title": "the optimiser of a method's policy networks (Agent.clipped_networks)",
+        "settings": {
+            "actor_grad_clip": {
+                "default": 0.0,
+                "help": "element-wise clip of the policy network's gradient (0 = off; QAM uses 1 for QSM, "
+                "DAC, QAM)",
+                "min": 0.0,
+            },
+        },
+    },
+}

@@ -34,9 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from qgf.agents.base import Agent, Batch, Params
-from qgf.agents.qgf import build_velocity_field, init_velocity_field
 from qgf.config import TrainConfig
-from qgf.flow import chunk_step_weights
+from qgf.flow import build_velocity_field, chunk_step_weights, init_velocity_field
 
 B_MIN, B_MAX = 0.1, 10.0  # QAM Eq. 46, following IDQL (Hansen-Estruch et al., 2023)
 
@@ -214,3 +213,33 @@ class QSMBCAgent(DiffusionAgent):
         metrics = {"qsm_loss": qsm_loss, **self.gradient_metrics(noised)}
         total = qsm_loss + self.config.qsm_bc_weight * metrics["ddpm_loss"]
         return total, {**metrics, "qsm_bc_loss": total}
+
+
+# ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
+AGENTS = {
+    "dac": {"class": "DACAgent", "order": 40, "sections": ["dac", "policy-optimiser"]},
+    "qsm-bc": {"class": "QSMBCAgent", "order": 50, "sections": ["qsm-bc", "policy-optimiser"]},
+}
+CONFIG_SECTIONS = {
+    "dac": {
+        "title": "DAC's DDPM policy (QGF Eq. 22; QAM Eqs. 53-56)",
+        "settings": {
+            "dac_alpha": {
+                "default": 100.0,
+                "help": "dac: behaviour weight; Eq. 22's 1/beta = 1/(2 alpha) (QAM Eq. 53/54's eta)",
+                "above": 0.0,
+            },
+        },
+    },
+    "qsm-bc": {
+        "title": "QSM+BC's DDPM policy (QGF Eq. 21; QAM Eqs. 48-51)",
+        "settings": {
+            "qsm_inv_temperature": {"default": 0.1, "help": "qsm-bc: tau_inv = 1/beta of Eq. 21", "min": 0.0},
+            "qsm_bc_weight": {
+                "default": 10.0,
+                "help": "qsm-bc: weight eta (the paper's alpha) of the DDPM term; 0 is QSM",
+                "min": 0.0,
+            },
+        },
+    },
+}

@@ -27,9 +27,8 @@ import jax.numpy as jnp
 
 from qgf.agents.base import Agent, Batch, Params
 from qgf.agents.fql import q_ascent_loss
-from qgf.agents.qgf import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field
 from qgf.config import TrainConfig
-from qgf.flow import interpolate
+from qgf.flow import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field, interpolate
 
 
 class EDPAgent(Agent):
@@ -66,3 +65,19 @@ class EDPAgent(Agent):
 
     def policy_actions_from(self, params: Params, observations, key):
         return flow_policy_actions(self.velocity_from(params), observations, key, self.config, self.chunk_dim)
+
+
+# ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
+AGENTS = {"edp": {"class": "EDPAgent", "order": 30, "sections": ["edp", "q-term", "policy-optimiser"]}}
+CONFIG_SECTIONS = {
+    "edp": {
+        "title": "EDP's flow policy (QGF Sec. 6 / App. I)",
+        "settings": {
+            "edp_bc_weight": {
+                "default": 30.0,
+                "help": "edp: weight w_BC of the flow-matching term against -Q",
+                "min": 0.0,
+            },
+        },
+    },
+}

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from qgf.agents.base import Agent, Batch, Params
-from qgf.agents.qgf import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field
 from qgf.config import TrainConfig
+from qgf.flow import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field
 from qgf.nets import MLP
 
 # Guards the Q normaliser against a batch whose Q values are all exactly 0 (a fresh critic can
@@ -134,3 +134,29 @@ class FQLAgent(Agent):
         """clip(mu(s, z), -1, 1) with z = `policy_noise(observations, key)`."""
         noise = self.policy_noise(observations, key)
         return jnp.clip(self.onestep_from(params)(observations, noise), -1.0, 1.0)
+
+
+# ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
+AGENTS = {"fql": {"class": "FQLAgent", "order": 20, "sections": ["fql", "q-term", "policy-optimiser"]}}
+CONFIG_SECTIONS = {
+    "fql": {
+        "title": "FQL's one-step policy (QGF App. I Eq. 23)",
+        "settings": {
+            "fql_alpha": {
+                "default": 300.0,
+                "help": "fql: weight of the distillation term (Eq. 23's alpha)",
+                "min": 0.0,
+            },
+        },
+    },
+    "q-term": {
+        "title": "the -Q term of FQL and EDP (q_ascent_loss)",
+        "settings": {
+            "normalize_q_loss": {
+                "default": True,
+                "help": "fql / edp: divide the -Q term by the batch's mean |Q| (held fixed), so alpha is "
+                "scale-free",
+            },
+        },
+    },
+}

@@ -59,8 +59,8 @@ import numpy as np
 
 from qgf.agents.base import Agent, Batch, Params
 from qgf.agents.fql import OneStepPolicy, build_onestep_policy
-from qgf.agents.qgf import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field
 from qgf.config import TrainConfig
+from qgf.flow import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field
 from qgf.nets import MLP
 
 VelocityFn = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
@@ -476,3 +476,58 @@ class QAMEditAgent(QAMAgent):
         base_actions = self.flow_actions(params, observations, flow_key)
         actions, _ = self.edited_actions(params, observations, base_actions, edit_key)
         return actions
+
+
+# ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
+AGENTS = {
+    "qam": {"class": "QAMAgent", "order": 60, "sections": ["qam", "policy-optimiser"]},
+    "bam": {"class": "BAMAgent", "order": 70, "sections": ["qam", "policy-optimiser"]},
+    "qam-fql": {"class": "QAMFQLAgent", "order": 80, "sections": ["qam", "qam-fql", "policy-optimiser"]},
+    "qam-edit": {"class": "QAMEditAgent", "order": 90, "sections": ["qam", "qam-edit", "policy-optimiser"]},
+}
+CONFIG_SECTIONS = {
+    "qam": {
+        "title": "the QAM family's adjoint matching (QAM paper Alg. 1)",
+        "settings": {
+            "qam_inv_temperature": {
+                "default": 0.1,
+                "help": "qam family: inverse temperature tau of the adjoint boundary -tau grad Q (Alg. 1; "
+                "QGF's tau_inv)",
+                "min": 0.0,
+            },
+            "qam_time_offset": {
+                "default": 0.5,
+                "help": "qam family: Eq. 24's 1/u and sigma_u are evaluated at u + offset * h (offset in "
+                "(0, 1), a fraction of one flow step), since 1/u diverges at u = 0; the last step is the "
+                "deterministic Euler step",
+                "above": 0.0,
+                "below": 1.0,
+            },
+        },
+    },
+    "qam-fql": {
+        "title": "QAM-FQL's one-step policy (QAM paper Eq. 29)",
+        "settings": {
+            "qam_fql_alpha": {
+                "default": 30.0,
+                "help": "qam-fql: weight alpha of the distillation term of Eq. 29",
+                "min": 0.0,
+            },
+        },
+    },
+    "qam-edit": {
+        "title": "QAM-EDIT's edit policy (QAM paper Eq. 30)",
+        "settings": {
+            "qam_edit_sigma": {
+                "default": 0.1,
+                "help": "qam-edit: sigma_a, the L-infinity radius of the edit (Eq. 30)",
+                "min": 0.0,
+            },
+            "qam_edit_target_entropy": {
+                "default": -0.5,
+                "help": "qam-edit: the edit policy's target entropy per chunk coordinate (SAC temperature "
+                "tuning)",
+            },
+        },
+    },
+}

@@ -1,24 +1,44 @@
 """`qgf addon`: train an add-on against a frozen run (RobustQ, CFGRL, the distilled denoiser) and
-list a run's add-ons. Stdlib-only at import time."""
+list a run's add-ons. Stdlib-only at import time (the estimator table, `qgf.guidance.estimators`,
+is too)."""
 
 from __future__ import annotations
 
 import argparse
 
-# Mirror of qgf.addons.ADDON_NAMES (that package is light, but its registry is read lazily here too).
-ADDONS_HELP = """\
-add-ons (and the samplers that use them):
-  robustq   critic Q(s, a_t, t) of noisy actions regressed onto the run's Q(s, a) (QGF Eq. 20)
-            -> --sampler robustq
-  cfgrl     optimality-conditioned flow f_{o=1} on the chunks with A = Q - V > 0 (CFGRL)
-            -> --sampler cfgrl (weight = tau_cfg)
-  distill   denoiser v_d(s, a_t, t) regressed onto ODE(a_t) of the run's BC flow (QGF App. C)
-            -> --sampler qgf-distill, --sampler qgf-jacobian-distill
+from qgf.guidance.estimators import ESTIMATOR_TABLE, estimators_of_addon
 
+# Mirror of qgf.addons.ADDON_NAMES and the add-ons' summaries (that package is light, but its
+# registry is read lazily here too); the samplers each one serves come from the estimator table.
+_ADDON_SUMMARIES = {
+    "robustq": "critic Q(s, a_t, t) of noisy actions regressed onto the run's Q(s, a) (QGF Eq. 20)",
+    "cfgrl": "optimality-conditioned flow f_{o=1} on the chunks with A = Q - V > 0 (CFGRL)",
+    "distill": "denoiser v_d(s, a_t, t) regressed onto ODE(a_t) of the run's BC flow (QGF App. C)",
+}
+
+
+SETTINGS_HELP = """\
 settings (key=value; defaults train in a few minutes on 2 CPU cores for a cpu-preset run):
   steps=5000 batch_size=256 learning_rate=0.0003 hidden_dims=W,W,... (default: the run's own)
   init_from_actor=true (cfgrl, distill: start from the run's BC flow) seed=0 log_every=250
   ckpt_every=1000 keep_checkpoints=2"""
+
+
+def _addons_help() -> str:
+    """Each add-on, its summary and the samplers that use it ('-> --sampler cfgrl (weight = ...)')."""
+    lines = ["add-ons (and the samplers that use them):"]
+    for name, summary in _ADDON_SUMMARIES.items():
+        samplers = []
+        for sampler in estimators_of_addon(name):
+            weight = ESTIMATOR_TABLE.get(sampler).weight_name
+            samplers.append(
+                f"--sampler {sampler}" + ("" if weight == "guidance weight" else f" (weight = {weight})")
+            )
+        lines += [f"  {name:<9} {summary}", f"            -> {', '.join(samplers)}"]
+    return "\n".join(lines)
+
+
+ADDONS_HELP = _addons_help() + "\n\n" + SETTINGS_HELP
 
 
 def register(subparsers) -> None:

@@ -1,14 +1,17 @@
 """`qgf analyze RUN`: the paper's diagnostics (Figs. 3, 4, 6, 17) on a trained run.
 
-Standard library only at import time; JAX and the analysis load inside `run_analyze`.
+Standard library only at import time (the estimator table, `qgf.guidance.estimators`, is too); JAX
+and the analysis load inside `run_analyze`.
 """
 
 from __future__ import annotations
 
 import argparse
 
-# Mirrors of qgf.analysis defaults (that module imports JAX, which `qgf --help` must not pay for).
-DEFAULT_ESTIMATORS = "qgf,qgf-jacobian,qgf-chain,bptt,ood"
+from qgf.guidance.estimators import ESTIMATOR_TABLE, EXTRA_ESTIMATORS, PAPER_ESTIMATORS
+
+DEFAULT_ESTIMATORS = ",".join(PAPER_ESTIMATORS)
+# Mirrors of qgf.analysis.methods defaults (that package imports JAX, which `qgf --help` must not pay for).
 DEFAULT_WEIGHT = 0.04
 DEFAULT_BFN_N = 16
 DEFAULT_OBSERVATIONS = 256
@@ -26,8 +29,8 @@ def register(subparsers) -> None:
             "mean Q of the final action with BFN as reference (Fig. 4), distances to the BFN action and to "
             "the nearest dataset action chunk (Fig. 17), and FLOPs and milliseconds per action (Fig. 6). "
             "Writes JSON + PNG per diagnostic and analysis.json, which says whether the paper's orderings "
-            "hold. The samplers of every add-on trained on the run (`qgf addon train`: robustq, cfgrl, "
-            "qgf-distill, qgf-jacobian-distill) are added to --estimators. See docs/analysis.md."
+            "hold. The samplers of every add-on trained on the run (`qgf addon train`: "
+            f"{', '.join(EXTRA_ESTIMATORS)}) are added to --estimators. See docs/analysis.md."
         ),
     )
     parser.add_argument("run", metavar="RUN", help="run directory (its latest checkpoint is analysed)")
@@ -45,8 +48,7 @@ def register(subparsers) -> None:
         metavar="[ESTIMATOR=]W",
         help=f"guidance weight: a number for every estimator (default {DEFAULT_WEIGHT}, the middle of the "
         "paper's grid; CPU presets use discount 0.99, so Q and good weights differ from the paper's), or "
-        "ESTIMATOR=W for one of them; repeatable. gradstep=ALPHA sets GradStep's step size (default 0.01), "
-        "cfgrl=TAU CFGRL's weight tau_cfg (default 3)",
+        f"ESTIMATOR=W for one of them; repeatable. {_own_weights_help()}",
     )
     parser.add_argument(
         "--bfn",
@@ -89,6 +91,17 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     parser.set_defaults(func=run_analyze)
+
+
+def _own_weights_help() -> str:
+    """'gradstep=W sets its step size alpha (default 0.01), ...': the estimators whose weight is not
+    the guidance weight and has its own default (the estimator table's `default_weight`)."""
+    own = [
+        f"{name}=W sets its {record.weight_name} (default {record.default_weight:g})"
+        for name, record in ESTIMATOR_TABLE.items()
+        if record.default_weight is not None
+    ]
+    return ", ".join(own)
 
 
 def parse_weights(items: list[str]) -> tuple[float, dict[str, float]]:

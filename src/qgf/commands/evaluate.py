@@ -1,4 +1,4 @@
-"""`qgf evaluate`: roll out a trained run's guided policy for a grid of (sampler, best-of-N, weight).
+"""`qgf evaluate`: roll out a trained run's policy for a grid of (sampler, best-of-N, weight).
 Stdlib-only at import time."""
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ size alpha (each of its L = --gradstep-steps steps is a <- a + alpha * grad_a Q(
 BC sample; the paper's Table 3 uses alpha = 0.01 with L = 3, or L = 5 on scene); CFGRL's weight
 tau_cfg in f + tau_cfg (f_{o=1} - f) (paper grid 1,2,3,5,10,15; 0 is BC, 1 the conditioned flow).
 BC ('none') and 'policy' ignore it.
+
+Without --sampler a run is evaluated with its own method: a qgf run with QGF over --weights, a run
+of a training-time agent (fql, edp, dac, qsm-bc, qam, bam, qam-fql, qam-edit) with its own trained
+policy ('policy', evaluated once). Name samplers to evaluate test-time guidance on such a run's BC
+flow and critic (e.g. --sampler qgf --weights 0.03).
 
 robustq, cfgrl, qgf-distill and qgf-jacobian-distill need an add-on trained on the run first:
 `qgf addon train RUN robustq|cfgrl|distill` (stored in RUN/addons/, loaded with the run).
@@ -49,9 +54,10 @@ def register(subparsers) -> None:
         "--sampler",
         action="append",
         metavar="NAME",
-        help="sampler to evaluate; repeat for several (default: qgf, or 'policy' for a run without a "
-        "behaviour flow). 'none' is BC, 'policy' the trained method's own policy; e.g. --sampler qgf "
-        "--sampler ood. Samplers: " + ", ".join(_sampler_names()),
+        help="sampler to evaluate; repeat for several (default: the run's own method: qgf for a qgf "
+        "run, 'policy' for a training-time agent's run such as fql or qam). 'none' is BC, 'policy' the "
+        "trained method's own policy; e.g. --sampler qgf --sampler ood. Samplers: "
+        + ", ".join(_sampler_names()),
     )
     parser.add_argument(
         "--weights",
@@ -101,7 +107,7 @@ def register(subparsers) -> None:
 
 
 def _sampler_names() -> tuple[str, ...]:
-    from qgf.guidance import SAMPLERS
+    from qgf.guidance.estimators import SAMPLERS
 
     return SAMPLERS
 
@@ -140,7 +146,7 @@ def check_samplers(names: list[str]) -> list[str]:
     import difflib
 
     from qgf.errors import QGFError
-    from qgf.guidance import SAMPLERS
+    from qgf.guidance.estimators import SAMPLERS
 
     for name in names:
         if name in SAMPLERS:
@@ -214,9 +220,13 @@ def run(args: argparse.Namespace) -> int:
     goals = parse_goals(args.goal) if args.goal is not None else None
 
     from qgf.checkpoint import load_run
-    from qgf.evaluate import evaluate_run, evaluation_env_name, is_goal_conditioned, run_dataset_name
-    from qgf.results import markdown_table, write_all
+    from qgf.evaluation.conditions import evaluation_env_name, run_dataset_name
+    from qgf.evaluation.goals import is_goal_conditioned
+    from qgf.evaluation.results import markdown_table, write_all
+    from qgf.evaluation.run import evaluate_run
+    from qgf.policy import use_compilation_cache
 
+    use_compilation_cache()  # a later evaluation of a run of the same shapes loads its samplers
     run_ = load_run(args.run, step=args.step)
     if args.gradstep_steps is not None:
         samplers = with_gradstep_steps(samplers, best_of_n, run_.config.flow_steps, args.gradstep_steps)
@@ -242,9 +252,9 @@ def run(args: argparse.Namespace) -> int:
             )
     results = evaluate_run(
         run_,
-        samplers,
-        weights,
-        best_of_n,
+        samplers=samplers,
+        weights=weights,
+        bfn=best_of_n,
         episodes=args.episodes,
         task=args.task,
         seed=args.seed,
@@ -268,8 +278,8 @@ def _evaluate_goals(args, run_, samplers, weights, best_of_n, goals, out) -> int
     """A goal-conditioned run: every requested goal, its files in OUT/goal<K>/, then the summary."""
     import sys
 
-    from qgf.evaluate import evaluate_goals
-    from qgf.results import goal_summary_table, write_goal_evaluation, write_goal_results
+    from qgf.evaluation.goals import goal_summary_table, write_goal_evaluation, write_goal_results
+    from qgf.evaluation.run import evaluate_goals
 
     def goal_done(goal, results) -> None:
         paths = write_goal_results(results, out)
@@ -279,9 +289,9 @@ def _evaluate_goals(args, run_, samplers, weights, best_of_n, goals, out) -> int
 
     evaluation = evaluate_goals(
         run_,
-        samplers,
-        weights,
-        best_of_n,
+        samplers=samplers,
+        weights=weights,
+        bfn=best_of_n,
         episodes=args.episodes,
         goals=goals,
         seed=args.seed,

@@ -41,7 +41,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     out = Path(args.out or Path("sweeps") / spec.name)
     if args.plan:
-        from qgf.experiments.plan import plan
+        from qgf.experiments.jobs import plan
         from qgf.experiments.runner import format_plan
 
         jobs, note = plan(spec, out)

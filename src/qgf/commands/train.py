@@ -17,14 +17,18 @@ config or data differ is refused. Settings: --preset, then key=value overrides (
 
 def register(subparsers) -> None:
     from qgf.agents import AGENT_NAMES
-    from qgf.config import available_presets, field_help
+    from qgf.config import available_presets, help_sections
 
-    keys = "\n".join(f"  {name:<20} {text}" for name, text in field_help().items())
+    groups = [
+        f"{heading}:\n" + "\n".join(f"  {name:<24} {text}" for name, text in entries.items())
+        for heading, entries in help_sections()
+    ]
     parser = subparsers.add_parser(
         "train",
         help="train (or resume) a method: the BC flow + IQL critic of QGF, or a baseline (--agent)",
         description=DESCRIPTION,
-        epilog=f"config keys (key=value):\n{keys}",
+        epilog="config keys (key=value), by section; a section's keys count only for the runs in its "
+        "[brackets],\nelsewhere they are accepted and ignored:\n\n" + "\n\n".join(groups),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

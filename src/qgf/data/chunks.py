@@ -39,6 +39,14 @@ def trajectory_ends(terminals: np.ndarray) -> np.ndarray:
     return terminal_rows[np.searchsorted(terminal_rows, np.arange(len(terminals)))]
 
 
+def complete_chunk_starts(terminals: np.ndarray, horizon: int) -> np.ndarray:
+    """Rows t whose chunk t, ..., t+h-1 is made of h transitions of one trajectory: every step of it
+    is *valid* (t+h-1 < e, the rule of `gather_chunks`), so the chunk needs no padding. With h = 1,
+    every row that begins a transition (the rows `sample_chunks` draws from)."""
+    end = trajectory_ends(terminals)
+    return np.flatnonzero(np.arange(end.shape[0]) + horizon <= end)
+
+
 def to_device(dataset, capacity: int | None = None, device=None) -> dict:
     """Put a `Dataset` on the device with the index arrays the sampler needs.
 
@@ -50,7 +58,7 @@ def to_device(dataset, capacity: int | None = None, device=None) -> dict:
     if capacity < size:
         raise ValueError(f"capacity {capacity} is smaller than the dataset ({size} rows)")
     end = trajectory_ends(dataset.terminals).astype(np.int32)
-    starts = np.flatnonzero(np.arange(size) < end).astype(np.int32)
+    starts = complete_chunk_starts(dataset.terminals, 1).astype(np.int32)
 
     def pad(array: np.ndarray) -> np.ndarray:
         if capacity == size:

@@ -32,7 +32,7 @@ which is OGBench's one-step reward r = 1(s = g) - 1 and mask 1 - 1(s = g) applie
 termination at the goal. A future goal within the chunk is always reached at a valid step (goal
 rows are transition rows of the same trajectory). A chunk that reaches its goal and then crosses
 its trajectory's end has a complete target (nothing after the goal counts); the critic losses in
-`qgf.critics_dqc` keep those (`goal_chunk_weights`) and drop the other crossing chunks.
+`qgf.critics.dqc` keep those (`goal_chunk_weights`) and drop the other crossing chunks.
 
 *Actor goals* are drawn the same way with their own `GoalSampling` and enter no reward.
 

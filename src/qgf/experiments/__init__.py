@@ -19,7 +19,7 @@ def __getattr__(name: str):
 
         return run_sweep
     if name == "plan":
-        from qgf.experiments.plan import plan
+        from qgf.experiments.jobs import plan
 
         return plan
     if name == "write_report":

@@ -26,7 +26,6 @@ since critics of different runs are not comparable. docs/fidelity.md records the
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -168,42 +167,17 @@ def compare_choices(
 # ------------------------------------------------------------------ tables from trained runs
 
 
-@functools.cache
-def _actions_and_q():
-    """The jitted sampler of `weight_table`: (agent, obs, noise, key, weights, spec) -> (actions,
-    Q(obs, actions)); the agent is an argument, so runs of one configuration share a compilation."""
-    import jax
-
-    from qgf.guidance import sample_with_info
-
-    @functools.partial(jax.jit, static_argnames=("spec",))
-    def run(agent, observations, noise, key, weights, spec):
-        q_fn = agent.q_fn
-        actions, _ = sample_with_info(
-            agent.behavior_velocity_fn,
-            q_fn if spec.uses_critic else None,
-            observations,
-            key,
-            weights,
-            spec,
-            agent.chunk_dim,
-            noise=noise,
-        )
-        return actions, q_fn(observations, actions)
-
-    return run
-
-
-def weight_table(agent, data, spec, weights: Sequence[float], seed: int = 0) -> dict[str, Any]:
-    """gain(w) and dist(w) of one run (`agent`, with `data` from `qgf.analysis.sample_run_data`)
-    for sampler `spec` at each weight; dist(0) is `reference_distance`. Every weight starts from
-    the same noise, so gains are paired. The sampler compiles once per spec and shapes: runs of
-    one configuration share it."""
+def weight_table(policy, data, spec, weights: Sequence[float], seed: int = 0) -> dict[str, Any]:
+    """gain(w) and dist(w) of one run (`policy`, a `qgf.policy.RunPolicy`, with `data` from
+    `qgf.analysis.run.sample_run_data`) for sampler `spec` at each weight; dist(0) is
+    `reference_distance`. Every weight starts from the same noise, so gains are paired. The
+    sampler compiles once per spec and shapes: runs of one configuration share it."""
     import jax
     import jax.numpy as jnp
 
-    from qgf.analysis import nearest_neighbour_distances
+    from qgf.analysis.distances import nearest_neighbour_distances
 
+    agent = policy.agent
     observations = data.observations
     batch = observations.shape[0]
     noise_key, sample_key = jax.random.split(jax.random.key(seed))
@@ -213,8 +187,8 @@ def weight_table(agent, data, spec, weights: Sequence[float], seed: int = 0) -> 
     gains, distances = [], []
     dataset = jnp.asarray(data.dataset_chunks, jnp.float32)
     for weight in [0.0, *weights]:
-        actions, q = _actions_and_q()(
-            agent, observations, noise, sample_key, jnp.full((batch,), weight, jnp.float32), spec
+        actions, q = policy.scored_actions(
+            observations, noise, sample_key, jnp.full((batch,), weight, jnp.float32), spec
         )
         q = np.asarray(q, np.float64)
         distance = float(nearest_neighbour_distances(actions, dataset).mean())
@@ -242,11 +216,12 @@ def sweep_tables(
     """Averaged weight tables per (method, domain) for every protocol choice with a weight grid,
     from the tuning runs of its chosen grid point (found through the tune-stage results), and notes
     on choices left out. Runs are loaded once each."""
-    from qgf.analysis import sample_run_data
+    from qgf.analysis.run import sample_run_data
     from qgf.checkpoint import load_run
     from qgf.envs import parse_name
+    from qgf.evaluation.results import read_results
     from qgf.guidance import SamplerSpec
-    from qgf.results import read_results
+    from qgf.policy import RunPolicy
 
     runs: dict[tuple[str, str], list[str]] = {}  # (group, domain) -> tuning run directories
     for path in sorted(Path(sweep_dir).glob("evals/tune/*/*/*/results.json")):
@@ -277,9 +252,9 @@ def sweep_tables(
                 if directory not in loaded:
                     run = load_run(directory)
                     data = sample_run_data(run, num_observations=observations, nn_chunks=nn_chunks, seed=seed)
-                    loaded[directory] = (run.agent, data)
-                agent, data = loaded[directory]
-                per_run.append(weight_table(agent, data, spec, weights, seed))
+                    loaded[directory] = (RunPolicy.for_run(run, []), data)
+                policy, data = loaded[directory]
+                per_run.append(weight_table(policy, data, spec, weights, seed))
             tables[(method, domain)] = average_tables(per_run)
         except QGFError as exc:
             notes.append(f"{method} on {domain}: {exc}")

@@ -41,7 +41,7 @@ PROFILE_TABLE_TAUS = (0.25, 0.5, 0.75)
 def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """One row per (evaluation, condition): stage, task, domain, method, weight, seed, success."""
     from qgf.envs import parse_name
-    from qgf.results import read_results
+    from qgf.evaluation.results import read_results
 
     rows = []
     for path in sorted(Path(sweep_dir).glob("evals/*/*/*/*/results.json")):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from qgf.errors import QGFError
-from qgf.experiments.plan import Job, job_done, plan
+from qgf.experiments.jobs import Job, job_done, plan
 from qgf.experiments.spec import SweepSpec
 from qgf.fileio import atomic_write_text
 
@@ -63,9 +63,10 @@ def execute(job: Job) -> None:
             progress=False,
         )
     elif job.kind == "evaluate":
-        from qgf.evaluate import Condition, evaluate_run
+        from qgf.evaluation.conditions import Condition
+        from qgf.evaluation.results import write_json
+        from qgf.evaluation.run import evaluate_run
         from qgf.guidance import SamplerSpec
-        from qgf.results import write_json
 
         conditions = [Condition(SamplerSpec(**c["spec"]), float(c["weight"])) for c in params["conditions"]]
         results = evaluate_run(

@@ -312,12 +312,22 @@ def _check_config_keys(source: str, where: str, table: Any) -> None:
 
 
 def _check_configs(source: str, where: str, agent: AgentSpec, overrides: dict[str, Any]) -> None:
-    """Build every grid point's config once, so a bad value fails now rather than in a job."""
+    """Build every grid point's config once, so a bad value fails now rather than in a job. A grid
+    key of a config section that does not apply to the agent is refused: it is ignored (qgf.config),
+    so every grid point would be the same run."""
     for point in agent.grid_points():
         try:
-            run_config(agent, overrides, point)
+            config = run_config(agent, overrides, point)
         except QGFError as exc:
             raise _fail(source, f"{where} (grid point {point or 'default'}): {exc}") from None
+        ignored = sorted(key for key in point if key not in config.to_dict())
+        if ignored:
+            raise _fail(
+                source,
+                f"{where}.grid: {', '.join(ignored)} does not apply to agent {agent.name} (a setting of "
+                "another agent, critic or of goal-conditioned training; `qgf train --help` lists them by "
+                "section), so every grid point would be the same run; remove it from this grid",
+            )
 
 
 def run_config(agent: AgentSpec, overrides: dict[str, Any], point: dict[str, Any]):
@@ -346,8 +356,8 @@ def _sampler_spec(source: str, where: str, sampler: Any, *, steps: int, best_of_
 
 def agent_conditions(spec: SweepSpec, agent: AgentSpec, flow_steps: int, has_behavior_flow: bool):
     """The (SamplerSpec, weight) conditions evaluated for one agent: samplers x best-of-N x weights
-    (`qgf.evaluate.sweep_conditions`; BC and a policy are evaluated once, at weight 0)."""
-    from qgf.evaluate import sweep_conditions
+    (`qgf.evaluation.conditions.sweep_conditions`; BC and a policy are evaluated once, at weight 0)."""
+    from qgf.evaluation.conditions import sweep_conditions
 
     samplers = list(agent.samplers) or (["none", "qgf"] if has_behavior_flow else ["policy"])
     bfn = list(agent.bfn or spec.evaluation["bfn"])

@@ -1,0 +1,420 @@
+"""A sweep as a graph of jobs (generate -> train -> evaluate), each writing to a directory derived
+from its settings, so re-planning after any interruption finds the same jobs and skips the
+finished ones.
+
+Layout of a sweep directory:
+
+    data/<generation-hash>/<dataset>.npz          generate jobs (one per domain), unless data.dir is set
+    runs/<agent>-<config-hash>/<task>/seed<S>/    train jobs (one per agent x grid point x task; its
+                                                  seeds are trained as ONE vmapped program)
+    evals/<stage>/<agent>-<config-hash>/<task>/seed<S>-<hash>/results.json
+                                                  evaluate jobs; partial/ holds finished conditions
+    protocol.json                                 the protocol's choices and their evidence
+    logs/<job>.log                                one log per job
+
+With a [protocol] the graph grows in two phases (QGF App. J): runs on the tuning tasks are
+evaluated at every candidate (stage 'tune', evaluation seed tune_seed); once those finish, the
+choice per (method, domain) is recorded and the chosen configuration is trained on every task
+and evaluated at the chosen weight on fresh evaluation seeds (stage 'final'). Without a protocol
+every run is evaluated at every condition (stage 'sweep').
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from qgf.errors import QGFError
+from qgf.experiments.spec import AgentSpec, SweepSpec, agent_conditions, method_name, run_config
+
+PROTOCOL_FILE = "protocol.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    id: str  # unique, filesystem-safe
+    kind: str  # generate | train | evaluate
+    stage: str  # data | train | tune | final | sweep
+    out: str  # the directory it writes
+    params: dict[str, Any]
+    deps: tuple[str, ...]
+    cpus: float
+    gpus: float
+    cost: float  # rough estimate in CPU-seconds, for --plan and the ETA
+
+    @property
+    def log_name(self) -> str:
+        return self.id.replace("/", "_") + ".log"
+
+
+def settings_hash(settings: Any) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+# The keys that became config sections (qgf.sections) with the values they had by default when
+# every config held all of them (qgf before sections, commit a5bea95). A run directory's name hashes
+# the config's identity with these filled in wherever the config does not hold the key, which
+# reproduces the names of the directories written before sections (their runs are not retrained),
+# while a key added later (a new agent's section) enters only the names of the runs it applies to.
+# Frozen: never edit or extend it, whatever the sections' defaults become.
+LEGACY_SECTION_VALUES: dict[str, Any] = {
+    "critic_pessimism": 0.5,
+    "dqc_horizon": 25,
+    "distill_expectile": 0.8,
+    "value_goal_p_cur": 0.2,
+    "value_goal_p_traj": 0.5,
+    "value_goal_p_rand": 0.3,
+    "value_goal_geometric": True,
+    "actor_goal_p_cur": 0.0,
+    "actor_goal_p_traj": 1.0,
+    "actor_goal_p_rand": 0.0,
+    "actor_goal_geometric": False,
+    "fql_alpha": 300.0,
+    "edp_bc_weight": 30.0,
+    "normalize_q_loss": True,
+    "dac_alpha": 100.0,
+    "qsm_inv_temperature": 0.1,
+    "qsm_bc_weight": 10.0,
+    "actor_grad_clip": 0.0,
+    "qam_inv_temperature": 0.1,
+    "qam_time_offset": 0.5,
+    "qam_fql_alpha": 30.0,
+    "qam_edit_sigma": 0.1,
+    "qam_edit_target_entropy": -0.5,
+}
+
+
+def _config_identity(config) -> dict[str, Any]:
+    """What names a run directory: the config's identity (its shared fields and the sections that
+    apply) without seed and schedule (so more steps resume it), over LEGACY_SECTION_VALUES."""
+    from qgf.config import SCHEDULE_FIELDS
+
+    identity = {k: v for k, v in config.to_dict().items() if k not in SCHEDULE_FIELDS and k != "seed"}
+    return {**LEGACY_SECTION_VALUES, **identity}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunGroup:
+    """One agent at one grid point: the unit the protocol chooses among for training-time values."""
+
+    agent: AgentSpec
+    point: dict[str, Any]
+    config: Any  # TrainConfig
+
+    @property
+    def name(self) -> str:
+        return f"{self.agent.label}-{settings_hash(_config_identity(self.config))}"
+
+    @property
+    def point_label(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in sorted(self.point.items())) or "default"
+
+
+def run_groups(spec: SweepSpec) -> list[RunGroup]:
+    return [
+        RunGroup(agent, point, run_config(agent, spec.overrides, point))
+        for agent in spec.agents
+        for point in agent.grid_points()
+    ]
+
+
+def data_dir(spec: SweepSpec, sweep_dir: Path) -> Path:
+    if "dir" in spec.data:
+        return Path(os.path.expanduser(spec.data["dir"]))
+    settings = {k: spec.data.get(k) for k in ("episodes", "val_episodes", "episode_length", "seed")}
+    return sweep_dir / "data" / settings_hash(settings)
+
+
+def _domain_dataset(task: str) -> str:
+    from qgf.envs import parse_name
+
+    return parse_name(task).dataset_name
+
+
+def _domain(task: str) -> str:
+    from qgf.envs import parse_name
+
+    return parse_name(task).domain
+
+
+def _task_id(task: str) -> int:
+    from qgf.envs import parse_name
+
+    return int(parse_name(task).task)
+
+
+def _train_cost(config, seeds: int) -> float:
+    width = max(config.actor_hidden_dims + config.critic_hidden_dims)
+    # CPU-seconds per seed-step: 9.5 ms fixed plus 4e-10 s per (batch row x width^2 x layer), fitted
+    # to sweep training jobs (one CPU each, two side by side on 2 cores, seeds vmapped; the
+    # calibration and domains sweeps of docs/results.md): 10.5-12.3 ms at cpu-small, 34-44 ms at
+    # cpu. Other agents run 1-2x that (docs/agents.md).
+    depth = len(config.actor_hidden_dims)
+    return config.steps * seeds * (0.0095 + 4e-10 * config.batch_size * width * width * depth)
+
+
+@functools.cache
+def _episode_limit(task: str) -> int:
+    """The env's own episode limit, from the gymnasium registry OGBench fills (500 if unknown)."""
+    import gymnasium
+    import ogbench  # noqa: F401  (registers the envs)
+
+    from qgf.envs import parse_name
+
+    name = parse_name(task).env_name
+    limit = gymnasium.registry[name].max_episode_steps if name in gymnasium.registry else None
+    return int(limit or 500)
+
+
+# CPU-seconds per env step of an evaluation: MuJoCo with OGBench's wrappers (~1.5 ms) plus the
+# policy's share (one chunk query per h steps), measured order of magnitude on 2 cores.
+_EVAL_SECONDS_PER_STEP = 2.5e-3
+
+
+def _evaluation_cost(task: str, episodes: int, max_episode_steps: int | None) -> float:
+    limit = max_episode_steps or _episode_limit(task)
+    return episodes * limit * _EVAL_SECONDS_PER_STEP
+
+
+def _condition_key(condition) -> list[Any]:
+    return [repr(condition.spec), float(condition.weight)]
+
+
+def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, Any]]:
+    """Every job determinable now (the protocol's second phase appears once its tuning is done)
+    and a note of what is still waiting: {'waiting': text or ''}."""
+    sweep_dir = Path(sweep_dir)
+    jobs: list[Job] = []
+    resources = spec.resources
+    data = data_dir(spec, sweep_dir)
+    generate_ids: dict[str, str] = {}
+    if "dir" not in spec.data:
+        for dataset in dict.fromkeys(_domain_dataset(task) for task in spec.tasks):
+            job_id = f"generate/{dataset}"
+            generate_ids[dataset] = job_id
+            episodes = spec.data.get("episodes", 1000)
+            length = spec.data.get("episode_length", 1001)
+            jobs.append(
+                Job(
+                    id=job_id,
+                    kind="generate",
+                    stage="data",
+                    out=str(data),
+                    params={"env": dataset, **{k: spec.data[k] for k in spec.data if k != "dir"}},
+                    deps=(),
+                    cpus=resources["generate_cpus"],
+                    gpus=0,
+                    cost=episodes * length * 3e-3,  # ~300 oracle rollout steps per CPU-second
+                )
+            )
+    groups = run_groups(spec)
+    tune_ids = set(spec.protocol["tune_tasks"]) if spec.protocol else None
+
+    def train_job(group: RunGroup, task: str) -> Job:
+        out = sweep_dir / "runs" / group.name / task
+        dataset = _domain_dataset(task)
+        return Job(
+            id=f"train/{group.name}/{task}",
+            kind="train",
+            stage="train",
+            out=str(out),
+            params={
+                "config": group.config.to_dict(),
+                "seeds": list(spec.seeds),
+                "task": task,
+                "data_dir": str(data),
+            },
+            deps=(generate_ids[dataset],) if dataset in generate_ids else (),
+            cpus=resources["train_cpus"],
+            gpus=resources["train_gpus"],
+            cost=_train_cost(group.config, len(spec.seeds)),
+        )
+
+    def evaluate_jobs(group: RunGroup, task: str, stage: str, seed: int, conditions) -> list[Job]:
+        train = train_job(group, task)
+        settings = {
+            "conditions": [_condition_key(c) for c in conditions],
+            "episodes": spec.evaluation["episodes"],
+            "seed": seed,
+            "max_episode_steps": spec.evaluation.get("max_episode_steps"),
+        }
+        out = []
+        for run_seed in spec.seeds:
+            run_dir = Path(train.out) / f"seed{run_seed}"
+            eval_dir = (
+                sweep_dir / "evals" / stage / group.name / task / f"seed{run_seed}-{settings_hash(settings)}"
+            )
+            episodes = spec.evaluation["episodes"] * len(conditions)
+            out.append(
+                Job(
+                    id=f"evaluate/{stage}/{group.name}/{task}/seed{run_seed}",
+                    kind="evaluate",
+                    stage=stage,
+                    out=str(eval_dir),
+                    params={
+                        "run": str(run_dir),
+                        "conditions": [
+                            {"spec": dataclasses.asdict(c.spec), "weight": float(c.weight)}
+                            for c in conditions
+                        ],
+                        "episodes": spec.evaluation["episodes"],
+                        "seed": seed,
+                        "workers": spec.evaluation["workers"],
+                        "num_envs": spec.evaluation.get("num_envs"),
+                        "groups": spec.evaluation["groups"],
+                        "max_episode_steps": spec.evaluation.get("max_episode_steps"),
+                        "group": group.name,
+                        "agent": group.agent.label,
+                        "point": group.point,
+                        "task": task,
+                        "run_seed": run_seed,
+                        "stage": stage,
+                    },
+                    deps=(train.id,),
+                    cpus=resources["evaluate_cpus"],
+                    gpus=resources["evaluate_gpus"],
+                    cost=_evaluation_cost(task, episodes, spec.evaluation.get("max_episode_steps")),
+                )
+            )
+        return out
+
+    def conditions_of(group: RunGroup):
+        from qgf.agents import agent_class
+        from qgf.agents.base import Agent
+
+        has_flow = agent_class(group.agent.name).behavior_velocity_fn is not Agent.behavior_velocity_fn
+        return agent_conditions(spec, group.agent, group.config.flow_steps, has_flow)
+
+    waiting = ""
+    if spec.protocol is None:
+        for group in groups:
+            for task in spec.tasks:
+                jobs.append(train_job(group, task))
+                jobs += evaluate_jobs(group, task, "sweep", spec.evaluation["seed"], conditions_of(group))
+        return jobs, {"waiting": waiting}
+
+    tune_tasks = [task for task in spec.tasks if _task_id(task) in tune_ids]
+    tune_jobs = []
+    for group in groups:
+        for task in tune_tasks:
+            jobs.append(train_job(group, task))
+            tune_jobs += evaluate_jobs(group, task, "tune", spec.protocol["tune_seed"], conditions_of(group))
+    jobs += tune_jobs
+    if not all(job_done(job) for job in tune_jobs):
+        waiting = "the final stage is planned once the tuning evaluations (protocol) have finished"
+        return jobs, {"waiting": waiting}
+    choices = protocol_choices(spec, sweep_dir, groups, tune_jobs, conditions_of)
+    from qgf.fileio import atomic_write_json
+
+    atomic_write_json(sweep_dir / PROTOCOL_FILE, choices)
+    by_group: dict[str, list[Any]] = {}
+    from qgf.evaluation.conditions import Condition
+    from qgf.guidance import SamplerSpec
+
+    for choice in choices["choices"]:
+        for domain_task in choice["tasks"]:
+            key = (choice["group"], domain_task)
+            condition = Condition(SamplerSpec(**choice["spec"]), float(choice["weight"]))
+            by_group.setdefault(key, [])
+            if condition not in by_group[key]:
+                by_group[key].append(condition)
+    known = {job.id for job in jobs}
+    group_by_name = {group.name: group for group in groups}
+    for (group_name, task), conditions in sorted(by_group.items(), key=lambda item: item[0]):
+        group = group_by_name[group_name]
+        train = train_job(group, task)
+        if train.id not in known:
+            jobs.append(train)
+            known.add(train.id)
+        jobs += evaluate_jobs(group, task, "final", spec.protocol["final_seed"], conditions)
+    return jobs, {"waiting": waiting}
+
+
+def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[Job], conditions_of) -> dict:
+    """The paper's choice (QGF App. J): per method and domain, the candidate (grid point, weight)
+    with the highest success averaged over the tuning tasks and seeds; ties go to the earlier
+    candidate (smaller weight, earlier grid point). Evidence: every candidate's mean per task."""
+    from qgf.evaluation.results import read_results
+
+    scores: dict[tuple[str, str], dict[tuple[str, str, float], dict[str, list[float]]]] = {}
+    specs: dict[tuple[str, str, float], dict] = {}
+    for job in tune_jobs:
+        results = read_results(Path(job.out) / "results.json")
+        group = job.params["group"]
+        agent = next(g.agent for g in groups if g.name == group)
+        domain = _domain(job.params["task"])
+        for index, condition in enumerate(results.results):
+            method = method_name(agent, condition.label)
+            candidate = (group, condition.label, float(condition.weight))
+            specs[candidate] = job.params["conditions"][index]["spec"]
+            bucket = scores.setdefault((method, domain), {}).setdefault(candidate, {})
+            bucket.setdefault(job.params["task"], []).append(condition.success_rate)
+    choices = []
+    for (method, domain), candidates in sorted(scores.items()):
+        evidence = []
+        for (group, _label, weight), per_task in candidates.items():
+            means = {task: sum(v) / len(v) for task, v in per_task.items()}
+            evidence.append(
+                {
+                    "group": group,
+                    "point": next(g.point_label for g in groups if g.name == group),
+                    "weight": weight,
+                    "success_per_task": means,
+                    "success": sum(means.values()) / len(means),
+                }
+            )
+        best = max(evidence, key=lambda e: e["success"])  # max keeps the first of equals
+        domain_tasks = [task for task in spec.tasks if _domain(task) == domain]
+        choices.append(
+            {
+                "method": method,
+                "domain": domain,
+                "group": best["group"],
+                "point": best["point"],
+                "weight": best["weight"],
+                "spec": _spec_of(specs, best["group"], method, candidates, best["weight"]),
+                "tune_success": best["success"],
+                "tasks": domain_tasks,
+                "evidence": evidence,
+            }
+        )
+    return {
+        "rule": "argmax over candidates of mean success on the tuning tasks (ties: first candidate)",
+        "tune_tasks": spec.protocol["tune_tasks"],
+        "tune_seed": spec.protocol["tune_seed"],
+        "final_seed": spec.protocol["final_seed"],
+        "choices": choices,
+    }
+
+
+def _spec_of(specs, group, method, candidates, weight) -> dict:
+    for group_name, label, candidate_weight in candidates:
+        if group_name == group and candidate_weight == weight:
+            return specs[(group_name, label, candidate_weight)]
+    raise QGFError(f"internal: no sampler recorded for {method} at {group}, weight {weight}")
+
+
+# ------------------------------------------------------------------ finished?
+
+
+def job_done(job: Job) -> bool:
+    """Whether `job`'s outputs are complete on disk (so a re-run skips it)."""
+    out = Path(job.out)
+    if job.kind == "generate":
+        from qgf.envs import parse_name
+
+        parsed = parse_name(job.params["env"])
+        return (out / parsed.train_filename).is_file() and (out / parsed.val_filename).is_file()
+    if job.kind == "train":
+        from qgf import checkpoint as ckpt
+
+        steps = int(job.params["config"]["steps"])
+        return all(ckpt.latest_step(out / f"seed{seed}") == steps for seed in job.params["seeds"])
+    if job.kind == "evaluate":
+        return (out / "results.json").is_file()
+    raise QGFError(f"unknown job kind {job.kind!r}")
