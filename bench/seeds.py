@@ -3,7 +3,7 @@
 `run(quick) -> dict` for `qgf bench`; `python bench/seeds.py [--quick]` prints it.
 
 1. Seeds in one program (issue 12): S = 4 seeds of one config stacked and trained by the vmapped
-   many-updates loop that `qgf train --seeds` uses (`qgf.train._update_seeds`), against one seed
+   many-updates loop that `qgf train --seeds` uses (`qgf.training.fit._update_seeds`), against one seed
    trained by `update_many` as 4 sequential runs would be. Ratio = combined steps/s of the stacked
    program ÷ combined steps/s of sequential runs = 4 · t(one seed, n steps) / t(4 seeds, n steps).
    Targets: >= 1.5 at `cpu-small` (per-step overhead weighs most there), >= 1.0 at `cpu`.
@@ -32,7 +32,7 @@ from qgf.agents import agent_class
 from qgf.benchmark import ScriptProcess, load_script, script_main
 from qgf.config import load_preset
 from qgf.data.chunks import sample_chunks, to_device
-from qgf.train import _update_seeds, stack_agents
+from qgf.training.fit import _update_seeds, stack_agents
 
 SEEDS = 4
 STUDY_STEPS = 20_000  # a CPU-study training job (src/qgf/experiments/specs/cpu-study.toml)

@@ -11,7 +11,7 @@ from qgf.config import load_preset
 
 @dataclasses.dataclass
 class ArrayDataset:
-    """The fields `qgf.train` and `qgf.data.chunks.to_device` read from a dataset."""
+    """The fields `qgf.training` and `qgf.data.chunks.to_device` read from a dataset."""
 
     observations: np.ndarray
     actions: np.ndarray
@@ -72,3 +72,42 @@ def equal_trees(a, b):
         np.array_equal(np.asarray(x), np.asarray(y))
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
     )
+
+
+def fake_sinks(monkeypatch):
+    """Stand-in `tensorboardX` and `wandb` modules that record what the training loop sends them:
+    returns {"logdirs", "scalars" [(name, step), ..., ("closed", None)], "wandb_configs",
+    "wandb_steps" [step, ..., "finished"]}."""
+    import importlib.machinery
+    import sys
+    import types
+
+    seen = {"logdirs": [], "scalars": [], "wandb_configs": [], "wandb_steps": []}
+
+    class SummaryWriter:
+        def __init__(self, logdir):
+            seen["logdirs"].append(logdir)
+
+        def add_scalar(self, name, value, step):
+            seen["scalars"].append((name, step))
+
+        def close(self):
+            seen["scalars"].append(("closed", None))
+
+    class WandbRun:
+        def log(self, record, step):
+            seen["wandb_steps"].append(step)
+
+        def finish(self):
+            seen["wandb_steps"].append("finished")
+
+    def init(**kwargs):
+        seen["wandb_configs"].append(kwargs["config"])
+        return WandbRun()
+
+    for name, attributes in (("tensorboardX", {"SummaryWriter": SummaryWriter}), ("wandb", {"init": init})):
+        module = types.ModuleType(name)
+        module.__dict__.update(attributes)
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        monkeypatch.setitem(sys.modules, name, module)
+    return seen

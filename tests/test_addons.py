@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import equal_trees, make_dataset, small_config
+from helpers import equal_trees, fake_sinks, make_dataset, small_config
 from qgf.addons import ADDON_NAMES, SAMPLER_ADDONS, addon_class, addons_for_samplers, load_addons
-from qgf.addons.base import AddonConfig, list_addons, load_addon, parse_addon_overrides, train_addon
+from qgf.addons.base import AddonConfig, list_addons, load_addon, train_addon
 from qgf.addons.cfgrl import cfgrl_loss
 from qgf.addons.distill import distill_loss
 from qgf.addons.robustq import robust_q_loss
@@ -243,12 +243,10 @@ def test_registry_is_consistent():
 
 
 def test_settings_parse_and_validate():
-    parsed = parse_addon_overrides(
-        ["steps=20", "hidden_dims=8,8", "init_from_actor=false", "learning_rate=1e-3"]
-    )
+    parsed = AddonConfig.parse(["steps=20", "hidden_dims=8,8", "init_from_actor=false", "learning_rate=1e-3"])
     assert parsed == {"steps": 20, "hidden_dims": (8, 8), "init_from_actor": False, "learning_rate": 1e-3}
     with pytest.raises(QGFError, match="did you mean"):
-        parse_addon_overrides(["step=20"])
+        AddonConfig.parse(["step=20"])
     with pytest.raises(QGFError, match="batch_size must be >= 1"):
         AddonConfig(batch_size=0)
 
@@ -268,7 +266,7 @@ def file_hashes(directory: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from qgf.train import train
+    from qgf.training import train
 
     root = tmp_path_factory.mktemp("addons")
     run_dir = root / "run"
@@ -306,6 +304,63 @@ def test_addon_training_resumes_exactly(trained_run, tmp_path):
     assert equal_trees(interrupted.state, straight.state)
     with pytest.raises(QGFError, match="other settings"):
         train_addon(copy, "robustq", overrides={"batch_size": 16}, dataset=make_dataset(), progress=False)
+
+
+def test_interrupted_or_killed_addon_training_resumes_bit_identically(trained_run, tmp_path):
+    """The add-on runs in the agents' training loop: Ctrl-C saves the finished steps, a kill loses
+    only the steps since the last checkpoint, and either resumes to the uninterrupted state."""
+    from qgf.checkpoint import load_run
+    from qgf.training import read_log
+
+    run_dir, pristine, _ = trained_run
+    straight = load_addon(load_run(run_dir), "robustq").state
+    settings = {**ADDON_SETTINGS, "log_every": 5}  # the schedule may differ: steps stay the same
+
+    def stop_at(step, error):
+        def on_log(record):
+            if record["step"] == step:
+                raise error
+
+        return on_log
+
+    class SimulatedKill(Exception):
+        """Stands in for SIGKILL: the loop handles nothing but Ctrl-C, so nothing is saved."""
+
+    for error, saved in ((KeyboardInterrupt, 15), (SimulatedKill, 10)):
+        copy = tmp_path / error.__name__ / "run"
+        shutil.copytree(pristine, copy)
+        with pytest.raises(error):
+            train_addon(
+                copy,
+                "robustq",
+                overrides=settings,
+                dataset=make_dataset(),
+                progress=False,
+                on_log=stop_at(15, error),
+            )
+        assert list_addons(copy)[0]["step"] == saved
+        result = train_addon(copy, "robustq", dataset=make_dataset(), progress=False)
+        assert result.resumed_from == saved and result.step == 20
+        assert equal_trees(load_addon(load_run(copy), "robustq").state, straight)
+        assert [record["step"] for record in read_log(result.path)] == [5, 10, 15, 20]
+
+
+def test_addon_training_logs_to_the_optional_sinks(trained_run, tmp_path, monkeypatch):
+    seen = fake_sinks(monkeypatch)
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run[1], copy)
+    train_addon(
+        copy,
+        "cfgrl",
+        overrides=ADDON_SETTINGS,
+        dataset=make_dataset(),
+        progress=False,
+        tensorboard=True,
+        wandb=True,
+    )
+    assert seen["logdirs"] == [str(copy / "addons" / "cfgrl" / "tensorboard")]
+    assert ("cfgrl_loss", 20) in seen["scalars"] and seen["scalars"][-1] == ("closed", None)
+    assert seen["wandb_configs"][0]["addon"] == "cfgrl" and seen["wandb_steps"] == [10, 20, "finished"]
 
 
 def test_a_missing_addon_names_the_command_that_trains_it(trained_run, tmp_path):

@@ -18,12 +18,13 @@ from helpers import SMALL, make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf import cli
 from qgf import config as config_module
-from qgf import train as train_module
 from qgf.agents import agent_class, agent_sections
 from qgf.config import TrainConfig, help_sections, load_preset, parse_overrides
 from qgf.errors import QGFError
 from qgf.experiments.jobs import run_groups
 from qgf.experiments.spec import parse_spec
+from qgf.training import fit as training_fit
+from qgf.training import runs as training_runs
 
 DOCS = Path(__file__).parents[1] / "docs" / "architecture.md"
 TASK = "cube-single-play-singletask-task1-v0"
@@ -75,12 +76,12 @@ def test_a_key_of_a_section_that_does_not_apply_is_checked_then_ignored():
 def test_identity_covers_only_the_sections_that_apply(tmp_path):
     stored = small_config()
     assert stored.identity_diff(small_config(fql_alpha=1.0, qam_edit_sigma=0.3)) == {}
-    train_module._check_same_config(tmp_path, stored, small_config(fql_alpha=1.0))  # a qgf run resumes
+    training_runs.check_same_config(tmp_path, stored, small_config(fql_alpha=1.0))  # a qgf run resumes
     fql = small_config(agent="fql")
     assert fql.identity_diff(small_config(agent="fql", fql_alpha=1.0)) == {"fql_alpha": (1000.0, 1.0)}
     assert small_config(agent="fql").identity_diff(small_config(agent="edp")) == {"agent": ("fql", "edp")}
     with pytest.raises(QGFError, match=r"different config \(fql_alpha=1000.0 \(run\) vs 1.0"):
-        train_module._check_same_config(tmp_path, fql, small_config(agent="fql", fql_alpha=1.0))
+        training_runs.check_same_config(tmp_path, fql, small_config(agent="fql", fql_alpha=1.0))
 
 
 def sweep_document(**overrides):
@@ -181,7 +182,7 @@ def test_adding_an_agent_as_the_docs_show(demo_agent, tmp_path, monkeypatch, cap
     assert sorted(group.name for group in run_groups(parse_spec(sweep_document()))) == names
     assert TrainConfig(demo_bc_weight=5.0) == TrainConfig()
 
-    monkeypatch.setattr(train_module, "load_training_data", lambda config, env, data_dir: make_dataset())
+    monkeypatch.setattr(training_fit, "load_training_data", lambda config, env, data_dir: make_dataset())
     settings = [f"{key}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for key, v in SMALL.items()]
     out = tmp_path / "run"
     command = ["train", "--env", TASK, "--preset", "tiny", "--agent", "demo-bc", *settings]

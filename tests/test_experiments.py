@@ -142,7 +142,7 @@ def test_a_second_sweep_on_one_directory_is_refused(tmp_path):
 
 
 def test_seeds_in_one_program_equal_separate_runs(tmp_path):
-    from qgf.train import train, train_seeds
+    from qgf.training import train, train_seeds
 
     config = small_config(steps=4, log_every=2, ckpt_every=4)
     dataset = make_dataset()

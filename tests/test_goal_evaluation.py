@@ -114,7 +114,7 @@ def recording_evaluation():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from qgf.train import train
+    from qgf.training import train
 
     path = tmp_path_factory.mktemp("gc") / "run"
     dataset = make_dataset(num_trajectories=4, length=12, obs_dim=OBS_DIM, action_dim=ACTION_DIM)

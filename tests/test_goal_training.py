@@ -14,7 +14,6 @@ import pytest
 from helpers import SMALL, equal_trees, make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf import cli
-from qgf import train as train_module
 from qgf.agents import AGENT_NAMES, agent_class
 from qgf.agents.base import training_sample_fn
 from qgf.config import load_preset
@@ -24,7 +23,7 @@ from qgf.data.chunks import to_device
 from qgf.data.goals import GoalChunkSampler, goal_training_batch, sample_goal_chunks
 from qgf.errors import QGFError
 from qgf.guidance import SamplerSpec
-from qgf.train import read_log, train
+from qgf.training import fit, read_log, train
 
 OBS_DIM, ACTION_DIM = 4, 2
 H_A, H_C = SMALL["horizon"], 4
@@ -249,7 +248,7 @@ def test_goal_presets_load_and_goal_conditioned_selects_dqc():
 
 
 def test_cli_trains_a_goal_conditioned_run_and_refuses_mismatched_names(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train_module, "load_training_data", lambda config, env, data_dir: make_dataset())
+    monkeypatch.setattr(fit, "load_training_data", lambda config, env, data_dir: make_dataset())
     settings = [
         f"{key}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
         for key, value in SMALL.items()

@@ -163,7 +163,7 @@ def evaluation_values(agent) -> dict:
 def robustq_values(tmp: Path) -> dict:
     from qgf.addons.base import load_addon, train_addon
     from qgf.checkpoint import load_run
-    from qgf.train import train
+    from qgf.training import train
 
     run_dir = tmp / "run"
     train(

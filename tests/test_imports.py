@@ -12,8 +12,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 import qgf
 
 PACKAGE_ROOT = Path(qgf.__file__).parent
@@ -110,9 +108,6 @@ def test_the_import_graph_sees_real_edges():
     assert "qgf.registry" in graph and "qgf.errors" in graph["qgf.registry"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 19: critics <-> critics_dqc and evaluate <-> results, removed by the reshaping"
-)
 def test_the_package_has_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)

@@ -17,7 +17,7 @@ from qgf.config import TrainConfig
 from qgf.experiments.jobs import job_done, plan, run_groups
 from qgf.experiments.spec import load_spec, parse_spec, shipped_spec_names
 from qgf.guidance import SamplerSpec
-from qgf.train import resume
+from qgf.training import resume
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 WIDTHS = {"actor_hidden_dims": (8, 8), "critic_hidden_dims": (8, 8)}

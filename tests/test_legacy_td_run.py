@@ -58,7 +58,7 @@ def test_loads_without_its_unused_value_network(legacy_run):
 
 
 def test_evaluates_as_before(legacy_run):
-    from qgf.evaluate import evaluate_run
+    from qgf.evaluation.run import evaluate_run
 
     results = evaluate_run(legacy_run, **EXPECTED["evaluation"])
     rows = results.to_dict()["results"]

@@ -6,13 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import SMALL, equal_trees, make_dataset, small_config
+from helpers import SMALL, equal_trees, fake_sinks, make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf import cli
-from qgf import train as train_module
 from qgf.data.chunks import gather_chunks, to_device
 from qgf.errors import QGFError
-from qgf.train import read_log, resume, train
+from qgf.training import fit, read_log, resume, train
+from qgf.training.log import combine_metrics
 
 SCHEDULE = {"steps": 12, "log_every": 3, "ckpt_every": 6, "keep_checkpoints": 2}
 
@@ -126,7 +126,7 @@ def test_training_fits_a_tiny_dataset(tmp_path):
 
 
 def test_cli_trains_resumes_and_reports_errors(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train_module, "load_training_data", lambda config, env, data_dir: make_dataset())
+    monkeypatch.setattr(fit, "load_training_data", lambda config, env, data_dir: make_dataset())
     out = str(tmp_path / "run")
     settings = [
         f"{key}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
@@ -162,42 +162,15 @@ def test_cli_trains_resumes_and_reports_errors(tmp_path, monkeypatch, capsys):
 
 def test_optional_sinks_log_every_line(tmp_path, monkeypatch):
     """TensorBoard / W&B are used only when installed; stand-in modules record what they get."""
-    import importlib.machinery
+    import importlib.util
     import sys
-    import types
 
-    scalars, wandb_logs = [], []
-
-    class SummaryWriter:
-        def __init__(self, logdir):
-            self.logdir = logdir
-
-        def add_scalar(self, name, value, step):
-            scalars.append((name, step))
-
-        def close(self):
-            scalars.append(("closed", None))
-
-    class WandbRun:
-        def log(self, record, step):
-            wandb_logs.append(step)
-
-        def finish(self):
-            wandb_logs.append("finished")
-
-    fake_tensorboard = types.ModuleType("tensorboardX")
-    fake_tensorboard.SummaryWriter = SummaryWriter
-    fake_tensorboard.__spec__ = importlib.machinery.ModuleSpec("tensorboardX", None)
-    fake_wandb = types.ModuleType("wandb")
-    fake_wandb.init = lambda **kwargs: WandbRun()
-    fake_wandb.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
-    monkeypatch.setitem(sys.modules, "tensorboardX", fake_tensorboard)
-    monkeypatch.setitem(sys.modules, "wandb", fake_wandb)
-
+    seen = fake_sinks(monkeypatch)
     config = small_config(**SCHEDULE)
     train(config, tmp_path / "run", dataset=make_dataset(), progress=False, tensorboard=True, wandb=True)
+    scalars = seen["scalars"]
     assert ("critic_loss", 3) in scalars and ("bc_loss", 12) in scalars and scalars[-1] == ("closed", None)
-    assert wandb_logs == [3, 6, 9, 12, "finished"]
+    assert seen["wandb_steps"] == [3, 6, 9, 12, "finished"]
 
     monkeypatch.delitem(sys.modules, "wandb")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
@@ -211,7 +184,7 @@ def test_log_lines_combine_calls_split_by_a_checkpoint():
         (2, 1.0, {"bc_loss": 1.0, "q_min": -3.0, "q_max": 1.0}),
         (6, 2.0, {"bc_loss": 3.0, "q_min": -1.0, "q_max": 4.0}),
     ]
-    assert train_module.combine_metrics(window) == {
+    assert combine_metrics(window) == {
         "bc_loss": (2 * 1.0 + 6 * 3.0) / 8,
         "q_min": -3.0,
         "q_max": 4.0,

@@ -7,7 +7,7 @@ Layout of a run directory::
                                              observation/action sizes, creation time
     RUN/checkpoints/step_0001000.msgpack     every agent array (params, optimiser states, rng, step)
     RUN/checkpoints/step_0001000.json        sidecar: step, size and sha256 of the msgpack, metrics
-    RUN/log.jsonl (+ log.csv)                written by qgf.train
+    RUN/log.jsonl (+ log.csv)                written by qgf.training
 
 Every file is written to a temporary name in the same directory, flushed, fsynced and moved into
 place with `os.replace`, so a killed process leaves either the old file or the new one. A

@@ -6,7 +6,7 @@ Appendix J, Table 1). Its fields are the settings every run has (networks, flow,
 critic's common part, which agent / critic, optimisation, data, bookkeeping); the settings that
 only one component reads live in *config sections* declared next to that component's code
 (`qgf.sections`): each agent's in its module of `qgf.agents`, the td and dqc critics' in
-`qgf.critic_sections`, goal-conditioned training's in `qgf.data.goal_settings`.
+their modules in `qgf.critics`, goal-conditioned training's in `qgf.data.goal_settings`.
 
 - Keys stay flat everywhere: `TrainConfig(agent="fql", fql_alpha=100.0)`, `config.fql_alpha`,
   `qgf train fql_alpha=100`, preset files, sweep specs and config.json.
@@ -51,7 +51,7 @@ SCHEDULE_FIELDS = frozenset({"steps", "log_every", "ckpt_every", "keep_checkpoin
 # share compiled code (the agent's config is static under jit).
 RUN_ONLY_FIELDS = SCHEDULE_FIELDS | {"seed", "sparse_reward", "action_clip_eps"}
 # Modules outside qgf.agents that declare config sections (the agents' own are found by qgf.agents).
-SECTION_MODULES = ("qgf.critic_sections", "qgf.data.goal_settings")
+SECTION_MODULES = ("qgf.critics.td", "qgf.critics.dqc", "qgf.data.goal_settings")
 
 
 def _field(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -585,3 +585,42 @@ def _validate(config: TrainConfig) -> None:
     require(config.log_every >= 1, f"log_every must be >= 1, got {config.log_every}")
     require(config.ckpt_every >= 1, f"ckpt_every must be >= 1, got {config.ckpt_every}")
     require(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
+
+
+# --------------------------------------------------------------------------- any settings dataclass
+# The rules above, for other frozen dataclasses of settings (e.g. `qgf.addons.base.AddonConfig`).
+
+
+def check_setting_keys(settings_class: type, keys: Iterable[str], what: str = "setting") -> None:
+    """A one-line QGFError, naming the closest fields, for a key that is no field of `settings_class`."""
+    from qgf.registry import suggest
+
+    names = [field.name for field in dataclasses.fields(settings_class)]
+    for key in keys:
+        if key not in names:
+            raise QGFError(f"unknown {what} {key!r}{suggest(key, names)}; valid: {', '.join(names)}")
+
+
+def parse_settings(settings_class: type, items: Iterable[str], what: str = "setting") -> dict[str, Any]:
+    """`key=value` strings -> {field: typed value} for any settings dataclass, parsed as
+    `parse_overrides` parses TrainConfig's (ints accept 5e5 and 500_000, bools true/false/1/0,
+    tuples comma-separated ints); unknown keys fail with the closest field names."""
+    hints = typing.get_type_hints(settings_class)
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise QGFError(f"{what} {item!r} is not of the form key=value")
+        check_setting_keys(settings_class, [key], what)
+        parsed[key] = coerce(key, raw.strip(), hints[key])
+    return parsed
+
+
+def coerce_settings(settings: Any) -> None:
+    """Give every field of a (frozen) settings dataclass its declared type, in its `__post_init__`:
+    strings are parsed, other values checked strictly (as TrainConfig's fields are)."""
+    hints = typing.get_type_hints(type(settings))
+    for field in dataclasses.fields(settings):
+        value = coerce(field.name, getattr(settings, field.name), hints[field.name])
+        object.__setattr__(settings, field.name, value)

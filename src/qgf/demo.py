@@ -69,7 +69,7 @@ def run_demo(
     from qgf.envs import parse_name
     from qgf.evaluation.results import markdown_table, write_all
     from qgf.evaluation.run import evaluate_run
-    from qgf.train import train
+    from qgf.training import train
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

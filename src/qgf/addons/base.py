@@ -12,11 +12,18 @@ Layout (inside the run directory, next to its own files)::
                                                 checkpoint it was trained against (step, sha256),
                                                 package versions, creation time
     RUN/addons/NAME/checkpoints/step_N.msgpack  AddonState (+ .json sidecar), as qgf.checkpoint
-    RUN/addons/NAME/log.jsonl (+ log.csv)       as qgf.train
+    RUN/addons/NAME/log.jsonl (+ log.csv)       as a run's (qgf.training.log; optionally
+                                                TensorBoard in tensorboard/, and W&B)
 
-Writes are atomic (`qgf.fileio`), training resumes exactly from the latest checkpoint (the RNG is
-in the state, split once per step), and an add-on refuses to load against a different base
-checkpoint than the one it was trained on.
+An add-on is trained by the same loop as an agent (`qgf.training.loop.run_schedule`, its steps by
+`qgf.training.steps.run_steps`): `AddonTrainer` is the add-on's `Trainable`. So writes are atomic,
+calls end at every log line and checkpoint, Ctrl-C keeps the finished steps, and training resumes
+exactly from the latest checkpoint (the RNG is in the state, split once per step). An add-on
+refuses to load against a different base checkpoint than the one it was trained on. Settings
+(`AddonConfig`) are parsed and type-checked by `qgf.config`'s rules.
+
+Imports `qgf.checkpoint`, `qgf.config`, `qgf.flow`, `qgf.training`; `qgf.addons` (the registry),
+`qgf.data.chunks` inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -26,8 +33,7 @@ import datetime
 import functools
 import json
 import shutil
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,11 +43,13 @@ import jax.numpy as jnp
 import optax
 
 from qgf import checkpoint as ckpt
-from qgf.config import TrainConfig
+from qgf.config import SCHEDULE_FIELDS, TrainConfig, check_setting_keys, coerce_settings, parse_settings
 from qgf.errors import QGFError
 from qgf.fileio import atomic_write_json
 from qgf.flow import VelocityField, sample_flow_times
-from qgf.progress import progress_bar
+from qgf.training.log import MetricLog, WandbRun, check_sinks
+from qgf.training.loop import run_schedule
+from qgf.training.steps import run_steps
 from qgf.versions import package_versions
 
 ADDONS_DIR = "addons"
@@ -68,28 +76,10 @@ class AddonConfig:
     ckpt_every: int = 1000
     keep_checkpoints: int = 2
 
-    # Changing these between a run and its resumption does not change what a step computes.
-    SCHEDULE_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"steps", "log_every", "ckpt_every", "keep_checkpoints"}
-    )
-
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.name == "hidden_dims":
-                value = tuple(value)
-                if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in value):
-                    raise QGFError(f"add-on hidden_dims must be positive integers, got {value!r}")
-                object.__setattr__(self, "hidden_dims", value)
-            elif field.type in ("int", int):
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise QGFError(f"add-on {field.name} must be an integer, got {value!r}")
-            elif field.type in ("float", float):
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise QGFError(f"add-on {field.name} must be a number, got {value!r}")
-                object.__setattr__(self, field.name, float(value))
-            elif field.type in ("bool", bool) and not isinstance(value, bool):
-                raise QGFError(f"add-on {field.name} must be true or false, got {value!r}")
+        coerce_settings(self)  # each field as its type, by qgf.config's rules
+        if not all(width > 0 for width in self.hidden_dims):
+            raise QGFError(f"add-on hidden_dims must be positive integers, got {self.hidden_dims!r}")
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise QGFError(f"add-on {name} must be >= 1, got {getattr(self, name)}")
@@ -101,46 +91,23 @@ class AddonConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> AddonConfig:
-        names = [field.name for field in dataclasses.fields(cls)]
-        for key in values:
-            if key not in names:
-                import difflib
-
-                close = difflib.get_close_matches(key, names, n=2, cutoff=0.5)
-                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-                raise QGFError(f"unknown add-on setting {key!r}{hint}; valid: {', '.join(names)}")
+        """Build from a (possibly partial) dict; unknown keys are an error with close matches."""
+        check_setting_keys(cls, values, "add-on setting")
         return cls(**dict(values))
 
-    def schedule_free(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k not in self.SCHEDULE_FIELDS}
+    @classmethod
+    def parse(cls, items: Iterable[str]) -> dict[str, Any]:
+        """``["steps=2000", "hidden_dims=64,64", "init_from_actor=false"]`` -> typed values."""
+        return parse_settings(cls, items, "add-on setting")
 
-
-def parse_addon_overrides(items: list[str]) -> dict[str, Any]:
-    """``["steps=2000", "hidden_dims=64,64", "init_from_actor=false"]`` -> typed values."""
-    hints = {field.name: field.type for field in dataclasses.fields(AddonConfig)}
-    parsed: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key, raw = key.strip(), raw.strip()
-        if not sep or not key:
-            raise QGFError(f"add-on setting {item!r} is not of the form key=value")
-        if key not in hints:
-            AddonConfig.from_dict({key: None})  # raises, naming close matches
-        hint = {"bool": bool, "int": int, "float": float}.get(hints[key], tuple)
-        try:
-            if hint is bool:
-                if raw.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError
-                parsed[key] = raw.lower() in ("true", "1")
-            elif hint is int:
-                parsed[key] = int(raw)
-            elif hint is float:
-                parsed[key] = float(raw)
-            else:
-                parsed[key] = tuple(int(p) for p in raw.strip("[]()").replace(" ", ",").split(",") if p)
-        except ValueError:
-            raise QGFError(f"add-on setting {item!r}: bad value for {key}") from None
-    return parsed
+    def identity_diff(self, other: AddonConfig) -> dict[str, tuple[Any, Any]]:
+        """Settings other than the schedule (`qgf.config.SCHEDULE_FIELDS`, which a resumed
+        training may change) that differ: {name: (self value, other value)}."""
+        return {
+            field.name: (getattr(self, field.name), getattr(other, field.name))
+            for field in dataclasses.fields(self)
+            if field.name not in SCHEDULE_FIELDS and getattr(self, field.name) != getattr(other, field.name)
+        }
 
 
 class AddonState(flax.struct.PyTreeNode):
@@ -170,6 +137,14 @@ class Addon:
     summary: ClassVar[str] = ""
     samplers: ClassVar[tuple[str, ...]] = ()  # the qgf.guidance estimators that use it
     provides: ClassVar[tuple[str, ...]] = ()  # the names of qgf.guidance.EXTRA_CALLABLES it fills
+    # The run's field whose widths the network takes when `hidden_dims` is unset: a flow shaped
+    # like the actor (so it can start from the BC flow's parameters), a critic like the critic.
+    widths_from: ClassVar[str] = "actor_hidden_dims"
+
+    @classmethod
+    def default_hidden_dims(cls, run_config: TrainConfig) -> tuple[int, ...]:
+        """The hidden widths the add-on takes from a run whose settings leave them unset."""
+        return tuple(getattr(run_config, cls.widths_from))
 
     @property
     def chunk_dim(self) -> int:
@@ -177,7 +152,7 @@ class Addon:
 
     @property
     def hidden_dims(self) -> tuple[int, ...]:
-        return self.config.hidden_dims or self.run_config.actor_hidden_dims
+        return self.config.hidden_dims or self.default_hidden_dims(self.run_config)
 
     def velocity_network(self, output_dim: int | None = None) -> VelocityField:
         """An MLP on [s, a_t, features(t)] shaped like the run's actor (output `output_dim`)."""
@@ -231,11 +206,11 @@ def _optimizer(addon: Addon) -> optax.GradientTransformation:
     return optax.adam(addon.config.learning_rate)
 
 
-def _sample_batch(addon: Addon, device_data, key: jax.Array, batch_size: int) -> dict:
-    from qgf.data.chunks import sample_chunks
-
+def _sample_batch(addon: Addon, device_data, key: jax.Array, batch_size: int, sample_fn=None) -> dict:
+    if sample_fn is None:
+        from qgf.data.chunks import sample_chunks as sample_fn
     config = addon.run_config
-    return sample_chunks(device_data, key, batch_size, config.horizon, config.discount)
+    return sample_fn(device_data, key, batch_size, config.horizon, config.discount)
 
 
 # Large statistics batch for the constants an add-on fixes at initialisation (RobustQ's Q scale).
@@ -257,14 +232,17 @@ def init_state(addon: Addon, base, device_data) -> AddonState:
     )
 
 
-def _train_steps(addon: Addon, state: AddonState, base, device_data, num_steps) -> tuple[AddonState, dict]:
-    """`num_steps` (traced) updates in one `fori_loop`; returns the state and mean metrics."""
+def _train_steps(
+    addon: Addon, state: AddonState, base, device_data, num_steps, sample_fn=None
+) -> tuple[AddonState, dict]:
+    """`num_steps` (traced) updates in one compiled loop (`qgf.training.steps.run_steps`); returns
+    the state and the metrics over the steps."""
     # The base run is frozen: only the add-on's params are differentiated (argument 0 of the loss),
     # and each loss also wraps its base-run targets in stop_gradient.
 
     def one_step(state: AddonState) -> tuple[AddonState, dict]:
         rng, batch_key, loss_key = jax.random.split(state.rng, 3)
-        batch = _sample_batch(addon, device_data, batch_key, addon.config.batch_size)
+        batch = _sample_batch(addon, device_data, batch_key, addon.config.batch_size, sample_fn)
         (loss, metrics), grads = jax.value_and_grad(addon.loss, has_aux=True)(
             state.params, state.constants, base, batch, loss_key
         )
@@ -278,19 +256,39 @@ def _train_steps(addon: Addon, state: AddonState, base, device_data, num_steps) 
         )
         return new_state, metrics
 
-    names = jax.eval_shape(one_step, state)[1].keys()
-
-    def body(_, carry):
-        state, totals = carry
-        state, metrics = one_step(state)
-        return state, {name: totals[name] + metrics[name] for name in names}
-
-    start = {name: jnp.zeros((), jnp.float32) for name in names}
-    state, totals = jax.lax.fori_loop(0, num_steps, body, (state, start))
-    return state, {name: total / num_steps for name, total in totals.items()}
+    return run_steps(one_step, state, num_steps)
 
 
-train_steps = jax.jit(_train_steps, static_argnums=(0,))
+train_steps = jax.jit(_train_steps, static_argnums=(0, 5))
+
+
+class AddonTrainer(flax.struct.PyTreeNode):
+    """An add-on's state with the frozen run it trains against: the `qgf.training.loop.Trainable`
+    that the training loop advances. Checkpoints hold only `state`."""
+
+    addon: Addon = flax.struct.field(pytree_node=False)
+    state: AddonState
+    base: Any  # the run's agent, never changed
+
+    @property
+    def step(self) -> jax.Array:
+        return self.state.step
+
+    def update_many(
+        self, device_data: Any, num_steps: int, sample_fn: Callable | None = None, donate: bool = False
+    ) -> tuple[AddonTrainer, dict]:
+        """`num_steps` updates in one compiled call, each on a batch that `sample_fn` (default
+        `qgf.data.chunks.sample_chunks`) draws on the device. The state is never donated (a fresh
+        one may share its first parameters with the run's actor, `init_from_actor`)."""
+        del donate
+        if int(num_steps) < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        steps = jnp.asarray(num_steps, jnp.int32)
+        state, metrics = train_steps(self.addon, self.state, self.base, device_data, steps, sample_fn)
+        return self.replace(state=state), metrics
+
+    def checkpoints(self) -> list[AddonState]:
+        return [self.state]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -435,7 +433,7 @@ class AddonTrainResult:
 
 
 def _load_run_dataset(run, data_dir):
-    from qgf.train import dataset_identity, load_training_data
+    from qgf.training.runs import dataset_identity, load_training_data
 
     recorded = run.meta.get("dataset") or {}
     name = run.meta.get("env") or recorded.get("name")
@@ -451,45 +449,15 @@ def _load_run_dataset(run, data_dir):
     return dataset
 
 
-def train_addon(
-    run_dir: str | Path,
-    name: str,
-    *,
-    overrides: Mapping[str, Any] | None = None,
-    step: int | None = None,
-    dataset: Any = None,
-    data_dir: str | Path | None = None,
-    restart: bool = False,
-    progress: bool = True,
-) -> AddonTrainResult:
-    """Train (or resume) add-on `name` of the run in `run_dir` up to `config.steps` steps.
-
-    The base run is loaded at `step` (default: the step an existing add-on was trained against,
-    else the latest) and never written. `overrides` are AddonConfig fields; resuming allows only
-    the schedule fields to change. `restart=True` deletes the add-on's directory first. Data:
-    `dataset`, else the run's own dataset (from `data_dir` or the path recorded in the run).
-    """
-    from qgf.checkpoint import load_run
-    from qgf.data.chunks import to_device
-    from qgf.train import MetricLog, combine_metrics
-
-    directory = addon_dir(run_dir, name)
-    from qgf.addons import addon_class
-
-    addon_class(name)  # unknown names fail before anything is loaded
-    if restart and directory.exists():
-        shutil.rmtree(directory)
-    record = read_record(directory)
-    if step is None and record is not None:
-        step = record.get("base", {}).get("step")
-    run = load_run(run_dir, step=step)
-    overrides = dict(overrides or {})
+def _resolve_config(cls, name: str, run, record: dict | None, overrides: Mapping[str, Any]) -> AddonConfig:
+    """The add-on's settings: a new one's from `overrides`, a stored one's with `overrides` applied
+    (only the schedule may change, and only against the checkpoint it was trained on); unset
+    widths become the run's own (`Addon.default_hidden_dims`)."""
     if record is not None:
         stored = AddonConfig.from_dict(record["config"])
         config = dataclasses.replace(stored, **overrides)
-        if config.schedule_free() != stored.schedule_free():
-            changed = {k: (v, config.schedule_free()[k]) for k, v in stored.schedule_free().items()}
-            changed = {k: pair for k, pair in changed.items() if pair[0] != pair[1]}
+        changed = stored.identity_diff(config)
+        if changed:
             raise QGFError(
                 f"add-on {name!r} of {run.path} exists with other settings ({changed}); resume it with its "
                 "own settings, or start over with --restart"
@@ -502,8 +470,46 @@ def train_addon(
     else:
         config = AddonConfig.from_dict(overrides)
     if not config.hidden_dims:
-        widths = run.config.critic_hidden_dims if name == "robustq" else run.config.actor_hidden_dims
-        config = dataclasses.replace(config, hidden_dims=widths)
+        config = dataclasses.replace(config, hidden_dims=cls.default_hidden_dims(run.config))
+    return config
+
+
+def train_addon(
+    run_dir: str | Path,
+    name: str,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    step: int | None = None,
+    dataset: Any = None,
+    data_dir: str | Path | None = None,
+    restart: bool = False,
+    progress: bool = True,
+    tensorboard: bool = False,
+    wandb: bool = False,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> AddonTrainResult:
+    """Train (or resume) add-on `name` of the run in `run_dir` up to `config.steps` steps.
+
+    The base run is loaded at `step` (default: the step an existing add-on was trained against,
+    else the latest) and never written. `overrides` are AddonConfig fields; resuming allows only
+    the schedule fields to change. `restart=True` deletes the add-on's directory first. Data:
+    `dataset`, else the run's own dataset (from `data_dir` or the path recorded in the run).
+    Logs, sinks (`tensorboard`, `wandb`) and `on_log(record)` are those of `qgf.training.train`.
+    """
+    from qgf.addons import addon_class
+    from qgf.checkpoint import load_run
+    from qgf.data.chunks import to_device
+
+    check_sinks(tensorboard, wandb)
+    cls = addon_class(name)  # unknown names fail before anything is loaded
+    directory = addon_dir(run_dir, name)
+    if restart and directory.exists():
+        shutil.rmtree(directory)
+    record = read_record(directory)
+    if step is None and record is not None:
+        step = record.get("base", {}).get("step")
+    run = load_run(run_dir, step=step)
+    config = _resolve_config(cls, name, run, record, dict(overrides or {}))
     addon = build_addon(name, config, run)
 
     if dataset is None:
@@ -534,41 +540,29 @@ def train_addon(
     }
     atomic_write_json(directory / RECORD_FILE, record)
 
-    current = int(state.step)
-    log = MetricLog(directory, current)
-    window: list[tuple[int, float, dict[str, float]]] = []
-    metrics_record: dict[str, Any] = {}
-    bar = progress_bar(progress, config.steps, initial=current, unit="step", desc=f"addon {name}")
-    last_saved = resumed_from
-    try:
-        while current < config.steps:
-            length = min(
-                config.log_every - current % config.log_every,
-                config.ckpt_every - current % config.ckpt_every,
-                config.steps - current,
-            )
-            started = time.perf_counter()
-            state, metrics = train_steps(addon, state, run.agent, device_data, jnp.asarray(length, jnp.int32))
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            window.append((length, time.perf_counter() - started, metrics))
-            current += length
-            bar.update(length)
-            if current % config.ckpt_every == 0 or current == config.steps:
-                ckpt.save_checkpoint(directory, state, metrics=metrics, keep=config.keep_checkpoints)
-                last_saved = current
-            if current % config.log_every == 0 or current == config.steps:
-                metrics_record = {"step": current, **combine_metrics(window), "time": time.time()}
-                window = []
-                bar.set_postfix({"loss": f"{metrics_record['loss']:.3g}"})
-                log.write(metrics_record)
-    except KeyboardInterrupt:
-        if last_saved != current:  # keep the finished steps: the state after a compiled call is whole
-            ckpt.save_checkpoint(directory, state, keep=config.keep_checkpoints)
-        raise
-    finally:
-        bar.close()
-        log.close()
-    return AddonTrainResult(path=directory, step=current, resumed_from=resumed_from, metrics=metrics_record)
+    trainer = AddonTrainer(addon=addon, state=state, base=run.agent)
+    wandb_run = None
+    if wandb:
+        wandb_run = WandbRun(
+            name=f"{run.path.name}-{name}",
+            id=WandbRun.stable_id(directory, record["created"]),
+            config={**config.to_dict(), "addon": name, "base": record["base"]},
+        )
+    log = MetricLog(directory, int(trainer.step), tensorboard=tensorboard, wandb=wandb_run)
+    trainer, current, records = run_schedule(
+        config,
+        trainer,
+        device_data,
+        [directory],
+        [log],
+        checkpoints=AddonTrainer.checkpoints,
+        last_saved=resumed_from,
+        progress=progress,
+        description=f"addon {name}",
+        postfix=("loss",),
+        on_log=on_log,
+    )
+    return AddonTrainResult(path=directory, step=current, resumed_from=resumed_from, metrics=records[0])
 
 
 def describe(entries: list[dict[str, Any]]) -> str:

@@ -34,10 +34,7 @@ class RobustQ(Addon):
     summary = "critic Q(s, a_t, t) of noisy actions regressed onto the run's Q(s, a) (QGF Eq. 20)"
     samplers = estimators_of_addon(name)
     provides = ("robust_q",)
-
-    @property
-    def hidden_dims(self) -> tuple[int, ...]:
-        return self.config.hidden_dims or self.run_config.critic_hidden_dims
+    widths_from = "critic_hidden_dims"  # a critic: the run's critic widths unless set
 
     def robust_q(self, params, constants) -> Callable:
         network = self.velocity_network(output_dim=1)

@@ -35,6 +35,7 @@ from qgf.config import TrainConfig
 from qgf.critics import critic_for
 from qgf.critics.losses import ema_update
 from qgf.errors import QGFError
+from qgf.training.steps import run_steps
 
 Batch = dict[str, jnp.ndarray]
 SampleFn = Callable[..., Batch]
@@ -294,23 +295,11 @@ def _create(cls, seed, obs_dim: int, action_dim: int, config: TrainConfig) -> Ag
     return agent.replace(opt_state={name: agent.optimizer(name).init(p) for name, p in params.items()})
 
 
-def metric_kind(name: str) -> str:
-    """How a metric summarises over steps: 'min' / 'max' (names ending so) or 'mean'."""
-    return "min" if name.endswith("_min") else "max" if name.endswith("_max") else "mean"
-
-
-_METRIC_START = {"min": jnp.inf, "max": -jnp.inf, "mean": 0.0}
-_METRIC_ACCUMULATE = {"min": jnp.minimum, "max": jnp.maximum, "mean": jnp.add}
-
-
 def _run_updates(
     agent: Agent, device_data: Any, num_steps: jax.Array, sample_fn: SampleFn
 ) -> tuple[Agent, dict]:
-    """`num_steps` (traced) updates in one `fori_loop`; metrics are accumulated in the carry.
-
-    The step count is a traced value rather than a `lax.scan` length, so one compilation serves
-    every call length (the last, shorter chunk of a run, resumption at any step).
-    """
+    """`num_steps` (traced) updates, each on a batch sampled on the device, in one `fori_loop`
+    (`qgf.training.steps.run_steps`)."""
     config = agent.config
 
     def one_step(state: Agent) -> tuple[Agent, dict]:
@@ -318,20 +307,7 @@ def _run_updates(
         batch = sample_fn(device_data, batch_key, config.batch_size, config.horizon, config.discount)
         return state.replace(rng=rng)._update(batch)
 
-    metric_names = jax.eval_shape(one_step, agent)[1].keys()
-    start = {name: jnp.asarray(_METRIC_START[metric_kind(name)], jnp.float32) for name in metric_names}
-
-    def body(_, carry):
-        state, totals = carry
-        state, metrics = one_step(state)
-        return state, {
-            name: _METRIC_ACCUMULATE[metric_kind(name)](totals[name], metrics[name]) for name in totals
-        }
-
-    agent, totals = jax.lax.fori_loop(0, num_steps, body, (agent, start))
-    return agent, {
-        name: total / num_steps if metric_kind(name) == "mean" else total for name, total in totals.items()
-    }
+    return run_steps(one_step, agent, num_steps)
 
 
 _update_many = jax.jit(_run_updates, static_argnums=(3,))

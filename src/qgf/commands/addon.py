@@ -48,8 +48,9 @@ def register(subparsers) -> None:
         description=(
             "Add-ons are networks trained against a frozen run (its BC flow, critic and value) for the "
             "test-time methods that need one: RobustQ, CFGRL, QGF-Distill. They live in RUN/addons/NAME/ "
-            "(addon.json, checkpoints/, log.jsonl), never change the run's own files, resume when the same "
-            "command is run again, and are loaded with the run by `qgf evaluate` and `qgf analyze`."
+            "(addon.json, checkpoints/, log.jsonl), never change the run's own files, are trained by the "
+            "same loop as `qgf train` (so they resume exactly when the same command is run again), and are "
+            "loaded with the run by `qgf evaluate` and `qgf analyze`."
         ),
         epilog=ADDONS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -74,6 +75,10 @@ def register(subparsers) -> None:
     train.add_argument("--data", help="dataset directory (default: the one recorded in the run)")
     train.add_argument("--restart", action="store_true", help="delete the add-on and train it from scratch")
     train.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    train.add_argument(
+        "--tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboardX)"
+    )
+    train.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs wandb)")
     train.set_defaults(func=run_train)
 
     listing = actions.add_parser("list", help="list a run's add-ons")
@@ -85,11 +90,11 @@ def register(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from qgf.addons import addon_class
-    from qgf.addons.base import parse_addon_overrides, train_addon
+    from qgf.addons.base import AddonConfig, train_addon
     from qgf.errors import QGFError
 
     addon_class(args.name)
-    overrides = parse_addon_overrides(args.overrides)
+    overrides = AddonConfig.parse(args.overrides)
     if args.steps is not None:
         if args.steps < 1:
             raise QGFError(f"--steps must be >= 1, got {args.steps}")
@@ -102,6 +107,8 @@ def run_train(args: argparse.Namespace) -> int:
         data_dir=args.data,
         restart=args.restart,
         progress=not args.no_progress,
+        tensorboard=args.tensorboard,
+        wandb=args.wandb,
     )
     resumed = "" if result.resumed_from is None else f" (resumed from step {result.resumed_from})"
     loss = result.metrics.get("loss")

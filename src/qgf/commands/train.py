@@ -104,13 +104,13 @@ def run(args: argparse.Namespace) -> int:
 
     from qgf import checkpoint
     from qgf.errors import QGFError
-    from qgf.train import train
+    from qgf.training import train
 
     if args.seeds is not None and args.seed is not None:
         raise QGFError("pass either --seed or --seeds, not both")
     run_dir = args.out
     if args.seeds is not None:
-        from qgf.train import seed_run_dirs
+        from qgf.training import seed_run_dirs
 
         run_dirs = seed_run_dirs(args.out, args.seeds)
         run_dir = next((str(d) for d in run_dirs if checkpoint.is_run_dir(d)), str(run_dirs[0]))
@@ -168,7 +168,7 @@ def _seed_list(text: str) -> list[int]:
 
 
 def _run_seeds(args: argparse.Namespace, config, env: str, data_dir, run_dirs) -> int:
-    from qgf.train import train_seeds
+    from qgf.training import train_seeds
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)

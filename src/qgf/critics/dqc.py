@@ -31,12 +31,15 @@ key of `qgf.data.goals`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
 from qgf.critics.base import Critic
 from qgf.critics.losses import chunk_td_target, critic_loss, expectile_loss, value_loss, weighted_mean
 from qgf.critics.networks import aggregate_q, q_ensemble, value_network
+from qgf.errors import QGFError
 
 
 def goal_chunk_weights(valid: jnp.ndarray, masks: jnp.ndarray) -> jnp.ndarray:
@@ -221,3 +224,42 @@ class DQCCritic(Critic):
             "valid_fraction": jnp.mean(row_weights),
         }
         return c_loss + v_loss + a_loss, metrics
+
+
+# ---- config section: read by qgf.config with ast.literal_eval (building a config imports nothing) ----
+CONFIG_SECTIONS = {
+    "dqc": {
+        "title": "the dqc critic: goal-conditioned Decoupled Q-Chunking (QGF App. F Eqs. 13-16)",
+        "applies": {"critic": "dqc"},
+        "check": "qgf.critics.dqc:check_dqc",
+        "settings": {
+            "dqc_horizon": {
+                "default": 25,
+                "help": "dqc: chunk length h_c of the long critic Q_c (Eq. 13); `horizon` is h_a, the "
+                "policy's and Q_a's",
+                "min": 1,
+            },
+            "distill_expectile": {
+                "default": 0.8,
+                "help": "dqc: expectile kappa_d distilling Q_c into Q_a (Eq. 15); 0.5 = mean over "
+                "completions",
+                "above": 0.0,
+                "below": 1.0,
+            },
+        },
+    },
+}
+
+
+def check_dqc(values: Any, config: Any) -> None:
+    """dqc is the goal-conditioned critic, and its long chunk holds the policy's chunk."""
+    if not config.goal_conditioned:
+        raise QGFError(
+            "critic=dqc is the goal-conditioned critic: set goal_conditioned=true "
+            "(qgf train --goal-conditioned) or use critic=iql or td"
+        )
+    if values.dqc_horizon < config.horizon:
+        raise QGFError(
+            f"critic=dqc needs dqc_horizon (h_c) >= horizon (h_a), got dqc_horizon={values.dqc_horizon} "
+            f"< horizon={config.horizon}"
+        )

@@ -62,3 +62,19 @@ class TDCritic(Critic):
             "valid_fraction": jnp.mean(row_weights),
         }
         return q_loss, metrics
+
+
+# ---- config section: read by qgf.config with ast.literal_eval (building a config imports nothing) ----
+CONFIG_SECTIONS = {
+    "td": {
+        "title": "the td critic: TD backups on the agent's own policy samples (QAM Eq. 26)",
+        "applies": {"critic": "td"},
+        "settings": {
+            "critic_pessimism": {
+                "default": 0.5,
+                "help": "rho of the td critic's target mean_K Qbar - rho * std_K Qbar (QAM Eq. 26)",
+                "min": 0.0,
+            },
+        },
+    },
+}

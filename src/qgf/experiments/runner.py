@@ -50,7 +50,7 @@ def execute(job: Job) -> None:
         )
     elif job.kind == "train":
         from qgf.config import TrainConfig
-        from qgf.train import train_seeds
+        from qgf.training import train_seeds
 
         config = TrainConfig.from_dict(params["config"])
         seeds = params["seeds"]
