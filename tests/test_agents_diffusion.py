@@ -326,4 +326,5 @@ def test_paper_presets_follow_qgf_table_3_and_qam_table_3():
     assert (qsm.qsm_inv_temperature, qsm.qsm_bc_weight, qsm.actor_grad_clip) == (0.1, 10.0, 1.0)
     for name in ("dac", "qsm-bc"):
         assert agent_class(name).clipped_networks == ("actor",)
-        assert agent_class(name).contract_loss == "ddpm_loss"
+    assert agent_class("dac").contract_losses == ("dac_loss",)
+    assert agent_class("qsm-bc").contract_losses == ("qsm_bc_loss",)

@@ -63,8 +63,13 @@ class Agent(flax.struct.PyTreeNode):
     summary: ClassVar[str] = ""
     # Networks whose gradient `config.actor_grad_clip` clips (the method's policy networks).
     clipped_networks: ClassVar[tuple[str, ...]] = ()
-    # The metric the agent-contract tests expect to fall on tiny data (a regression loss).
-    contract_loss: ClassVar[str] = "bc_loss"
+    # The agent contract (tests/agent_contract.py) checks the metrics of the method's own policy
+    # objective: `contract_losses` fall over a few hundred updates on tiny data while the shared
+    # critic learns; `contract_fixed_critic_losses`, regressions onto critic quantities (grad Q,
+    # adjoints) whose targets move while the critic learns, fall while the policy trains against a
+    # fixed critic. Every method declares at least one.
+    contract_losses: ClassVar[tuple[str, ...]] = ()
+    contract_fixed_critic_losses: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ what a method provides
 

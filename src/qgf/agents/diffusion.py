@@ -144,7 +144,6 @@ class DiffusionAgent(Agent):
     sampler. Subclasses set `reverse_step` and `policy_losses`."""
 
     clipped_networks = ("actor",)
-    contract_loss = "ddpm_loss"
     reverse_step: ClassVar[Callable] = staticmethod(qsm_reverse_step)
 
     @classmethod
@@ -189,6 +188,7 @@ class DACAgent(DiffusionAgent):
     name = "dac"
     summary = "DDPM policy regressed onto eps - grad_a Q / (2 alpha) at noisy actions (DAC, QGF Eq. 22)"
     reverse_step = staticmethod(dac_reverse_step)
+    contract_losses = ("dac_loss",)
 
     def policy_losses(self, params: Params, batch: Batch, key: jax.Array):
         noised = self.noised_batch(params, batch, key)
@@ -204,13 +204,15 @@ class QSMBCAgent(DiffusionAgent):
     name = "qsm-bc"
     summary = "DDPM policy regressed onto -tau_inv grad_a Q at noisy actions plus eta x DDPM (QSM+BC, Eq. 21)"
     reverse_step = staticmethod(qsm_reverse_step)
+    contract_losses = ("qsm_bc_loss",)
 
     def policy_losses(self, params: Params, batch: Batch, key: jax.Array):
         noised = self.noised_batch(params, batch, key)
         target = -self.config.qsm_inv_temperature * noised.q_gradient
         qsm_loss = weighted_mean_square(target - noised.prediction, noised.weights)
         metrics = {"qsm_loss": qsm_loss, **self.gradient_metrics(noised)}
-        return qsm_loss + self.config.qsm_bc_weight * metrics["ddpm_loss"], metrics
+        total = qsm_loss + self.config.qsm_bc_weight * metrics["ddpm_loss"]
+        return total, {**metrics, "qsm_bc_loss": total}
 
 
 # ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----

@@ -37,7 +37,7 @@ class EDPAgent(Agent):
     name = "edp"
     summary = "EDP: flow policy trained by w_BC * flow matching - Q at the one-step denoised estimate"
     clipped_networks = ("actor",)
-    contract_loss = "bc_loss"
+    contract_losses = ("edp_loss",)
 
     @classmethod
     def init_policy_params(cls, config: TrainConfig, key, observations, actions) -> Params:
@@ -61,7 +61,7 @@ class EDPAgent(Agent):
         q_loss = q_ascent_loss(q, config.normalize_q_loss)
 
         total = config.edp_bc_weight * bc_loss + q_loss
-        return total, {"bc_loss": bc_loss, "q_loss": q_loss, "q_policy_mean": jnp.mean(q)}
+        return total, {"bc_loss": bc_loss, "q_loss": q_loss, "q_policy_mean": jnp.mean(q), "edp_loss": total}
 
     def policy_actions_from(self, params: Params, observations, key):
         return flow_policy_actions(self.velocity_from(params), observations, key, self.config, self.chunk_dim)

@@ -73,7 +73,7 @@ class FQLAgent(Agent):
     name = "fql"
     summary = "Flow Q-learning: one-step policy distilled from a BC flow, ascending Q (QGF App. I Eq. 23)"
     clipped_networks = ("onestep",)
-    contract_loss = "bc_loss"
+    contract_losses = ("bc_loss", "distill_loss")
 
     @classmethod
     def init_policy_params(cls, config: TrainConfig, key, observations, actions) -> Params:

@@ -264,7 +264,9 @@ class QAMAgent(Agent):
     # The paper clips the policy's parameter gradient element-wise at 1 (§4, Table 3);
     # f_beta is pure behaviour cloning and stays unclipped like every other BC flow.
     clipped_networks = ("residual",)
-    contract_loss = "bc_loss"
+    # f_theta's regression targets (the adjoints) come from the critic's gradient
+    contract_losses: ClassVar[tuple[str, ...]] = ("bc_loss",)
+    contract_fixed_critic_losses: ClassVar[tuple[str, ...]] = ("adjoint_matching_loss",)
     # 'lean' (Eq. 14, qam) or 'basic' (Eq. 12, bam)
     adjoint_kind: ClassVar[str] = "lean"
 
@@ -387,6 +389,7 @@ class QAMFQLAgent(QAMAgent):
     name = "qam-fql"
     summary = "QAM + FQL-style one-step policy distilled from the QAM flow (QAM paper Eq. 29)"
     clipped_networks = ("residual", "onestep")
+    contract_losses = ("bc_loss", "onestep_distill_loss")
 
     def onestep(self) -> OneStepPolicy:
         return build_onestep_policy(self.config, self.chunk_dim)
@@ -426,6 +429,7 @@ class QAMEditAgent(QAMAgent):
     name = "qam-edit"
     summary = "QAM + Gaussian edit policy in an L-inf ball around the QAM flow's action (QAM paper Eq. 30)"
     clipped_networks = ("residual", "edit")
+    contract_fixed_critic_losses = ("adjoint_matching_loss", "edit_loss")
 
     def edit_policy(self) -> EditPolicy:
         return EditPolicy(self.config.actor_hidden_dims, self.chunk_dim, self.config.layer_norm)
@@ -461,6 +465,7 @@ class QAMEditAgent(QAMAgent):
         target_entropy = self.config.qam_edit_target_entropy * self.chunk_dim
         temperature_loss = jnp.exp(log_alpha) * (entropy - target_entropy)
         return edit_loss + temperature_loss, {
+            "edit_loss": edit_loss,
             "edit_q": jnp.mean(q),
             "edit_entropy": entropy,
             "edit_temperature": jnp.exp(log_alpha),

@@ -24,6 +24,7 @@ class QGFAgent(Agent):
 
     name = "qgf"
     summary = "BC flow + critic trained separately; Q-gradient guidance at test time (QGF paper)"
+    contract_losses = ("bc_loss",)
 
     @classmethod
     def init_policy_params(cls, config: TrainConfig, key, observations, actions) -> Params:
