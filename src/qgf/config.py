@@ -40,6 +40,7 @@ from typing import Any
 
 from qgf.critics import CRITICS
 from qgf.errors import QGFError
+from qgf.precision import PRECISIONS
 from qgf.registry import suggest
 from qgf.sections import Section, coerce, format_value, module_sections, type_name
 
@@ -107,6 +108,12 @@ class TrainConfig:
         "target",
         "critic used by q_fn / sample_actions: the EMA 'target' critic (authors' code) or the 'online' one",
         choices=("target", "online"),
+    )
+    matmul_precision: str = _field(
+        "default",
+        "float32 matmul precision on GPUs/TPUs: 'default' (JAX's: TF32 on recent NVIDIA GPUs, fastest), "
+        "'high' or 'highest' (full float32); CPUs compute in float32 whatever it says (qgf.precision)",
+        choices=PRECISIONS,
     )
 
     # --- which method (qgf.agents), which critic (qgf.critics), goal-conditioned or not

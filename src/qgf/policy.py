@@ -27,6 +27,7 @@ import numpy as np
 
 from qgf.errors import QGFError
 from qgf.evaluation.rollout import PolicyOutput
+from qgf.precision import with_agent_precision
 
 COMPILATION_CACHE_ENV = "QGF_COMPILATION_CACHE"  # a directory, or off / 0 to compile afresh
 _OFF = ("", "0", "off", "false", "no", "none")
@@ -129,6 +130,7 @@ def _scored_sampler():
     from qgf.guidance.sampler import sample_with_info
 
     @functools.partial(jax.jit, static_argnames=("spec",))
+    @with_agent_precision
     def run(agent, observations, noise, key, weights, spec):
         q_fn = agent.q_fn
         actions, _ = sample_with_info(
@@ -154,6 +156,7 @@ def _scored_with_addons(agent, addons, observations, noise, key, weights, spec):
     states = {name: loaded.state for name, loaded in addons.items()}
 
     @jax.jit
+    @with_agent_precision
     def run(agent, states, observations, noise, key, weights):
         extras = {}
         for name, loaded in addons.items():
@@ -220,6 +223,7 @@ class AgentPolicy:
                 self._compiled[spec] = lambda agent, *args: shared(agent, {}, *args)
                 return self._compiled[spec]
 
+            @with_agent_precision
             def act(agent, addon_states, observations, noise_seeds, weights):
                 extras = {}
                 for name, loaded in addons.items():

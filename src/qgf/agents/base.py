@@ -35,6 +35,7 @@ from qgf.config import TrainConfig
 from qgf.critics import critic_for
 from qgf.critics.losses import ema_update
 from qgf.errors import QGFError
+from qgf.precision import with_agent_precision
 from qgf.training.steps import run_steps
 
 Batch = dict[str, jnp.ndarray]
@@ -254,6 +255,7 @@ def check_sampler(agent: Agent, spec) -> None:
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
+@with_agent_precision
 def _sample_actions(agent: Agent, observations: jnp.ndarray, key: jax.Array, weight, spec) -> jnp.ndarray:
     from qgf.guidance import sample
 
@@ -295,6 +297,7 @@ def _create(cls, seed, obs_dim: int, action_dim: int, config: TrainConfig) -> Ag
     return agent.replace(opt_state={name: agent.optimizer(name).init(p) for name, p in params.items()})
 
 
+@with_agent_precision
 def _run_updates(
     agent: Agent, device_data: Any, num_steps: jax.Array, sample_fn: SampleFn
 ) -> tuple[Agent, dict]:

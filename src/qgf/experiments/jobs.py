@@ -89,12 +89,26 @@ LEGACY_SECTION_VALUES: dict[str, Any] = {
 }
 
 
+# Shared config fields added after sections, with their defaults. A run's name leaves such a field
+# out while it holds its default (the runs named before it existed keep their names) and hashes it
+# once it is set to anything else. Append a field here when you add one to TrainConfig.
+LATER_SHARED_DEFAULTS: dict[str, Any] = {
+    "matmul_precision": "default",
+}
+
+
 def _config_identity(config) -> dict[str, Any]:
     """What names a run directory: the config's identity (its shared fields and the sections that
     apply) without seed and schedule (so more steps resume it), over LEGACY_SECTION_VALUES."""
     from qgf.config import SCHEDULE_FIELDS
 
-    identity = {k: v for k, v in config.to_dict().items() if k not in SCHEDULE_FIELDS and k != "seed"}
+    identity = {
+        k: v
+        for k, v in config.to_dict().items()
+        if k not in SCHEDULE_FIELDS
+        and k != "seed"
+        and not (k in LATER_SHARED_DEFAULTS and v == LATER_SHARED_DEFAULTS[k])
+    }
     return {**LEGACY_SECTION_VALUES, **identity}
 
 
