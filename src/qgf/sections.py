@@ -39,7 +39,7 @@ import dataclasses
 import functools
 import importlib
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -305,3 +305,41 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
             raise bad
         return value
     raise TypeError(f"unsupported config field type {hint!r} for {name}")
+
+
+# --------------------------------------------------------------------------- any settings dataclass
+# The coercion rules of config settings, for other frozen dataclasses of settings
+# (e.g. `qgf.addons.base.AddonConfig`).
+
+
+def check_setting_keys(settings_class: type, keys: Iterable[str], what: str = "setting") -> None:
+    """A one-line QGFError, naming the closest fields, for a key that is no field of `settings_class`."""
+    names = [field.name for field in dataclasses.fields(settings_class)]
+    for key in keys:
+        if key not in names:
+            raise QGFError(f"unknown {what} {key!r}{suggest(key, names)}; valid: {', '.join(names)}")
+
+
+def parse_settings(settings_class: type, items: Iterable[str], what: str = "setting") -> dict[str, Any]:
+    """`key=value` strings -> {field: typed value} for any settings dataclass, parsed as
+    `parse_overrides` parses TrainConfig's (ints accept 5e5 and 500_000, bools true/false/1/0,
+    tuples comma-separated ints); unknown keys fail with the closest field names."""
+    hints = typing.get_type_hints(settings_class)
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise QGFError(f"{what} {item!r} is not of the form key=value")
+        check_setting_keys(settings_class, [key], what)
+        parsed[key] = coerce(key, raw.strip(), hints[key])
+    return parsed
+
+
+def coerce_settings(settings: Any) -> None:
+    """Give every field of a (frozen) settings dataclass its declared type, in its `__post_init__`:
+    strings are parsed, other values checked strictly (as TrainConfig's fields are)."""
+    hints = typing.get_type_hints(type(settings))
+    for field in dataclasses.fields(settings):
+        value = coerce(field.name, getattr(settings, field.name), hints[field.name])
+        object.__setattr__(settings, field.name, value)

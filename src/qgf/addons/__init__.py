@@ -13,38 +13,32 @@ qgf-distill, qgf-jacobian-distill). Modules are imported on first use, so the CL
 
 from __future__ import annotations
 
-import importlib
-
-from qgf.errors import QGFError
 from qgf.guidance.estimators import ESTIMATOR_ADDONS
+from qgf.registry import Registry
 
-# name -> (module, class). Order is the order of help texts.
-_ADDONS: dict[str, tuple[str, str]] = {
-    "robustq": ("qgf.addons.robustq", "RobustQ"),
-    "cfgrl": ("qgf.addons.cfgrl", "CFGRL"),
-    "distill": ("qgf.addons.distill", "Distill"),
-}
-ADDON_NAMES: tuple[str, ...] = tuple(_ADDONS)
+# Order is the order of help texts.
+ADDONS = Registry(
+    "add-on",
+    {
+        "robustq": "qgf.addons.robustq:RobustQ",
+        "cfgrl": "qgf.addons.cfgrl:CFGRL",
+        "distill": "qgf.addons.distill:Distill",
+    },
+)
+ADDON_NAMES: tuple[str, ...] = ADDONS.names
 # sampler (estimator) name -> the add-on it needs: read from the estimator table
 SAMPLER_ADDONS: dict[str, str] = dict(ESTIMATOR_ADDONS)
 
 
 def addon_class(name: str):
     """The add-on class registered as `name`; a one-line error with close matches otherwise."""
-    if name not in _ADDONS:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), ADDON_NAMES, n=2, cutoff=0.5)
-        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-        raise QGFError(f"unknown add-on {name!r}{hint}; choose one of {', '.join(ADDON_NAMES)}")
-    module, attribute = _ADDONS[name]
-    return getattr(importlib.import_module(module), attribute)
+    return ADDONS.get(name)
 
 
 def addons_for_samplers(samplers) -> list[str]:
     """The add-ons that the given sampler names (or SamplerSpecs) need, in registry order."""
     needed = {SAMPLER_ADDONS.get(getattr(s, "estimator", s)) for s in samplers}
-    return [name for name in _ADDONS if name in needed]
+    return [name for name in ADDON_NAMES if name in needed]
 
 
 def load_addons(run, samplers) -> dict:

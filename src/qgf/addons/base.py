@@ -43,10 +43,11 @@ import jax.numpy as jnp
 import optax
 
 from qgf import checkpoint as ckpt
-from qgf.config import SCHEDULE_FIELDS, TrainConfig, check_setting_keys, coerce_settings, parse_settings
+from qgf.config import SCHEDULE_FIELDS, TrainConfig
 from qgf.errors import QGFError
 from qgf.fileio import atomic_write_json
 from qgf.flow import VelocityField, sample_flow_times
+from qgf.sections import check_setting_keys, coerce_settings, parse_settings
 from qgf.training.log import MetricLog, WandbRun, check_sinks
 from qgf.training.loop import run_schedule
 from qgf.training.steps import run_steps
@@ -77,7 +78,7 @@ class AddonConfig:
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
-        coerce_settings(self)  # each field as its type, by qgf.config's rules
+        coerce_settings(self)  # each field as its type, by the config settings' rules (qgf.sections)
         if not all(width > 0 for width in self.hidden_dims):
             raise QGFError(f"add-on hidden_dims must be positive integers, got {self.hidden_dims!r}")
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "keep_checkpoints"):
