@@ -44,3 +44,16 @@ def test_double_registration_is_an_error():
     registry = Registry("critic", {"iql": object()})
     with pytest.raises(ValueError, match="registered twice"):
         registry.register("iql", object())
+
+
+def test_lazy_exports_load_on_first_use_and_refuse_a_name_that_is_a_submodule():
+    import qgf.experiments
+    from qgf.registry import lazy_exports
+
+    getattr_, dir_ = lazy_exports("qgf.experiments", {"load_spec": "qgf.experiments.spec"})
+    assert getattr_("load_spec").__name__ == "load_spec" and "load_spec" in dir_()
+    with pytest.raises(AttributeError, match="no attribute 'missing'"):
+        getattr_("missing")
+    with pytest.raises(ValueError, match=r"\['jobs'\] are also submodules"):
+        lazy_exports("qgf.experiments", {"jobs": "qgf.experiments.jobs"})
+    assert qgf.experiments.plan.__name__ == "plan"

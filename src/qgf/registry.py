@@ -84,3 +84,33 @@ class Registry:
     def items(self) -> Iterator[tuple[str, Any]]:
         """(name, loaded entry) for every entry (imports them all)."""
         return ((name, self.get(name)) for name in self._entries)
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Any, Any]:
+    """(`__getattr__`, `__dir__`) for a package whose public names live in submodules that load on
+    first use: `exports` maps each name to its module. A name may not be a submodule's name too:
+    once that submodule is imported, the package attribute would be the module, not the name
+    (`from qgf.experiments import plan` once gave the module that way)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.find_spec(package)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    import pkgutil
+
+    submodules = {info.name for info in pkgutil.iter_modules(folders)}
+    shadowed = sorted(set(exports) & submodules)
+    if shadowed:
+        raise ValueError(f"{package}: exported names {shadowed} are also submodules of the package")
+
+    def __getattr__(name: str) -> Any:  # noqa: N807 - the module-level hook
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(exports[name]), name)
+        setattr(sys.modules[package], name, value)  # later lookups skip __getattr__
+        return value
+
+    def __dir__() -> list[str]:  # noqa: N807
+        return sorted({*vars(sys.modules[package]), *exports})
+
+    return __getattr__, __dir__

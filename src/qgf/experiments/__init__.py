@@ -9,21 +9,14 @@ See docs/experiments.md.
 """
 
 from qgf.experiments.spec import SweepSpec, load_spec, parse_spec
+from qgf.registry import lazy_exports
 
-__all__ = ["SweepSpec", "load_spec", "parse_spec", "run_sweep", "plan", "write_report"]
+_EXPORTS = {
+    "run_sweep": "qgf.experiments.runner",
+    "plan": "qgf.experiments.jobs",
+    "write_report": "qgf.experiments.report",
+}
+__all__ = ["SweepSpec", "load_spec", "parse_spec", *_EXPORTS]
 
 
-def __getattr__(name: str):
-    if name == "run_sweep":
-        from qgf.experiments.runner import run_sweep
-
-        return run_sweep
-    if name == "plan":
-        from qgf.experiments.jobs import plan
-
-        return plan
-    if name == "write_report":
-        from qgf.experiments.report import write_report
-
-        return write_report
-    raise AttributeError(name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

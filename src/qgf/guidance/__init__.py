@@ -27,8 +27,7 @@ The public API below is importable from `qgf.guidance` itself and loads its modu
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from qgf.registry import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "SamplerSpec": "qgf.guidance.estimators",
@@ -42,14 +41,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'qgf.guidance' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -20,8 +20,7 @@ first use, so importing this package costs nothing until one is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from qgf.registry import lazy_exports
 
 _EXPORTS = {
     "train": "qgf.training.fit",
@@ -35,14 +34,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'qgf.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
