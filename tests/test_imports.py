@@ -111,3 +111,76 @@ def test_the_import_graph_sees_real_edges():
 def test_the_package_has_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# The package's layers (docs/architecture.md, "Layout"): a module may import its own layer and the
+# layers below it, never one above. Lower layers know nothing of how they are used.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    (
+        "foundation",
+        (
+            "qgf.errors",
+            "qgf.registry",
+            "qgf.sections",
+            "qgf.fileio",
+            "qgf.versions",
+            "qgf.progress",
+            "qgf.plots",
+            "qgf.precision",
+            "qgf.envs",
+        ),
+    ),
+    (
+        "learning",
+        (
+            "qgf.nets",
+            "qgf.flow",
+            "qgf.guidance",
+            "qgf.critics",
+            "qgf.data",
+            "qgf.config",
+            "qgf.agents",
+            "qgf.training",
+            "qgf.checkpoint",
+            "qgf.addons",
+        ),
+    ),
+    ("using runs", ("qgf.policy", "qgf.evaluation", "qgf.analysis", "qgf.toy")),
+    ("studies and commands", ("qgf.experiments", "qgf.demo", "qgf.benchmark", "qgf.commands", "qgf.cli")),
+]
+
+
+def layer_of(module: str) -> int | None:
+    for index, (_, prefixes) in enumerate(LAYERS):
+        if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes):
+            return index
+    return None
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, targets in sorted(graph.items()):
+        own = layer_of(module)
+        for target in sorted(targets):
+            other = layer_of(target)
+            if own is not None and other is not None and other > own:
+                found.append(f"{module} ({LAYERS[own][0]}) imports {target} ({LAYERS[other][0]})")
+    return found
+
+
+def test_every_module_has_a_layer():
+    unplaced = [m for m in import_graph() if m != "qgf" and layer_of(m) is None]
+    assert not unplaced, f"place these modules in a layer of LAYERS: {unplaced}"
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    assert layer_violations({"qgf.nets": {"qgf.evaluation.run"}}) == [
+        "qgf.nets (learning) imports qgf.evaluation.run (using runs)"
+    ]
+    violations = layer_violations(import_graph())
+    assert not violations, "\n".join(violations)
+
+
+def test_evaluation_workers_import_only_numpy_side_modules():
+    """Env worker processes import qgf.evaluation.workers: it must not pull in JAX code."""
+    assert import_graph()["qgf.evaluation.workers"] <= {"qgf.envs", "qgf.errors", "qgf.evaluation", "qgf"}
