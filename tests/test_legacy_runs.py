@@ -14,7 +14,7 @@ import pytest
 from helpers import make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf.config import TrainConfig
-from qgf.experiments.jobs import job_done, plan, run_groups
+from qgf.experiments.jobs import LATER_SHARED_DEFAULTS, job_done, plan, run_groups
 from qgf.experiments.spec import load_spec, parse_spec, shipped_spec_names
 from qgf.guidance import SamplerSpec
 from qgf.training import resume
@@ -40,9 +40,11 @@ def test_legacy_config_json_files_hold_every_old_field_and_load():
         stored = json.loads(path.read_text())
         assert len(stored) == 50
         config = ckpt.read_config(path.parent)
-        # every key the new config keeps has its stored value; the others belong to sections that
-        # do not apply to this run
-        assert all(stored[key] == value for key, value in config.to_dict().items()), path
+        # every key the new config keeps has its stored value (the others belong to sections that
+        # do not apply to this run); a shared field added since takes its default
+        values = config.to_dict()
+        assert all(stored[key] == value for key, value in values.items() if key in stored), path
+        assert {key: values[key] for key in values if key not in stored} == LATER_SHARED_DEFAULTS, path
     for name, settings in RUNS.items():
         assert ckpt.read_config(LEGACY / "runs" / name) == small_config(**settings, **WIDTHS, **SCHEDULE)
 
