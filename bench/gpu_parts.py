@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -35,23 +34,9 @@ SUCCESS_RADIUS = 0.3
 # ----------------------------------------------------------------------------------------- data
 
 
-@dataclass
-class ReachDataset:
-    """What `qgf.data.chunks.to_device` and `Agent.update_many` read: numpy rows of trajectories."""
-
-    observations: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    masks: np.ndarray
-    terminals: np.ndarray
-
-    @property
-    def size(self) -> int:
-        return len(self.observations)
-
-
-def reach_dataset(num_trajectories: int, seed: int = 0) -> ReachDataset:
-    """A synthetic offline dataset with something to learn, shaped like cube-single (obs 28, act 5).
+def reach_dataset(num_trajectories: int, seed: int = 0) -> Any:
+    """A synthetic offline dataset with something to learn, shaped like cube-single (obs 28, act 5),
+    in bench/training.py's `SyntheticDataset` container.
 
     The first 5 observation coordinates are a position p that the action moves
     (p' = clip(p + 0.1 a, -1, 1)); the other 23 are a fixed random context per trajectory plus
@@ -78,7 +63,10 @@ def reach_dataset(num_trajectories: int, seed: int = 0) -> ReachDataset:
         position = np.clip(position + 0.1 * action, -1, 1).astype(np.float32)
     terminals = np.zeros(rows, np.float32)
     terminals[TRAJECTORY_LENGTH - 1 :: TRAJECTORY_LENGTH] = 1.0
-    return ReachDataset(observations, actions, rewards, np.ones(rows, np.float32), terminals)
+    from qgf.benchmark import load_script
+
+    container = load_script("training").SyntheticDataset
+    return container(observations, actions, rewards, np.ones(rows, np.float32), terminals)
 
 
 _DEVICE_DATA: dict[int, Any] = {}
