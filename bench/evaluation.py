@@ -24,8 +24,9 @@ and reports `ratio` = eval wall-clock / env-only wall-clock, both from process s
 step (spawning, env construction and JAX compilation included), plus `stepping_ratio`, the same
 ratio with the start-up phases left out. Without --quick, eval and env-only alternate twice and the
 ratios are of the sums. Target: `ratio` <= 1.5. Like `qgf evaluate`, the bench keeps compiled
-samplers in JAX's persistent cache (`qgf.policy.use_compilation_cache`): the first run on a machine
-compiles them, later runs load them; QGF_COMPILATION_CACHE=off measures the cold start every
+samplers in JAX's persistent cache (`qgf.policy.use_compilation_cache`) in its `eval` case (the
+`study` case compiles as a sweep's evaluation jobs do): the first run on a machine compiles them,
+later runs load them; QGF_COMPILATION_CACHE=off measures the cold start every
 time. Other processes on the machine distort wall-clock (the load average at the end is reported);
 `cpu_ratio`, the same comparison in CPU seconds (main process with its JAX threads + worker
 processes), is what a dedicated machine would pay and is robust to that.
@@ -140,9 +141,9 @@ def _study_slot(env_name: str, jobs: int, episodes: int, slot: int, layout: dict
     from qgf.config import load_preset
     from qgf.evaluation.rollout import rollout
     from qgf.evaluation.workers import close_kept_envs, make_ogbench_env
-    from qgf.policy import AgentPolicy, use_compilation_cache
+    from qgf.policy import AgentPolicy
 
-    use_compilation_cache()  # as `qgf evaluate` and the sweeps' evaluation jobs
+    # No persistent compilation cache here: a sweep's evaluation jobs compile in their own process.
     probe = make_ogbench_env(env_name)
     obs_dim, action_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
     probe.close()
