@@ -194,3 +194,18 @@ def test_adding_an_agent_as_the_docs_show(demo_agent, tmp_path, monkeypatch, cap
     stored = json.loads((out / "config.json").read_text())
     assert (stored["demo_bc_weight"], stored["actor_grad_clip"]) == (4.0, 1.0) and "fql_alpha" not in stored
     assert run.config == small_config(agent="demo-bc", demo_bc_weight=4.0, steps=2, log_every=2)
+
+
+def test_key_value_parsing_errors_of_config_overrides_and_addon_settings():
+    from qgf.addons.base import AddonConfig
+
+    with pytest.raises(QGFError, match=r"^override 'fql_alpha' is not of the form key=value$"):
+        parse_overrides(["fql_alpha"])
+    with pytest.raises(QGFError, match="bad value 'x' for batch_size: expected int"):
+        parse_overrides(["batch_size=x"])
+    with pytest.raises(QGFError, match="did you mean 'batch_size'"):
+        parse_overrides(["batch_sise=3"])
+    assert parse_overrides(["steps=5e3", "layer_norm=off"]) == {"steps": 5000, "layer_norm": False}
+    with pytest.raises(QGFError, match=r"^add-on setting '=3' is not of the form key=value$"):
+        AddonConfig.parse(["=3"])
+    assert AddonConfig.parse(["steps=1_000"]) == {"steps": 1000}

@@ -42,7 +42,7 @@ from qgf.critics import CRITICS
 from qgf.errors import QGFError
 from qgf.precision import PRECISIONS
 from qgf.registry import suggest
-from qgf.sections import Section, coerce, format_value, module_sections, type_name
+from qgf.sections import Section, coerce, format_value, module_sections, parse_assignments, type_name
 
 # Fields that only schedule a run (how long, how often to log and save). Changing them between a
 # run and its resumption does not change the parameters a step produces, so resuming allows it.
@@ -409,15 +409,7 @@ def load_preset(name: str, overrides: Mapping[str, Any] | None = None, *, warn: 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """Parse `key=value` strings into typed values; errors name the key and the expected type."""
-    parsed: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise QGFError(f"override {item!r} is not of the form key=value")
-        _check_keys([key])
-        parsed[key] = coerce(key, raw.strip(), _hint(key))
-    return parsed
+    return parse_assignments(items, "override", lambda key: _check_keys([key]), _hint)
 
 
 def known_bad_combinations(config: TrainConfig) -> list[str]:

@@ -39,7 +39,7 @@ import dataclasses
 import functools
 import importlib
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -320,20 +320,31 @@ def check_setting_keys(settings_class: type, keys: Iterable[str], what: str = "s
             raise QGFError(f"unknown {what} {key!r}{suggest(key, names)}; valid: {', '.join(names)}")
 
 
-def parse_settings(settings_class: type, items: Iterable[str], what: str = "setting") -> dict[str, Any]:
-    """`key=value` strings -> {field: typed value} for any settings dataclass, parsed as
-    `parse_overrides` parses TrainConfig's (ints accept 5e5 and 500_000, bools true/false/1/0,
-    tuples comma-separated ints); unknown keys fail with the closest field names."""
-    hints = typing.get_type_hints(settings_class)
+def parse_assignments(
+    items: Iterable[str], what: str, check_key: Callable[[str], None], hint_of: Callable[[str], Any]
+) -> dict[str, Any]:
+    """`key=value` strings -> {key: typed value}: each key checked by `check_key` (which raises
+    the one-line error for an unknown key), each value coerced to `hint_of(key)`; `what` names
+    an item in the error for one that is not of the form key=value."""
     parsed: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise QGFError(f"{what} {item!r} is not of the form key=value")
-        check_setting_keys(settings_class, [key], what)
-        parsed[key] = coerce(key, raw.strip(), hints[key])
+        check_key(key)
+        parsed[key] = coerce(key, raw.strip(), hint_of(key))
     return parsed
+
+
+def parse_settings(settings_class: type, items: Iterable[str], what: str = "setting") -> dict[str, Any]:
+    """`key=value` strings -> {field: typed value} for any settings dataclass, parsed as
+    `parse_overrides` parses TrainConfig's (ints accept 5e5 and 500_000, bools true/false/1/0,
+    tuples comma-separated ints); unknown keys fail with the closest field names."""
+    hints = typing.get_type_hints(settings_class)
+    return parse_assignments(
+        items, what, lambda key: check_setting_keys(settings_class, [key], what), hints.__getitem__
+    )
 
 
 def coerce_settings(settings: Any) -> None:
