@@ -62,3 +62,26 @@ def test_sweep_run_names_leave_the_default_precision_out():
 
     assert "matmul_precision" not in _config_identity(small_config())
     assert _config_identity(small_config(matmul_precision="highest"))["matmul_precision"] == "highest"
+
+
+def test_the_precision_in_force_is_recorded_in_meta_and_reaches_the_gate(tmp_path):
+    import numpy as np
+
+    from qgf import checkpoint
+    from qgf.precision import precision_in_force
+
+    assert precision_in_force("high")["in_force"] == "high"
+    assert precision_in_force("default")["in_force"] == "default"
+    with jax.default_matmul_precision("highest"):  # JAX's process-wide default, e.g. from the env
+        recorded = precision_in_force("default")
+    assert (recorded["jax_default_matmul_precision"], recorded["in_force"]) == ("highest", "highest")
+    config = small_config(matmul_precision="highest")
+    meta = checkpoint.create_run(tmp_path / "run", config, obs_dim=4, action_dim=2)
+    assert meta["matmul_precision"]["setting"] == "highest" and meta["matmul_precision"]["backend"] == "cpu"
+    agent = agent_class("qgf").create(0, 4, 2, config)
+    gated = SamplerSpec("qgf", steps=2, gate=0.5)
+    traced = jax.make_jaxpr(lambda o: agent.sample_actions(o, jax.random.key(0), 0.3, gated))(
+        np.zeros((1, 4), np.float32)
+    )
+    found = dot_precisions(traced)
+    assert found and all("HIGHEST" in value for value in found), found

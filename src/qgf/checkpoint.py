@@ -37,6 +37,7 @@ from qgf.agents.base import Agent
 from qgf.config import TrainConfig
 from qgf.errors import QGFError
 from qgf.fileio import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
+from qgf.precision import precision_in_force
 from qgf.versions import package_versions
 
 FORMAT_VERSION = 2
@@ -97,6 +98,7 @@ def create_run(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "versions": package_versions(),
         "backend": jax.default_backend(),
+        "matmul_precision": precision_in_force(config.matmul_precision),
         "obs_dim": int(obs_dim),
         "action_dim": int(action_dim),
         "chunk_dim": int(config.horizon * action_dim),

@@ -14,7 +14,20 @@ import sys
 
 from qgf.errors import QGFError
 
-COMMANDS = ("demo", "data", "train", "addon", "evaluate", "toy", "analyze", "bench", "sweep", "report")
+COMMANDS = (
+    "demo",
+    "data",
+    "train",
+    "addon",
+    "evaluate",
+    "toy",
+    "analyze",
+    "check",
+    "export",
+    "bench",
+    "sweep",
+    "report",
+)
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,9 +1,10 @@
 """A trained run as a policy: the run's agent plus the add-ons its samplers need, compiled into
 samplers. The one place that assembles "run + add-ons -> sampler": evaluation (`AgentPolicy`, the
 rollout's `PolicyFn`), the offline weight choice (`RunPolicy.scored_actions`), analysis
-(`RunPolicy.extras`) and, later, export get their policy here.
+(`RunPolicy.extras`) and export (`qgf.deploy`, through `actions_function`) get their policy here.
 
     policy = RunPolicy.for_run(run, specs)     # checks the samplers, loads their add-ons
+    actions = policy.actions(observations, key, weight, spec)   # the compiled sampler, (B, d)
     acting = policy.acting(conditions)         # evaluation: per-row noise keys, padded batches
     actions, q = policy.scored_actions(observations, noise, key, weights, spec)   # one batch
     extras = policy.extras()                   # the add-on callables for `qgf.guidance`
@@ -27,7 +28,7 @@ import numpy as np
 
 from qgf.errors import QGFError
 from qgf.evaluation.rollout import PolicyOutput
-from qgf.precision import with_agent_precision
+from qgf.precision import matmul_precision, with_agent_precision
 
 COMPILATION_CACHE_ENV = "QGF_COMPILATION_CACHE"  # a directory, or off / 0 to compile afresh
 _OFF = ("", "0", "off", "false", "no", "none")
@@ -84,6 +85,37 @@ def check_run_samplers(run: Any, specs: Sequence[Any]) -> dict[str, Any]:
     return load_addons(run, specs)
 
 
+def actions_function(spec: Any, addons: Mapping[str, Any] | None = None) -> Callable:
+    """The pure ``(agent, addon_states, observations (B, D), key, weight) -> actions (B, d)`` of
+    sampler `spec`: the method's own policy or the guided behaviour flow (`Agent.sample_actions`),
+    or, for a sampler that needs an add-on, `qgf.guidance.sample` with the add-ons' callables
+    (`addons`: {name: LoadedAddon}, their states in `addon_states`). The one definition that
+    evaluation (per row), `RunPolicy.actions` (compiled) and `qgf.deploy` (exported) trace."""
+    addons = dict(addons or {})
+
+    def act(agent, addon_states, observations, key, weight):
+        if not spec.needs:
+            return agent.sample_actions(observations, key, weight, spec)
+        from qgf.guidance.sampler import sample
+
+        extras = dict(agent.guidance_extras)
+        for name, loaded in addons.items():
+            extras.update(loaded.extras(agent, addon_states[name]))
+        with matmul_precision(agent.config.matmul_precision):
+            return sample(
+                agent.behavior_velocity_fn,
+                agent.q_fn,
+                observations,
+                key,
+                weight,
+                spec,
+                agent.chunk_dim,
+                extras=extras,
+            )
+
+    return act
+
+
 @dataclasses.dataclass
 class RunPolicy:
     """A run's agent and the loaded add-ons (`qgf.addons.base.LoadedAddon`, by name) that its
@@ -91,6 +123,7 @@ class RunPolicy:
 
     agent: Any
     addons: dict[str, Any] = dataclasses.field(default_factory=dict)
+    _compiled: dict[Any, Callable] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def for_run(cls, run: Any, specs: Sequence[Any]) -> RunPolicy:
@@ -102,10 +135,23 @@ class RunPolicy:
         """The add-ons' named callables for `qgf.guidance` (``extras=``), each with its own state,
         against `agent` (default the run's own)."""
         agent = self.agent if agent is None else agent
-        extras: dict[str, Callable] = {}
+        extras: dict[str, Callable] = dict(agent.guidance_extras)
         for loaded in self.addons.values():
             extras.update(loaded.extras(agent))
         return extras
+
+    def addon_states(self) -> dict[str, Any]:
+        """The loaded add-ons' parameters by name (the ``addon_states`` of `actions_function`)."""
+        return {name: loaded.state for name, loaded in self.addons.items()}
+
+    def actions(self, observations, key, weight, spec) -> Any:
+        """Actions (B, d) of sampler `spec` for one batch, from `key` (as `Agent.sample_actions`):
+        the in-library compiled sampler, compiled once per spec and shapes."""
+        if spec not in self._compiled:
+            import jax
+
+            self._compiled[spec] = jax.jit(actions_function(spec, self.addons))
+        return self._compiled[spec](self.agent, self.addon_states(), observations, key, weight)
 
     def acting(self, conditions: Sequence[Any]) -> AgentPolicy:
         """The rollout's `PolicyFn` over `conditions` (`qgf.evaluation.conditions.Condition`)."""
@@ -142,6 +188,7 @@ def _scored_sampler():
             spec,
             agent.chunk_dim,
             noise=noise,
+            extras=agent.guidance_extras,
         )
         return actions, q_fn(observations, actions)
 
@@ -158,7 +205,7 @@ def _scored_with_addons(agent, addons, observations, noise, key, weights, spec):
     @jax.jit
     @with_agent_precision
     def run(agent, states, observations, noise, key, weights):
-        extras = {}
+        extras = dict(agent.guidance_extras)
         for name, loaded in addons.items():
             extras.update(loaded.extras(agent, states[name]))
         actions, _ = sample_with_info(
@@ -213,8 +260,6 @@ class AgentPolicy:
         if spec not in self._compiled:
             import jax
 
-            from qgf.guidance.sampler import sample
-
             addons = self.addons
             if not addons and spec in _SHARED_ACT:
                 # Another policy of this process (a later sweep job, another run of the same
@@ -222,27 +267,13 @@ class AgentPolicy:
                 shared = _SHARED_ACT[spec]
                 self._compiled[spec] = lambda agent, *args: shared(agent, {}, *args)
                 return self._compiled[spec]
+            sampler = actions_function(spec, addons)
 
             @with_agent_precision
             def act(agent, addon_states, observations, noise_seeds, weights):
-                extras = {}
-                for name, loaded in addons.items():
-                    extras.update(loaded.extras(agent, addon_states[name]))
-
                 def one_row(observation, noise_seed, weight):
                     key = jax.random.key(noise_seed)
-                    if not spec.needs:
-                        return agent.sample_actions(observation[None], key, weight, spec)[0]
-                    return sample(
-                        agent.behavior_velocity_fn,
-                        agent.q_fn,
-                        observation[None],
-                        key,
-                        weight,
-                        spec,
-                        agent.chunk_dim,
-                        extras=extras,
-                    )[0]
+                    return sampler(agent, addon_states, observation[None], key, weight)[0]
 
                 actions = jax.vmap(one_row)(observations, noise_seeds, weights)
                 return actions, agent.q_fn(observations, actions)

@@ -30,6 +30,23 @@ def matmul_precision(name: str) -> contextlib.AbstractContextManager:
     return jax.default_matmul_precision(name)
 
 
+def precision_in_force(name: str) -> dict[str, Any]:
+    """What float32 matmuls compute with under setting `name` (recorded in meta.json, results.json
+    and export manifests): the setting, JAX's process-wide default (`jax_default_matmul_precision`,
+    e.g. from $JAX_DEFAULT_MATMUL_PRECISION; None when unset), the one in force where the run's
+    programs are traced (the setting, or under 'default' JAX's default) and the backend."""
+    import jax
+
+    process_default = jax.config.jax_default_matmul_precision
+    process_default = None if process_default is None else str(process_default)
+    return {
+        "setting": name,
+        "jax_default_matmul_precision": process_default,
+        "in_force": name if name != "default" else (process_default or "default"),
+        "backend": jax.default_backend(),
+    }
+
+
 def with_agent_precision(function: Callable) -> Callable:
     """Wrap `function(agent, ...)` so that it is traced under `agent.config.matmul_precision`.
     Apply it inside `jax.jit` (the precision is read while tracing and becomes part of the program)."""

@@ -134,6 +134,18 @@ class Agent(flax.struct.PyTreeNode):
         critic, params = self.critic, self.guidance_critic_params
         return lambda observations, actions: critic.q(params, observations, actions)
 
+    @property
+    def q_heads_fn(self) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
+        """Every head (K, B) of the guidance critic that `q_fn` aggregates: what gated guidance
+        (`SamplerSpec.gate`) measures the ensemble's disagreement with."""
+        critic, params = self.critic, self.guidance_critic_params
+        return lambda observations, actions: critic.q_heads(params, observations, actions)
+
+    @property
+    def guidance_extras(self) -> dict[str, Callable]:
+        """The run's own callables for `qgf.guidance`'s ``extras`` (the gate's ensemble heads)."""
+        return {"q_heads": self.q_heads_fn}
+
     def target_q(self, observations: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
         """The guidance critic's aggregated Q, held fixed: what policy losses ascend."""
         return self.q_fn(observations, actions)
@@ -268,7 +280,16 @@ def _sample_actions(agent: Agent, observations: jnp.ndarray, key: jax.Array, wei
         candidates = agent.policy_actions(copies, key)
         chosen = jnp.argmax(agent.q_fn(copies, candidates).reshape(batch, n), axis=1)
         return candidates.reshape(batch, n, -1)[jnp.arange(batch), chosen]
-    return sample(agent.behavior_velocity_fn, agent.q_fn, observations, key, weight, spec, agent.chunk_dim)
+    return sample(
+        agent.behavior_velocity_fn,
+        agent.q_fn,
+        observations,
+        key,
+        weight,
+        spec,
+        agent.chunk_dim,
+        extras=agent.guidance_extras,
+    )
 
 
 # Compiled once per (class, sizes, config): initialising op by op would compile dozens of kernels.

@@ -47,6 +47,7 @@ from qgf.evaluation.rollout import RolloutResult
 from qgf.evaluation.stats import CONFIDENCE_LEVEL, summarize
 from qgf.evaluation.workers import make_goal_evaluation_env
 from qgf.policy import AgentPolicy
+from qgf.precision import precision_in_force
 from qgf.registry import unknown_name_error
 from qgf.versions import package_version
 
@@ -271,6 +272,7 @@ def _evaluation_results(
             "critic": run.config.critic,
             "flow_steps": run.config.flow_steps,
             "guidance_critic": run.config.guidance_critic,
+            "matmul_precision": precision_in_force(run.config.matmul_precision),
             "startup_s": result.startup_s,
             "common_random_numbers": True,
             **(extra or {}),

@@ -294,6 +294,12 @@ class SamplerSpec:
             a_t + eps, eps ~ N(0, sigma^2 I). The paper gives no values; these are ours.
         reg_eps: qgf-regularized uses g = (I + eps J)^T grad Q (paper Eq. 10, eps = 0.1).
         gradstep_steps: L, the number of ascent steps of GradStep (the weight is the step size).
+        gate: kappa > 0 turns on gated guidance for the guided estimators: at every denoising step
+            the weight becomes w * gate(delta) with delta the critic ensemble's disagreement (the
+            standard deviation of its K heads) at the clipped one-step estimate a_t + (1 - t) v,
+            and gate(delta) = min(1, (kappa / delta)^2): untouched while the heads agree to within
+            kappa (Q units), quadratically weaker beyond. Needs ``extras["q_heads"]``. 0 = off
+            (docs/guidance.md, "Gated guidance"; `qgf check RUN` suggests a kappa).
     """
 
     estimator: str = "qgf"
@@ -304,6 +310,7 @@ class SamplerSpec:
     smooth_sigma: float = 0.1
     reg_eps: float = 0.1
     gradstep_steps: int = 3
+    gate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.estimator not in SAMPLERS:
@@ -316,6 +323,17 @@ class SamplerSpec:
             raise QGFError(f"SamplerSpec.gradstep_steps must be an integer >= 0, got {self.gradstep_steps!r}")
         if not self.smooth_sigma >= 0:
             raise QGFError(f"SamplerSpec.smooth_sigma must be >= 0, got {self.smooth_sigma!r}")
+        if (
+            isinstance(self.gate, bool)
+            or not isinstance(self.gate, int | float)
+            or not 0 <= self.gate < float("inf")
+        ):
+            raise QGFError(f"SamplerSpec.gate must be a finite number >= 0 (0 = no gate), got {self.gate!r}")
+        if self.gate and not (self.estimator in ESTIMATOR_TABLE and estimator(self.estimator).guided):
+            raise QGFError(
+                f"SamplerSpec.gate scales a guidance weight per step; sampler {self.estimator!r} has none "
+                f"(gated samplers: {', '.join(GUIDED_ESTIMATORS)})"
+            )
 
     @property
     def uses_weight(self) -> bool:
@@ -336,12 +354,13 @@ class SamplerSpec:
 
     @property
     def label(self) -> str:
-        """Short name for tables: ``qgf``, ``bfn-4`` (best-of-4 on BC), ``qgf+bfn-4``."""
+        """Short name for tables: ``qgf``, ``bfn-4`` (best-of-4 on BC), ``qgf+bfn-4``, ``qgf+gate-0.5``."""
+        gate = f"+gate-{self.gate:g}" if self.gate else ""
         if self.best_of_n == 1:
-            return self.estimator
+            return self.estimator + gate
         if self.estimator == "none":
             return f"bfn-{self.best_of_n}"
-        return f"{self.estimator}+bfn-{self.best_of_n}"
+        return f"{self.estimator}{gate}+bfn-{self.best_of_n}"
 
 
 def _unknown_estimator_error(name: object) -> QGFError:

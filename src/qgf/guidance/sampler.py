@@ -23,6 +23,18 @@ from qgf.guidance.estimators import POLICY_SAMPLER, SamplerSpec, check_extras, e
 from qgf.guidance.gradients import Extras, QFn, VelocityFn, critic_gradient, per_row
 
 Array = jax.Array
+# The extra callable gated guidance reads (`SamplerSpec.gate`): every head of the guidance critic.
+GATE_EXTRA = "q_heads"
+GATE_EXTRA_CONTRACT = "Q_k(s, a) -> (K, B): every head of the guidance critic's ensemble (agent.q_heads_fn)"
+
+
+def check_gate_extras(spec: SamplerSpec, extras: Extras | None) -> None:
+    """A one-line QGFError when a gated spec has no ensemble to measure disagreement with."""
+    if spec.gate and (extras is None or not callable(extras.get(GATE_EXTRA))):
+        raise QGFError(
+            f"gated sampler {spec.label!r} needs extras[{GATE_EXTRA!r}], {GATE_EXTRA_CONTRACT}; "
+            "a run's samplers (agent.sample_actions, qgf.policy) pass it"
+        )
 
 
 def _repeat_rows(tree: Any, n: int) -> Any:
@@ -42,7 +54,13 @@ def _denoise(velocity_fn, q_fn, obs, noise, weight, spec, key, keep_trajectory, 
         t = jnp.full((batch,), k * step_size, a.dtype)
         if guided:
             g, velocity = estimate(velocity_fn, q_fn, obs, a, t, spec, jax.random.fold_in(key, k), extras)
-            a = a + step_size * (velocity + per_row(weight) * g)
+            step_weight = weight
+            if spec.gate:
+                a1_hat = jnp.clip(a + per_row(1.0 - t) * velocity, -1.0, 1.0)
+                step_weight = weight * gate_factor(
+                    ensemble_disagreement(extras[GATE_EXTRA], obs, a1_hat), spec.gate
+                )
+            a = a + step_size * (velocity + per_row(step_weight) * g)
         else:  # BC: never touches the critic
             a = a + step_size * velocity_fn(obs, a, t)
         return a, (a if keep_trajectory else None)
@@ -50,6 +68,19 @@ def _denoise(velocity_fn, q_fn, obs, noise, weight, spec, key, keep_trajectory, 
     a1, path = jax.lax.scan(step, noise, jnp.arange(spec.steps))
     trajectory = jnp.concatenate([noise[None], path]) if keep_trajectory else None
     return a1, trajectory
+
+
+def ensemble_disagreement(q_heads: Callable, obs: Any, actions: Array) -> Array:
+    """delta (B,): the standard deviation over the critic ensemble's K heads, q_heads -> (K, B)
+    (population std: |Q_1 - Q_2| / 2 for two heads)."""
+    return jnp.std(q_heads(obs, actions), axis=0)
+
+
+def gate_factor(disagreement: Array, kappa: float) -> Array:
+    """gate(delta) = min(1, (kappa / delta)^2) (`SamplerSpec.gate`): 1 where the heads agree to
+    within kappa, quadratically smaller beyond, so w_eff * delta^2 <= w * kappa^2."""
+    ratio = kappa / jnp.maximum(disagreement, jnp.finfo(disagreement.dtype).tiny)
+    return jnp.minimum(1.0, ratio * ratio)
 
 
 def _gradient_ascent(q_fn, obs, actions, step_sizes, num_steps):
@@ -113,6 +144,7 @@ def _sample(velocity_fn, q_fn, obs, key, weight, spec, action_dim, noise, trajec
     if spec.uses_critic and q_fn is None:
         raise QGFError(f"sampler {spec.label!r} needs a critic: pass q_fn")
     check_extras(spec, extras)
+    check_gate_extras(spec, extras)
     first_obs = jax.tree.leaves(obs)[0]
     batch, n = first_obs.shape[0], spec.best_of_n
     dtype = first_obs.dtype if jnp.issubdtype(first_obs.dtype, jnp.floating) else jnp.result_type(float)
@@ -193,6 +225,7 @@ def make_sampler(
     weight values share one compilation per batch shape. ``extras`` as in `sample`.
     """
     check_extras(spec, extras)
+    check_gate_extras(spec, extras)
 
     @jax.jit
     def compiled(obs, key, weight):
