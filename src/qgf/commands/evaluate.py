@@ -75,6 +75,14 @@ def register(subparsers) -> None:
         help="GradStep's number of ascent steps L (default 3; the paper's Table 3 uses 5 on scene); "
         "its weight is the step size alpha of every step",
     )
+    parser.add_argument(
+        "--gate",
+        type=float,
+        metavar="KAPPA",
+        help="also evaluate every guided sampler with gated guidance (SamplerSpec.gate = KAPPA: the "
+        "weight scaled by min(1, (KAPPA / critic-ensemble std)^2) per step), paired with the ungated "
+        "one; `qgf check RUN` suggests KAPPA",
+    )
     parser.add_argument("--episodes", type=int, default=50, help="episodes per condition (default: 50)")
     parser.add_argument(
         "--task",
@@ -175,6 +183,30 @@ def with_gradstep_steps(samplers, best_of_n: list[int], flow_steps: int, gradste
     return expanded
 
 
+def with_gate(samplers, best_of_n: list[int], flow_steps: int, gate: float):
+    """The sampler list plus, after each guided estimator named, its gated SamplerSpecs (one per N)."""
+    import math
+
+    from qgf.errors import QGFError
+    from qgf.guidance import SamplerSpec
+    from qgf.guidance.estimators import GUIDED_ESTIMATORS
+
+    if not (math.isfinite(gate) and gate > 0):
+        raise QGFError(
+            f"--gate must be a number > 0 (the ensemble std at which the weight starts to fall), got {gate}"
+        )
+    expanded = []
+    for name in samplers:
+        expanded.append(name)
+        if isinstance(name, str) and name in GUIDED_ESTIMATORS:
+            expanded.extend(SamplerSpec(name, steps=flow_steps, best_of_n=n, gate=gate) for n in best_of_n)
+    if len(expanded) == len(samplers):
+        raise QGFError(
+            f"--gate gates guided samplers ({', '.join(GUIDED_ESTIMATORS)}); add one with --sampler"
+        )
+    return expanded
+
+
 def parse_goals(text: str) -> list[int]:
     from qgf.envs import NUM_EVALUATION_GOALS
     from qgf.errors import QGFError
@@ -217,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     goals = parse_goals(args.goal) if args.goal is not None else None
 
     from qgf.checkpoint import load_run
-    from qgf.evaluation.conditions import evaluation_env_name, run_dataset_name
+    from qgf.evaluation.conditions import default_samplers, evaluation_env_name, run_dataset_name
     from qgf.evaluation.goals import is_goal_conditioned
     from qgf.evaluation.results import markdown_table, write_all
     from qgf.evaluation.run import evaluate_run
@@ -227,6 +259,8 @@ def run(args: argparse.Namespace) -> int:
     run_ = load_run(args.run, step=args.step)
     if args.gradstep_steps is not None:
         samplers = with_gradstep_steps(samplers, best_of_n, run_.config.flow_steps, args.gradstep_steps)
+    if args.gate is not None:
+        samplers = with_gate(samplers or default_samplers(run_), best_of_n, run_.config.flow_steps, args.gate)
     out = args.out or os.path.join(run_.path, "eval")
     if is_goal_conditioned(run_):
         if goals is not None and args.task is not None:
