@@ -117,3 +117,15 @@ def test_gate_settings_and_missing_ensemble_are_one_line_errors():
         sample_with_info(
             velocity_fn, q_fn, obs, jnp.zeros(2, jnp.uint32), 1.0, SamplerSpec("qgf", gate=0.5), D
         )
+
+
+def test_evaluate_gate_adds_a_gated_spec_after_each_guided_sampler():
+    from qgf.commands.evaluate import with_gate
+
+    expanded = with_gate(["none", "qgf", "ood"], [1, 4], 10, 0.3)
+    assert expanded[:2] == ["none", "qgf"] and expanded[4] == "ood"
+    assert [s.label for s in expanded[2:4]] == ["qgf+gate-0.3", "qgf+gate-0.3+bfn-4"]
+    assert expanded[5].label == "ood+gate-0.3" and expanded[5].steps == 10
+    for samplers, gate, message in [(["none"], 0.3, "--gate gates guided samplers"), (["qgf"], 0.0, "> 0")]:
+        with pytest.raises(QGFError, match=message):
+            with_gate(samplers, [1], 10, gate)

@@ -127,6 +127,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "qgf.progress",
             "qgf.plots",
             "qgf.precision",
+            "qgf.compilation",
             "qgf.envs",
         ),
     ),

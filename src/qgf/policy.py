@@ -9,63 +9,28 @@ rollout's `PolicyFn`), the offline weight choice (`RunPolicy.scored_actions`), a
     actions, q = policy.scored_actions(observations, noise, key, weights, spec)   # one batch
     extras = policy.extras()                   # the add-on callables for `qgf.guidance`
 
-`use_compilation_cache` keeps the compiled programs on disk between processes (`qgf evaluate`
-turns it on). Imports JAX (inside the functions that compile, so importing this module stays light),
-`qgf.guidance`, `qgf.addons`, `qgf.agents.base` and `qgf.evaluation.rollout` (`PolicyOutput`).
+`use_compilation_cache` (`qgf.compilation`) keeps the compiled programs on disk between processes
+(`qgf evaluate` turns it on). Imports JAX (inside the functions that compile, so importing this
+module stays light), `qgf.guidance`, `qgf.addons`, `qgf.agents.base` and `qgf.evaluation.rollout`
+(`PolicyOutput`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+# The persistent compilation cache lives in `qgf.compilation` (the deploy loader uses it too);
+# re-exported here, where evaluation and bench/ have always found it.
+from qgf.compilation import COMPILATION_CACHE_ENV, default_compilation_cache, use_compilation_cache  # noqa: F401
 from qgf.errors import QGFError
 from qgf.evaluation.rollout import PolicyOutput
 from qgf.precision import matmul_precision, with_agent_precision
-
-COMPILATION_CACHE_ENV = "QGF_COMPILATION_CACHE"  # a directory, or off / 0 to compile afresh
-_OFF = ("", "0", "off", "false", "no", "none")
-
-
-def default_compilation_cache() -> Path:
-    """~/.cache/qgf/jax (or $XDG_CACHE_HOME/qgf/jax)."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "qgf" / "jax"
-
-
-def use_compilation_cache(directory: str | os.PathLike | None = None) -> Path | None:
-    """Keep compiled programs on disk (JAX's persistent compilation cache), so that a later
-    evaluation of a run of the same shapes loads its samplers instead of compiling them again
-    (~2-3 CPU seconds per sampler at the cpu preset: most of an evaluation's start-up beyond the
-    env construction). A cached program is the same executable, so results are bit-identical.
-
-    The directory is `directory`, else $QGF_COMPILATION_CACHE, else `default_compilation_cache()`;
-    QGF_COMPILATION_CACHE=off disables it, and a cache directory already configured in JAX (by
-    the user, or JAX_COMPILATION_CACHE_DIR) is kept. Returns the directory in use, or None."""
-    import jax
-
-    setting = os.environ.get(COMPILATION_CACHE_ENV)
-    if directory is None and setting is not None and setting.strip().lower() in _OFF:
-        return None
-    configured = jax.config.jax_compilation_cache_dir
-    if configured:
-        return Path(configured)
-    path = Path(directory or setting or default_compilation_cache())
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None  # a read-only home: compile as before
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    # JAX caches only programs that took >= 1 s to compile by default; a sampler may take less.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
-    return path
 
 
 def check_run_samplers(run: Any, specs: Sequence[Any]) -> dict[str, Any]:

@@ -34,9 +34,10 @@ def _percentiles(seconds: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def fresh_start_seconds(path: str | os.PathLike, repeats: int = 3) -> float:
-    """Median wall time of a fresh interpreter that imports jax and qgf.deploy, loads `path` and
-    compiles it (its first chunk is ready): the loader's whole start."""
+def fresh_start_seconds(path: str | os.PathLike, repeats: int = 3) -> list[float]:
+    """Wall times of fresh interpreters that each import jax and qgf.deploy, load `path` and
+    compile it (its first chunk is ready): the loader's whole start. The first may compile; the
+    later ones find the program in the persistent compilation cache."""
     script = (
         "import time; t = time.perf_counter(); import jax, qgf.deploy; "
         f"qgf.deploy.load({str(path)!r}); print(time.perf_counter() - t)"
@@ -45,7 +46,7 @@ def fresh_start_seconds(path: str | os.PathLike, repeats: int = 3) -> float:
     for _ in range(repeats):
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
         times.append(float(done.stdout.strip().splitlines()[-1]))
-    return float(np.median(times))
+    return times
 
 
 def latency_table(
@@ -150,7 +151,8 @@ def format_table(rows: list[dict[str, Any]], horizon: int) -> str:
     fresh = [r["fresh_start_seconds"] for r in rows if r["fresh_start_seconds"] is not None]
     if fresh:
         lines.append(
-            "loader start in a fresh interpreter (import jax + qgf.deploy, load, compile; qgf): "
-            f"{fresh[0]:.2f} s"
+            "loader start in a fresh interpreter (import jax + qgf.deploy, load, first chunk ready; qgf): "
+            + ", ".join(f"{t:.2f}" for t in fresh[0])
+            + " s (the first run may compile; later runs read the persistent compilation cache)"
         )
     return "\n".join(lines)

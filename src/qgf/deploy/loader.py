@@ -1,6 +1,7 @@
 """`qgf.deploy.load(POLICY)`: an exported policy (`qgf export`) as ``act(obs, key) -> chunk``.
 
-Imports only the standard library, numpy, jax and `qgf.errors` (itself standard library only): no
+Imports only the standard library, numpy, jax, `qgf.errors` and `qgf.compilation` (both standard
+library only at import): no
 agent, network, critic or guidance code, so a robot's process pays for jax and the one program,
 nothing else (tests/test_deploy.py checks it in a fresh interpreter with qgf's other modules
 blocked). The artifact is one zip file (format in docs/deploy.md):
@@ -171,9 +172,17 @@ def _key_data(key: Any) -> np.ndarray:
     return key
 
 
-def load(path: str | os.PathLike, *, warmup: bool = True) -> DeployedPolicy:
-    """The exported policy at `path` (`qgf export`), compiled for this process when `warmup`."""
+def load(path: str | os.PathLike, *, warmup: bool = True, compilation_cache: bool = True) -> DeployedPolicy:
+    """The exported policy at `path` (`qgf export`), compiled for this process when `warmup`.
+
+    With `compilation_cache` the compiled program is kept in JAX's persistent cache
+    (`qgf.compilation`: ~/.cache/qgf/jax, $QGF_COMPILATION_CACHE, off with QGF_COMPILATION_CACHE=off),
+    so a robot's later starts load it instead of compiling (docs/deploy.md: the start times)."""
     start = time.perf_counter()
+    if compilation_cache:
+        from qgf.compilation import use_compilation_cache
+
+        use_compilation_cache()
     policy = DeployedPolicy(*read_artifact(path))
     if warmup:
         policy.warmup()
