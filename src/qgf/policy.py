@@ -61,22 +61,11 @@ def actions_function(spec: Any, addons: Mapping[str, Any] | None = None) -> Call
     def act(agent, addon_states, observations, key, weight):
         if not spec.needs:
             return agent.sample_actions(observations, key, weight, spec)
-        from qgf.guidance.sampler import sample
-
-        extras = dict(agent.guidance_extras)
+        extras = {}
         for name, loaded in addons.items():
             extras.update(loaded.extras(agent, addon_states[name]))
         with matmul_precision(agent.config.matmul_precision):
-            return sample(
-                agent.behavior_velocity_fn,
-                agent.q_fn,
-                observations,
-                key,
-                weight,
-                spec,
-                agent.chunk_dim,
-                extras=extras,
-            )
+            return agent.guided_actions(observations, key, weight, spec, extras)
 
     return act
 

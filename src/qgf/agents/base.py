@@ -146,6 +146,24 @@ class Agent(flax.struct.PyTreeNode):
         """The run's own callables for `qgf.guidance`'s ``extras`` (the gate's ensemble heads)."""
         return {"q_heads": self.q_heads_fn}
 
+    def guided_actions(self, observations, key, weight, spec, extras=None) -> jnp.ndarray:
+        """The behaviour flow guided by sampler `spec` (`qgf.guidance.sample`) with the run's own
+        `guidance_extras` and `extras` (an add-on's callables): traceable, not compiled, no
+        precision applied (`sample_actions` and `qgf.policy` do both)."""
+        from qgf.guidance import sample
+
+        extras = {**self.guidance_extras, **(extras or {})}
+        return sample(
+            self.behavior_velocity_fn,
+            self.q_fn,
+            observations,
+            key,
+            weight,
+            spec,
+            self.chunk_dim,
+            extras=extras,
+        )
+
     def target_q(self, observations: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
         """The guidance critic's aggregated Q, held fixed: what policy losses ascend."""
         return self.q_fn(observations, actions)
@@ -269,8 +287,6 @@ def check_sampler(agent: Agent, spec) -> None:
 @functools.partial(jax.jit, static_argnames=("spec",))
 @with_agent_precision
 def _sample_actions(agent: Agent, observations: jnp.ndarray, key: jax.Array, weight, spec) -> jnp.ndarray:
-    from qgf.guidance import sample
-
     if spec.estimator == "policy":
         if spec.best_of_n == 1:
             return agent.policy_actions(observations, key)
@@ -280,16 +296,7 @@ def _sample_actions(agent: Agent, observations: jnp.ndarray, key: jax.Array, wei
         candidates = agent.policy_actions(copies, key)
         chosen = jnp.argmax(agent.q_fn(copies, candidates).reshape(batch, n), axis=1)
         return candidates.reshape(batch, n, -1)[jnp.arange(batch), chosen]
-    return sample(
-        agent.behavior_velocity_fn,
-        agent.q_fn,
-        observations,
-        key,
-        weight,
-        spec,
-        agent.chunk_dim,
-        extras=agent.guidance_extras,
-    )
+    return agent.guided_actions(observations, key, weight, spec)
 
 
 # Compiled once per (class, sizes, config): initialising op by op would compile dozens of kernels.
