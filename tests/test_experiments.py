@@ -67,6 +67,8 @@ def toy_spec(**changes):
         ({"overrides": {"batch_size": 0}}, "batch_size"),
         ({"protocol": {"tune_tasks": [4]}}, "not among the tasks"),
         ({"protocol": {"tune_tasks": [2], "tune_seed": 3, "final_seed": 3}}, "fresh evaluation seeds"),
+        ({"protocol": {"tune_tasks": [2], "tune_seeds": [0, 7]}}, "fresh training seeds"),
+        ({"protocol": {"tune_tasks": [2], "tune_seeds": []}}, "protocol.tune_seeds"),
         ({"evaluation": {"weights": [-1.0]}}, "numbers >= 0"),
         ({"agents": [{"name": "qgf", "samplers": ["qgff"]}]}, "samplers"),
         ({"agents": [{"name": "qgf"}, {"name": "qgf"}]}, "labels must be unique"),
@@ -125,6 +127,19 @@ def test_protocol_plans_tuning_first(tmp_path):
     assert {job.stage for job in jobs} == {"data", "train", "tune"}
     assert all(TASK2 in job.id for job in jobs if job.kind != "generate")
     assert "tuning" in note["waiting"]
+    assert {tuple(job.params["seeds"]) for job in jobs if job.kind == "train"} == {(0,)}
+
+
+def test_protocol_tunes_on_fresh_training_seeds(tmp_path):
+    """tune_seeds: the tuning stage trains and evaluates its own seeds; the final seeds are not
+    trained until the choice is made, so no reported run took part in choosing."""
+    spec = parse_spec(toy_spec(seeds=[0, 1], protocol={"tune_tasks": [2], "tune_seeds": [100]}))
+    jobs, _ = plan(spec, tmp_path)
+    (train,) = [job for job in jobs if job.kind == "train"]
+    assert train.params["seeds"] == [100] and train.id.endswith("/tune-seeds")
+    evaluations = [job for job in jobs if job.kind == "evaluate"]
+    assert evaluations and {job.params["run_seed"] for job in evaluations} == {100}
+    assert all(job.deps == (train.id,) and job.params["run"].endswith("seed100") for job in evaluations)
 
 
 def test_a_second_sweep_on_one_directory_is_refused(tmp_path):

@@ -229,28 +229,32 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
     groups = run_groups(spec)
     tune_ids = set(spec.protocol["tune_tasks"]) if spec.protocol else None
 
-    def train_job(group: RunGroup, task: str) -> Job:
+    def train_job(group: RunGroup, task: str, seeds: tuple[int, ...] = spec.seeds) -> Job:
         out = sweep_dir / "runs" / group.name / task
         dataset = _domain_dataset(task)
+        # The protocol's fresh tuning seeds train as a job of their own beside the final seeds
+        suffix = "" if set(seeds) == set(spec.seeds) else "/tune-seeds"
         return Job(
-            id=f"train/{group.name}/{task}",
+            id=f"train/{group.name}/{task}{suffix}",
             kind="train",
             stage="train",
             out=str(out),
             params={
                 "config": group.config.to_dict(),
-                "seeds": list(spec.seeds),
+                "seeds": list(seeds),
                 "task": task,
                 "data_dir": str(data),
             },
             deps=(generate_ids[dataset],) if dataset in generate_ids else (),
             cpus=resources["train_cpus"],
             gpus=resources["train_gpus"],
-            cost=_train_cost(group.config, len(spec.seeds)),
+            cost=_train_cost(group.config, len(seeds)),
         )
 
-    def evaluate_jobs(group: RunGroup, task: str, stage: str, seed: int, conditions) -> list[Job]:
-        train = train_job(group, task)
+    def evaluate_jobs(
+        group: RunGroup, task: str, stage: str, seed: int, conditions, seeds: tuple[int, ...] = spec.seeds
+    ) -> list[Job]:
+        train = train_job(group, task, seeds)
         settings = {
             "conditions": [_condition_key(c) for c in conditions],
             "episodes": spec.evaluation["episodes"],
@@ -258,7 +262,7 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
             "max_episode_steps": spec.evaluation.get("max_episode_steps"),
         }
         out = []
-        for run_seed in spec.seeds:
+        for run_seed in seeds:
             run_dir = Path(train.out) / f"seed{run_seed}"
             eval_dir = (
                 sweep_dir / "evals" / stage / group.name / task / f"seed{run_seed}-{settings_hash(settings)}"
@@ -314,10 +318,13 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
 
     tune_tasks = [task for task in spec.tasks if _task_id(task) in tune_ids]
     tune_jobs = []
+    tune_seeds = tuple(spec.protocol["tune_seeds"])
     for group in groups:
         for task in tune_tasks:
-            jobs.append(train_job(group, task))
-            tune_jobs += evaluate_jobs(group, task, "tune", spec.protocol["tune_seed"], conditions_of(group))
+            jobs.append(train_job(group, task, tune_seeds))
+            tune_jobs += evaluate_jobs(
+                group, task, "tune", spec.protocol["tune_seed"], conditions_of(group), tune_seeds
+            )
     jobs += tune_jobs
     if not all(job_done(job) for job in tune_jobs):
         waiting = "the final stage is planned once the tuning evaluations (protocol) have finished"
@@ -402,6 +409,7 @@ def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[J
         "tune_tasks": spec.protocol["tune_tasks"],
         "tune_seed": spec.protocol["tune_seed"],
         "final_seed": spec.protocol["final_seed"],
+        "tune_seeds": spec.protocol["tune_seeds"],
         "choices": choices,
     }
 

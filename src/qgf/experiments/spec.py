@@ -43,7 +43,7 @@ TOP_KEYS |= {"evaluation", "protocol", "resources", "report"}
 DATA_KEYS = {"dir", "episodes", "val_episodes", "episode_length", "seed", "workers"}
 AGENT_KEYS = {"name", "label", "preset", "overrides", "grid", "samplers", "bfn"}
 EVALUATION_KEYS = {"episodes", "weights", "bfn", "seed", "workers", "num_envs", "groups", "max_episode_steps"}
-PROTOCOL_KEYS = {"tune_tasks", "tune_seed", "final_seed"}
+PROTOCOL_KEYS = {"tune_tasks", "tune_seed", "final_seed", "tune_seeds"}
 RESOURCE_KEYS = {"generate_cpus", "train_cpus", "train_gpus", "evaluate_cpus", "evaluate_gpus", "num_cpus"}
 REPORT_KEYS = {"reference", "offline", "offline_tolerance", "offline_observations"}
 # Plain BC is a method of its own in every table (QGF paper Fig. 5 "BC").
@@ -255,6 +255,17 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
             )
         if protocol["tune_seed"] == protocol["final_seed"]:
             raise _fail(source, "protocol.final_seed must differ from tune_seed (fresh evaluation seeds)")
+        # Training seeds of the tuning stage (QGF App. J tunes, then "re-runs all seeds"): by default
+        # the final seeds, whose tuning-task runs the final stage then reuses.
+        tune_seeds = protocol.get("tune_seeds", list(seeds))
+        protocol["tune_seeds"] = list(_int_list(source, "protocol.tune_seeds", tune_seeds))
+        shared = sorted(set(protocol["tune_seeds"]) & set(seeds))
+        if shared and set(protocol["tune_seeds"]) != set(seeds):
+            raise _fail(
+                source,
+                f"protocol.tune_seeds shares {shared} with seeds but is not the same set; give fresh "
+                "training seeds for tuning (seeds not reported) or leave tune_seeds out to reuse seeds",
+            )
 
     resources = _check_keys(source, "[resources]", document.get("resources", {}), RESOURCE_KEYS)
     resources = {
