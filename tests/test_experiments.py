@@ -275,3 +275,70 @@ def test_the_documented_plan_function_is_not_shadowed_by_a_submodule():
 
     assert callable(plan) and plan.__name__ == "plan" and not isinstance(plan, type(qgf))
     assert run_sweep.__name__ == "run_sweep" and write_report.__name__ == "write_report"
+
+
+# ------------------------------------------------------------------ per-sampler grids, N tuned as a weight
+
+
+def test_sampler_tables_carry_their_own_weights_and_best_of_n_lists(tmp_path):
+    from qgf.experiments.spec import agent_conditions, method_name
+
+    samplers = [
+        "none",
+        "qgf",
+        {"estimator": "none", "best_of_n": [4, 8]},
+        {"estimator": "qgf", "weights": [2.5]},
+    ]
+    spec = parse_spec(toy_spec(agents=[{"name": "qgf", "samplers": samplers}]))
+    conditions = agent_conditions(spec, spec.agents[0], 2, True)
+    got = [(c.spec.label, c.weight) for c in conditions]
+    # the evaluation's weights (0, 0.1) for the named qgf, its own for the table; BC and BFN once
+    assert got == [("none", 0.0), ("qgf", 0.0), ("qgf", 0.1), ("bfn-4", 0.0), ("bfn-8", 0.0), ("qgf", 2.5)]
+    agent = spec.agents[0]
+    assert method_name(agent, "bfn-8") == "bfn-8" and method_name(agent, "bfn-8", True) == "bfn"
+    assert method_name(agent, "qgf+bfn-16", True) == "qgf+bfn" and method_name(agent, "none", True) == "bc"
+    for bad, message in (
+        ({"estimator": "qgf", "weights": [-1]}, "numbers >= 0"),
+        ({"estimator": "qgf", "weights": []}, "non-empty list"),
+        ({"estimator": "none", "best_of_n": [0]}, "integers >= 1"),
+    ):
+        with pytest.raises(QGFError, match=message):
+            parse_spec(toy_spec(agents=[{"name": "qgf", "samplers": [bad]}]))
+
+
+def test_protocol_tunes_best_of_n_as_one_method(tmp_path, monkeypatch):
+    """With tune_best_of_n the protocol chooses N like a weight: BFN's candidates are its N values
+    and the final stage evaluates the chosen N under the method name 'bfn'."""
+    from qgf.evaluation import results as results_module
+    from qgf.experiments import jobs as jobs_module
+    from qgf.guidance import SamplerSpec
+
+    samplers = ["none", {"estimator": "none", "best_of_n": [2, 4]}]
+    document = toy_spec(
+        agents=[{"name": "qgf", "samplers": samplers}], protocol={"tune_tasks": [2], "tune_best_of_n": True}
+    )
+    spec = parse_spec(document)
+    jobs, _ = plan(spec, tmp_path)
+    tune = [job for job in jobs if job.stage == "tune"]
+    assert [job.params["methods"] for job in tune] == [["bc", "bfn", "bfn"]]
+    # fake finished tuning evaluations: N = 4 wins
+    success = {"none": 0.1, "bfn-2": 0.2, "bfn-4": 0.6}
+
+    def fake_read(path):
+        job = next(job for job in tune if str(path).startswith(job.out))
+        labels = [SamplerSpec(**c["spec"]).label for c in job.params["conditions"]]
+        return types.SimpleNamespace(
+            results=[
+                types.SimpleNamespace(label=label, weight=c["weight"], success_rate=success[label])
+                for label, c in zip(labels, job.params["conditions"], strict=True)
+            ]
+        )
+
+    monkeypatch.setattr(results_module, "read_results", fake_read)
+    monkeypatch.setattr(jobs_module, "job_done", lambda job: job.stage == "tune" or job.kind == "generate")
+    jobs, _ = plan(spec, tmp_path)
+    choices = json.loads((tmp_path / "protocol.json").read_text())["choices"]
+    assert {c["method"]: c["spec"]["best_of_n"] for c in choices} == {"bc": 1, "bfn": 4}
+    final = [job for job in jobs if job.stage == "final"]
+    assert final and all(job.params["methods"] == ["bc", "bfn"] for job in final)
+    assert all([c["spec"]["best_of_n"] for c in job.params["conditions"]] == [1, 4] for job in final)

@@ -228,6 +228,7 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
             )
     groups = run_groups(spec)
     tune_ids = set(spec.protocol["tune_tasks"]) if spec.protocol else None
+    tune_best_of_n = bool(spec.protocol and spec.protocol.get("tune_best_of_n"))
 
     def train_job(group: RunGroup, task: str, seeds: tuple[int, ...] = spec.seeds) -> Job:
         out = sweep_dir / "runs" / group.name / task
@@ -279,6 +280,9 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
                         "conditions": [
                             {"spec": dataclasses.asdict(c.spec), "weight": float(c.weight)}
                             for c in conditions
+                        ],
+                        "methods": [
+                            method_name(group.agent, c.spec.label, tune_best_of_n) for c in conditions
                         ],
                         "episodes": spec.evaluation["episodes"],
                         "seed": seed,
@@ -370,7 +374,8 @@ def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[J
         agent = next(g.agent for g in groups if g.name == group)
         domain = _domain(job.params["task"])
         for index, condition in enumerate(results.results):
-            method = method_name(agent, condition.label)
+            methods = job.params.get("methods")
+            method = methods[index] if methods else method_name(agent, condition.label)
             candidate = (group, condition.label, float(condition.weight))
             specs[candidate] = job.params["conditions"][index]["spec"]
             bucket = scores.setdefault((method, domain), {}).setdefault(candidate, {})
@@ -378,11 +383,12 @@ def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[J
     choices = []
     for (method, domain), candidates in sorted(scores.items()):
         evidence = []
-        for (group, _label, weight), per_task in candidates.items():
+        for (group, label, weight), per_task in candidates.items():
             means = {task: sum(v) / len(v) for task, v in per_task.items()}
             evidence.append(
                 {
                     "group": group,
+                    "sampler": label,
                     "point": next(g.point_label for g in groups if g.name == group),
                     "weight": weight,
                     "success_per_task": means,
@@ -398,7 +404,7 @@ def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[J
                 "group": best["group"],
                 "point": best["point"],
                 "weight": best["weight"],
-                "spec": _spec_of(specs, best["group"], method, candidates, best["weight"]),
+                "spec": specs[(best["group"], best["sampler"], best["weight"])],
                 "tune_success": best["success"],
                 "tasks": domain_tasks,
                 "evidence": evidence,
@@ -412,13 +418,6 @@ def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[J
         "tune_seeds": spec.protocol["tune_seeds"],
         "choices": choices,
     }
-
-
-def _spec_of(specs, group, method, candidates, weight) -> dict:
-    for group_name, label, candidate_weight in candidates:
-        if group_name == group and candidate_weight == weight:
-            return specs[(group_name, label, candidate_weight)]
-    raise QGFError(f"internal: no sampler recorded for {method} at {group}, weight {weight}")
 
 
 # ------------------------------------------------------------------ finished?

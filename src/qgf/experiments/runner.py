@@ -89,7 +89,8 @@ def execute(job: Job) -> None:
 
 
 def _sweep_extra(params: dict[str, Any]) -> dict[str, Any]:
-    return {key: params[key] for key in ("group", "agent", "point", "task", "run_seed", "stage")}
+    keys = ("group", "agent", "point", "task", "run_seed", "stage", "methods")
+    return {key: params[key] for key in keys if key in params}
 
 
 def run_logged(job: Job, log_path: str) -> dict[str, Any]:

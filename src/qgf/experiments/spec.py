@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ TOP_KEYS |= {"evaluation", "protocol", "resources", "report"}
 DATA_KEYS = {"dir", "episodes", "val_episodes", "episode_length", "seed", "workers"}
 AGENT_KEYS = {"name", "label", "preset", "overrides", "grid", "samplers", "bfn"}
 EVALUATION_KEYS = {"episodes", "weights", "bfn", "seed", "workers", "num_envs", "groups", "max_episode_steps"}
-PROTOCOL_KEYS = {"tune_tasks", "tune_seed", "final_seed", "tune_seeds"}
+PROTOCOL_KEYS = {"tune_tasks", "tune_seed", "final_seed", "tune_seeds", "tune_best_of_n"}
 RESOURCE_KEYS = {"generate_cpus", "train_cpus", "train_gpus", "evaluate_cpus", "evaluate_gpus", "num_cpus"}
 REPORT_KEYS = {"reference", "offline", "offline_tolerance", "offline_observations"}
 # Plain BC is a method of its own in every table (QGF paper Fig. 5 "BC").
@@ -231,12 +232,7 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
     # policy call in two (docs/performance.md)
     evaluation = {"episodes": 50, "weights": [0.0], "bfn": [1], "seed": 1000, "groups": 1, **evaluation}
     _positive_int(source, "evaluation.episodes", evaluation["episodes"])
-    weights = evaluation["weights"]
-    if not isinstance(weights, list) or not weights:
-        raise _fail(source, "evaluation.weights must be a non-empty list of numbers >= 0")
-    for weight in weights:
-        if not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
-            raise _fail(source, f"evaluation.weights must be numbers >= 0, got {weight!r}")
+    _weight_list(source, "evaluation.weights", evaluation["weights"])
     evaluation["bfn"] = list(_int_list(source, "evaluation.bfn", evaluation["bfn"], 1))
     for key in ("num_envs", "groups"):
         if key in evaluation:
@@ -245,7 +241,17 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
     protocol = None
     if "protocol" in document:
         protocol = _check_keys(source, "[protocol]", document["protocol"], PROTOCOL_KEYS)
-        protocol = {"tune_tasks": [2, 4], "tune_seed": 1000, "final_seed": 2000, **protocol}
+        protocol = {
+            "tune_tasks": [2, 4],
+            "tune_seed": 1000,
+            "final_seed": 2000,
+            "tune_best_of_n": False,
+            **protocol,
+        }
+        if not isinstance(protocol["tune_best_of_n"], bool):
+            raise _fail(
+                source, f"protocol.tune_best_of_n must be true or false, got {protocol['tune_best_of_n']!r}"
+            )
         tune = _int_list(source, "protocol.tune_tasks", protocol["tune_tasks"], 1)
         task_ids = {parse_name(task).task for task in tasks}
         missing = sorted(set(tune) - task_ids)
@@ -347,17 +353,51 @@ def run_config(agent: AgentSpec, overrides: dict[str, Any], point: dict[str, Any
         return load_preset(agent.preset, {**overrides, **agent.overrides, **point, "agent": agent.name})
 
 
-def _sampler_spec(source: str, where: str, sampler: Any, *, steps: int, best_of_n: int):
+# Keys of a sampler table that are not SamplerSpec fields: its own weight grid (instead of the
+# evaluation's `weights`, e.g. CFGRL's tau_cfg range), and a list of best-of-N values to expand.
+SAMPLER_TABLE_KEYS = {"weights"}
+
+
+def _sampler_specs(source: str, where: str, sampler: Any, *, steps: int, best_of_n: int) -> list:
+    """The SamplerSpecs of one `samplers` entry: a name, or a table of SamplerSpec fields whose
+    `best_of_n` may be a list (one spec per N) and which may carry its own `weights`."""
     from qgf.guidance import SamplerSpec
 
-    try:
-        if isinstance(sampler, str):
-            return SamplerSpec(estimator=sampler, steps=steps, best_of_n=best_of_n)
-        if isinstance(sampler, dict):
-            return SamplerSpec(**{"steps": steps, **sampler})
-    except (QGFError, TypeError) as exc:
-        raise _fail(source, f"{where}.samplers: {exc}") from None
+    if isinstance(sampler, dict):
+        fields = {key: value for key, value in sampler.items() if key not in SAMPLER_TABLE_KEYS}
+        if "weights" in sampler:
+            _weight_list(
+                source, f"{where}.samplers[{sampler.get('estimator')!r}].weights", sampler["weights"]
+            )
+        counts = fields.pop("best_of_n", 1)
+        if isinstance(counts, list):
+            counts = _int_list(source, f"{where}.samplers[{sampler.get('estimator')!r}].best_of_n", counts, 1)
+        else:
+            counts = [counts]
+        try:
+            return [SamplerSpec(**{"steps": steps, **fields, "best_of_n": n}) for n in counts]
+        except (QGFError, TypeError) as exc:
+            raise _fail(source, f"{where}.samplers: {exc}") from None
+    if isinstance(sampler, str):
+        try:
+            return [SamplerSpec(estimator=sampler, steps=steps, best_of_n=best_of_n)]
+        except (QGFError, TypeError) as exc:
+            raise _fail(source, f"{where}.samplers: {exc}") from None
     raise _fail(source, f"{where}.samplers entries must be names or tables, got {sampler!r}")
+
+
+def _sampler_spec(source: str, where: str, sampler: Any, *, steps: int, best_of_n: int):
+    """The first SamplerSpec of one `samplers` entry (validates the whole entry)."""
+    return _sampler_specs(source, where, sampler, steps=steps, best_of_n=best_of_n)[0]
+
+
+def _weight_list(source: str, where: str, weights: Any) -> list[float]:
+    if not isinstance(weights, list) or not weights:
+        raise _fail(source, f"{where} must be a non-empty list of numbers >= 0")
+    for weight in weights:
+        if not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
+            raise _fail(source, f"{where} must be numbers >= 0, got {weight!r}")
+    return [float(weight) for weight in weights]
 
 
 def agent_conditions(spec: SweepSpec, agent: AgentSpec, flow_steps: int, has_behavior_flow: bool):
@@ -368,22 +408,22 @@ def agent_conditions(spec: SweepSpec, agent: AgentSpec, flow_steps: int, has_beh
     samplers = list(agent.samplers) or (["none", "qgf"] if has_behavior_flow else ["policy"])
     bfn = list(agent.bfn or spec.evaluation["bfn"])
     names = [s for s in samplers if isinstance(s, str)]
-    specs = [
-        _sampler_spec(spec.source, agent.label, s, steps=flow_steps, best_of_n=1)
-        for s in samplers
-        if not isinstance(s, str)
-    ]
     conditions = []
     if names:
         conditions += sweep_conditions(names, spec.evaluation["weights"], bfn, flow_steps)
-    if specs:
-        conditions += sweep_conditions(specs, spec.evaluation["weights"], [1], flow_steps)
+    for table in (s for s in samplers if not isinstance(s, str)):
+        specs = _sampler_specs(spec.source, agent.label, table, steps=flow_steps, best_of_n=1)
+        weights = table.get("weights", spec.evaluation["weights"])
+        conditions += [c for c in sweep_conditions(specs, weights, [1], flow_steps) if c not in conditions]
     return conditions
 
 
-def method_name(agent: AgentSpec, sampler_label: str) -> str:
+def method_name(agent: AgentSpec, sampler_label: str, tune_best_of_n: bool = False) -> str:
     """A method's display name: the reference agent's samplers by their own names (BC, QGF, BFN-4),
-    another agent's own policy by the agent's label, anything else as label/sampler."""
+    another agent's own policy by the agent's label, anything else as label/sampler. With
+    `tune_best_of_n` (the protocol tunes N like a weight) best-of-N is one method: BFN, QGF+BFN."""
+    if tune_best_of_n:
+        sampler_label = re.sub(r"bfn-\d+$", "bfn", sampler_label)
     sampler_label = METHOD_RENAMES.get(sampler_label, sampler_label)
     if agent.name == "qgf" and agent.label == "qgf":
         return sampler_label

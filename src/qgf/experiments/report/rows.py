@@ -26,13 +26,14 @@ def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
         if not sweep:
             continue
         agent = types.SimpleNamespace(name=results.extra.get("agent"), label=sweep["agent"])
-        for condition in results.results:
+        methods = sweep.get("methods") or [method_name(agent, c.label) for c in results.results]
+        for condition, method in zip(results.results, methods, strict=True):
             rows.append(
                 {
                     "stage": sweep["stage"],
                     "task": sweep["task"],
                     "domain": parse_name(sweep["task"]).domain,
-                    "method": method_name(agent, condition.label),
+                    "method": method,
                     "sampler": condition.sampler,
                     "bfn": condition.bfn,
                     "weight": condition.weight,
