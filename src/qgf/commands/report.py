@@ -19,9 +19,20 @@ def register(subparsers) -> None:
 
 
 def run_report_command(args: argparse.Namespace) -> int:
-    from qgf.experiments.report import write_report
+    from qgf.errors import QGFError
+    from qgf.experiments.report import IGNORED_FILE, write_report
 
+    if args.reps < 1:
+        raise QGFError(
+            f"--reps must be >= 1 (bootstrap replications, e.g. the default 2000), got {args.reps}"
+        )
     paths = write_report(args.sweep_dir, reps=args.reps)
     for path in paths:
         print(f"wrote {path}")
+    ignored = [path for path in paths if path.name == IGNORED_FILE][0].read_text().splitlines()
+    if ignored:
+        print(
+            f"qgf report: ignored {len(ignored)} evaluations that are no job of the sweep's spec.json "
+            "(listed in report.md)"
+        )
     return 0
