@@ -165,9 +165,9 @@ def test_read_only_mounts_are_detected():
 
 
 def test_the_spec_accepts_add_on_samplers_and_their_settings(tmp_path):
-    from qgf.experiments.spec import parse_spec
-
     import tomllib
+
+    from qgf.experiments.spec import parse_spec
 
     text = spec_with(agent='samplers = ["qgf", "robustq"]', extra="[addons]\nrobustq = { steps = 7 }\n")
     spec = parse_spec(tomllib.loads(text))
