@@ -49,9 +49,9 @@ def paths(tmp_path, monkeypatch):
     a_file.write_text("x")
     read_only = tmp_path / "read-only"
     read_only.mkdir()
-    real = qgf.fileio._read_only_mount
+    real = getattr(qgf.fileio, "_read_only_mount", lambda d: False)
     monkeypatch.setattr(
-        qgf.fileio, "_read_only_mount", lambda d: d.startswith(str(read_only)) or real(d), raising=True
+        qgf.fileio, "_read_only_mount", lambda d: d.startswith(str(read_only)) or real(d), raising=False
     )
     run = tmp_path / "run"
     run.mkdir()
@@ -275,3 +275,38 @@ def test_a_killed_single_task_evaluation_resumes(untrained_run, tmp_path, monkey
         return [{key: r[key] for key in keys} for r in document["results"]]
 
     assert outcome(killed) == outcome(fresh)
+
+
+def test_a_wrong_number_of_weights_is_one_line():
+    """Bring-your-own-model API: weights must be a scalar or one per observation row."""
+    import jax
+    import jax.numpy as jnp
+
+    from qgf.errors import QGFError
+    from qgf.guidance import SamplerSpec, make_sampler, sample
+
+    def velocity(obs, a, t):
+        return -a
+
+    def q(obs, a):
+        return -jnp.sum(a**2, axis=-1)
+
+    obs, key, spec = jnp.zeros((2, 3)), jax.random.PRNGKey(0), SamplerSpec("qgf", steps=2)
+    with pytest.raises(QGFError, match=r"weight has shape \(3,\) for 2 observation rows"):
+        sample(velocity, q, obs, key, jnp.ones(3), spec, action_dim=4)
+    with pytest.raises(QGFError, match=r"one weight per row \(shape \(2,\)\)"):
+        make_sampler(velocity, q, 4, spec)(obs, key, jnp.ones((2, 2)))
+    assert sample(velocity, q, obs, key, jnp.ones(2), spec, action_dim=4).shape == (2, 4)
+
+
+def test_the_goal_conditioned_add_on_hint_does_not_point_to_a_refusing_command():
+    import types
+
+    from qgf.addons.base import load_addon
+    from qgf.errors import QGFError
+
+    run = types.SimpleNamespace(path="runs/puzzle", config=types.SimpleNamespace(goal_conditioned=True))
+    with pytest.raises(QGFError) as error:
+        load_addon(run, "robustq")
+    assert "goal-conditioned" in str(error.value) and "qgf addon train" not in str(error.value)
+    assert "sampler that needs no add-on" in str(error.value)

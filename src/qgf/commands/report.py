@@ -11,7 +11,9 @@ def register(subparsers) -> None:
         help="aggregate a sweep (rliable): markdown, CSV and figures",
         description="Aggregate a finished (or partly finished) sweep directory with rliable: per task "
         "mean over seeds with 95% CIs, IQM and mean across tasks with stratified-bootstrap CIs, "
-        "probability of improvement; writes report.md, CSVs and PNGs into SWEEP_DIR/report.",
+        "probability of improvement; writes report.md, CSVs and PNGs into SWEEP_DIR/report. Reads only "
+        "the evaluations of the jobs the sweep's spec.json expands to; any other results.json under "
+        "evals/ is listed as ignored (report.md, report/ignored.txt).",
     )
     report.add_argument("sweep_dir", help="the sweep directory")
     report.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default 2000)")

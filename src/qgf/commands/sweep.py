@@ -18,7 +18,7 @@ def register(subparsers) -> None:
 
     sweep = subparsers.add_parser(
         "sweep",
-        help="run a study (TOML spec) as jobs on Ray: generate -> train -> evaluate",
+        help="run a study (TOML spec) as jobs on Ray: generate -> train [-> addon] -> evaluate",
         description=SWEEP_DESCRIPTION.format(shipped=", ".join(shipped_spec_names())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
