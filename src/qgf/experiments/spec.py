@@ -466,7 +466,7 @@ def check_plannable(spec: SweepSpec) -> None:
                 raise _fail(
                     source,
                     f"agent {agent.label!r}: sampler {sampler_spec.label!r} guides a behaviour-cloning flow, "
-                    f"and a {agent.name!r} run trains none; use samplers = ['policy'] (its own policy) or an "
+                    f"and agent {agent.name!r} trains none; use samplers = ['policy'] (its own policy) or an "
                     "agent with a BC flow (qgf)",
                 )
         flow_steps = run_config(agent, spec.overrides, {}).flow_steps
