@@ -223,6 +223,7 @@ EVALUATE = ["--sampler", "qgf", "--weights", "0,0.5", "--episodes", "2", "--work
 EVALUATE += ["--max-episode-steps", "6", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_enospc_while_evaluating_names_the_path(untrained_run, tmp_path, monkeypatch, capsys):
     import qgf.fileio
 
@@ -236,6 +237,7 @@ def test_enospc_while_evaluating_names_the_path(untrained_run, tmp_path, monkeyp
     assert len(err.splitlines()) == 1 and "free space" in err and str(out / "partial") in err, err
 
 
+@pytest.mark.slow
 def test_a_killed_single_task_evaluation_resumes(untrained_run, tmp_path, monkeypatch):
     """Killed after its first condition, `qgf evaluate` re-run runs only the second one and gives
     the results of an uninterrupted evaluation."""
