@@ -74,13 +74,22 @@ def _plan(text: str):
 GEN = ["data", "generate", "--env", "cube-single-play-v0", "--episodes", "1", "--no-progress"]
 TRAIN = ["train", "--env", TASK, "--preset", "tiny", "--no-progress"]
 
-# (case, argv from the paths fixture, words the one-line error must hold)
+# (case, argv from the paths fixture, words the one-line error must hold). Every sweep case has
+# --plan, so that a check that stops working prints a plan instead of starting a study.
 CASES = [
     ("evaluate --seed=-1", lambda p: ["evaluate", p["run"], "--seed=-1"], ["--seed must be >= 0"]),
     ("report --reps 0", lambda p: ["report", p["tmp"], "--reps", "0"], ["--reps must be >= 1"]),
     ("report --reps -5", lambda p: ["report", p["tmp"], "--reps", "-5"], ["--reps must be >= 1", "-5"]),
-    ("sweep --num-cpus=-1", lambda p: ["sweep", "cpu-study", "--num-cpus=-1"], ["--num-cpus must be >= 1"]),
-    ("sweep --num-cpus 0", lambda p: ["sweep", "cpu-study", "--num-cpus", "0"], ["--num-cpus must be >= 1"]),
+    (
+        "sweep --num-cpus=-1",
+        lambda p: ["sweep", "cpu-study", "--plan", "--num-cpus=-1"],
+        ["--num-cpus must be >= 1"],
+    ),
+    (
+        "sweep --num-cpus 0",
+        lambda p: ["sweep", "cpu-study", "--plan", "--num-cpus", "0"],
+        ["--num-cpus must be >= 1"],
+    ),
     (
         "resources.num_cpus = -1",
         _plan(spec_with(extra="[resources]\nnum_cpus = -1\n")),
@@ -92,8 +101,8 @@ CASES = [
         ["resources.train_cpus must be a number >= 0"],
     ),
     ("sweep --out file", lambda p: ["sweep", "cpu-study", "--plan", "--out", p["file"]], ["is a file"]),
-    ("sweep --out /proc", lambda p: ["sweep", "cpu-study", "--out", "/proc/qgf"], ["under /proc"]),
-    ("sweep --out read-only", lambda p: ["sweep", "cpu-study", "--out", p["ro"]], ["not writable"]),
+    ("sweep --out /proc", lambda p: ["sweep", "cpu-study", "--plan", "--out", "/proc/qgf"], ["under /proc"]),
+    ("sweep --out read-only", lambda p: ["sweep", "cpu-study", "--plan", "--out", p["ro"]], ["not writable"]),
     ("train --out file", lambda p: [*TRAIN, "--out", p["file"]], ["is a file"]),
     ("train --out /proc", lambda p: [*TRAIN, "--out", "/proc/qgf/run"], ["under /proc"]),
     ("train --out read-only", lambda p: [*TRAIN, "--out", p["ro"]], ["not writable"]),
