@@ -352,6 +352,14 @@ def _missing_message(run, name: str, why: str) -> str:
 def load_addon(run, name: str) -> LoadedAddon:
     """The run's trained add-on `name` at its latest checkpoint; a one-line QGFError naming the
     command that trains it when it is missing, unfinished or trained against another checkpoint."""
+    if run.config.goal_conditioned:  # `qgf addon train` refuses such runs: do not point to it
+        from qgf.guidance.estimators import estimators_of_addon
+
+        raise QGFError(
+            f"run {run.path} is goal-conditioned, and add-on {name!r} (needed by "
+            f"{', '.join(estimators_of_addon(name))}) trains on single-task runs only; evaluate it with a "
+            "sampler that needs no add-on (none, qgf, qgf-jacobian, ...)"
+        )
     directory = addon_dir(run.path, name)
     record = read_record(directory)
     if record is None:

@@ -104,10 +104,12 @@ def run(args: argparse.Namespace) -> int:
 
     from qgf import checkpoint
     from qgf.errors import QGFError
+    from qgf.fileio import check_output_dir
     from qgf.training import train
 
     if args.seeds is not None and args.seed is not None:
         raise QGFError("pass either --seed or --seeds, not both")
+    check_output_dir(args.out.replace("{seed}", "0"))
     run_dir = args.out
     if args.seeds is not None:
         from qgf.training import seed_run_dirs

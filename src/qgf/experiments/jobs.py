@@ -1,4 +1,4 @@
-"""A sweep as a graph of jobs (generate -> train -> evaluate), each writing to a directory derived
+"""A sweep as a graph of jobs (generate -> train [-> addon] -> evaluate), each writing to a directory derived
 from its settings, so re-planning after any interruption finds the same jobs and skips the
 finished ones.
 
@@ -7,6 +7,8 @@ Layout of a sweep directory:
     data/<generation-hash>/<dataset>.npz          generate jobs (one per domain), unless data.dir is set
     runs/<agent>-<config-hash>/<task>/seed<S>/    train jobs (one per agent x grid point x task; its
                                                   seeds are trained as ONE vmapped program)
+    runs/.../seed<S>/addons/<name>/               addon jobs: the add-on an add-on sampler (robustq,
+                                                  cfgrl, qgf-distill, ...) needs, per run
     evals/<stage>/<agent>-<config-hash>/<task>/seed<S>-<hash>/results.json
                                                   evaluate jobs; partial/ holds finished conditions
     protocol.json                                 the protocol's choices and their evidence
@@ -30,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from qgf.errors import QGFError
-from qgf.experiments.spec import AgentSpec, SweepSpec, agent_conditions, method_name, run_config
+from qgf.experiments.spec import (
+    AgentSpec,
+    SweepSpec,
+    agent_conditions,
+    has_behavior_flow,
+    method_name,
+    run_config,
+)
 
 PROTOCOL_FILE = "protocol.json"
 
@@ -38,8 +47,8 @@ PROTOCOL_FILE = "protocol.json"
 @dataclasses.dataclass(frozen=True)
 class Job:
     id: str  # unique, filesystem-safe
-    kind: str  # generate | train | evaluate
-    stage: str  # data | train | tune | final | sweep
+    kind: str  # generate | train | addon | evaluate
+    stage: str  # data | train | addon | tune | final | sweep
     out: str  # the directory it writes
     params: dict[str, Any]
     deps: tuple[str, ...]
@@ -199,9 +208,12 @@ def _condition_key(condition) -> list[Any]:
     return [repr(condition.spec), float(condition.weight)]
 
 
-def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, Any]]:
+def plan(
+    spec: SweepSpec, sweep_dir: str | Path, *, record_protocol: bool = True
+) -> tuple[list[Job], dict[str, Any]]:
     """Every job determinable now (the protocol's second phase appears once its tuning is done)
-    and a note of what is still waiting: {'waiting': text or ''}."""
+    and a note of what is still waiting: {'waiting': text or ''}. `record_protocol`: write the
+    protocol's choices to SWEEP_DIR/protocol.json (a reader such as `qgf report` passes False)."""
     sweep_dir = Path(sweep_dir)
     jobs: list[Job] = []
     resources = spec.resources
@@ -229,6 +241,7 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
     groups = run_groups(spec)
     tune_ids = set(spec.protocol["tune_tasks"]) if spec.protocol else None
     tune_best_of_n = bool(spec.protocol and spec.protocol.get("tune_best_of_n"))
+    planned_addons: set[str] = set()  # a run evaluated at two stages trains its add-ons once
 
     def train_job(group: RunGroup, task: str, seeds: tuple[int, ...] = spec.seeds) -> Job:
         out = sweep_dir / "runs" / group.name / task
@@ -265,6 +278,9 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
         out = []
         for run_seed in seeds:
             run_dir = Path(train.out) / f"seed{run_seed}"
+            addons = addon_jobs(spec, train, run_dir, conditions)
+            out += [job for job in addons if job.id not in planned_addons]
+            planned_addons.update(job.id for job in addons)
             eval_dir = (
                 sweep_dir / "evals" / stage / group.name / task / f"seed{run_seed}-{settings_hash(settings)}"
             )
@@ -297,7 +313,7 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
                         "run_seed": run_seed,
                         "stage": stage,
                     },
-                    deps=(train.id,),
+                    deps=(train.id, *(job.id for job in addons)),
                     cpus=resources["evaluate_cpus"],
                     gpus=resources["evaluate_gpus"],
                     cost=_evaluation_cost(task, episodes, spec.evaluation.get("max_episode_steps")),
@@ -306,11 +322,9 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
         return out
 
     def conditions_of(group: RunGroup):
-        from qgf.agents import agent_class
-        from qgf.agents.base import Agent
-
-        has_flow = agent_class(group.agent.name).behavior_velocity_fn is not Agent.behavior_velocity_fn
-        return agent_conditions(spec, group.agent, group.config.flow_steps, has_flow)
+        return agent_conditions(
+            spec, group.agent, group.config.flow_steps, has_behavior_flow(group.agent.name)
+        )
 
     waiting = ""
     if spec.protocol is None:
@@ -336,7 +350,8 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
     choices = protocol_choices(spec, sweep_dir, groups, tune_jobs, conditions_of)
     from qgf.fileio import atomic_write_json
 
-    atomic_write_json(sweep_dir / PROTOCOL_FILE, choices)
+    if record_protocol:
+        atomic_write_json(sweep_dir / PROTOCOL_FILE, choices)
     by_group: dict[str, list[Any]] = {}
     from qgf.evaluation.conditions import Condition
     from qgf.guidance import SamplerSpec
@@ -358,6 +373,24 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
             known.add(train.id)
         jobs += evaluate_jobs(group, task, "final", spec.protocol["final_seed"], conditions)
     return jobs, {"waiting": waiting}
+
+
+def spec_from_json(document: dict[str, Any]) -> SweepSpec:
+    """The `SweepSpec` a sweep recorded in SWEEP_DIR/spec.json (`dataclasses.asdict` of it)."""
+    agents = tuple(
+        AgentSpec(
+            **{
+                **agent,
+                "samplers": tuple(agent["samplers"]),
+                "bfn": None if agent.get("bfn") is None else tuple(agent["bfn"]),
+            }
+        )
+        for agent in document["agents"]
+    )
+    names = {field.name for field in dataclasses.fields(SweepSpec)}
+    fields = {key: value for key, value in document.items() if key in names}
+    fields.update(agents=agents, seeds=tuple(document["seeds"]), tasks=tuple(document["tasks"]))
+    return SweepSpec(**fields)
 
 
 def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[Job], conditions_of) -> dict:
@@ -420,6 +453,39 @@ def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[J
     }
 
 
+def addon_jobs(spec: SweepSpec, train: Job, run_dir: Path, conditions) -> list[Job]:
+    """The add-on training (`qgf addon train RUN NAME`) that the add-on samplers among
+    `conditions` need on one run: a job of kind 'addon' between its train and evaluate jobs, with
+    the spec's [addons] settings."""
+    from qgf.addons import addons_for_samplers
+    from qgf.addons.base import ADDONS_DIR, AddonConfig
+
+    jobs = []
+    for name in addons_for_samplers([condition.spec for condition in conditions]):
+        settings = spec.addons.get(name, {})
+        steps = AddonConfig.from_dict(settings).steps
+        jobs.append(
+            Job(
+                id=f"addon/{Path(train.id).relative_to('train')}/{run_dir.name}/{name}",
+                kind="addon",
+                stage="addon",
+                out=str(run_dir / ADDONS_DIR / name),
+                params={
+                    "run": str(run_dir),
+                    "name": name,
+                    "settings": settings,
+                    "steps": steps,
+                    "data_dir": train.params["data_dir"],
+                },
+                deps=(train.id,),
+                cpus=spec.resources["train_cpus"],
+                gpus=spec.resources["train_gpus"],
+                cost=steps * 0.01,  # order of magnitude: one small network's update on a CPU
+            )
+        )
+    return jobs
+
+
 # ------------------------------------------------------------------ finished?
 
 
@@ -438,4 +504,8 @@ def job_done(job: Job) -> bool:
         return all(ckpt.latest_step(out / f"seed{seed}") == steps for seed in job.params["seeds"])
     if job.kind == "evaluate":
         return (out / "results.json").is_file()
+    if job.kind == "addon":
+        from qgf import checkpoint as ckpt
+
+        return ckpt.latest_step(out) == int(job.params["steps"])
     raise QGFError(f"unknown job kind {job.kind!r}")

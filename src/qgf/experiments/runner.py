@@ -62,6 +62,16 @@ def execute(job: Job) -> None:
             data_dir=params["data_dir"],
             progress=False,
         )
+    elif job.kind == "addon":
+        from qgf.addons.base import train_addon
+
+        train_addon(
+            params["run"],
+            params["name"],
+            overrides={**params["settings"], "steps": params["steps"]},
+            data_dir=params["data_dir"],
+            progress=False,
+        )
     elif job.kind == "evaluate":
         from qgf.evaluation.conditions import Condition
         from qgf.evaluation.results import write_json

@@ -40,7 +40,7 @@ from qgf.errors import QGFError
 from qgf.registry import suggest
 
 TOP_KEYS = {"name", "description", "preset", "seeds", "tasks", "overrides", "data", "agents"}
-TOP_KEYS |= {"evaluation", "protocol", "resources", "report"}
+TOP_KEYS |= {"evaluation", "protocol", "resources", "report", "addons"}
 DATA_KEYS = {"dir", "episodes", "val_episodes", "episode_length", "seed", "workers"}
 AGENT_KEYS = {"name", "label", "preset", "overrides", "grid", "samplers", "bfn"}
 EVALUATION_KEYS = {"episodes", "weights", "bfn", "seed", "workers", "num_envs", "groups", "max_episode_steps"}
@@ -85,6 +85,7 @@ class SweepSpec:
     resources: dict[str, Any]
     report: dict[str, Any]
     source: str = "<spec>"
+    addons: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # add-on settings by name
 
 
 SHIPPED_SPECS = Path(__file__).parent / "specs"
@@ -179,6 +180,14 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
             _positive_int(source, f"data.{key}", data[key])
     if "dir" in data and not isinstance(data["dir"], str):
         raise _fail(source, "data.dir must be a path string")
+    generation = sorted(set(data) - {"dir"})
+    if "dir" in data and generation:
+        raise _fail(
+            source,
+            f"data.dir names existing datasets, so nothing is generated and "
+            f"data.{', data.'.join(generation)} would be ignored; "
+            "remove them, or remove data.dir to generate data with them",
+        )
 
     raw_agents = document["agents"]
     if not isinstance(raw_agents, list) or not raw_agents:
@@ -300,7 +309,7 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
         raise _fail(source, f"report.offline_tolerance must be a number > 0, got {tolerance!r}")
     if "offline_observations" in report:
         _positive_int(source, "report.offline_observations", report["offline_observations"])
-    return SweepSpec(
+    spec = SweepSpec(
         name=str(document.get("name", Path(source).stem)),
         description=str(document.get("description", "")),
         preset=preset,
@@ -314,7 +323,10 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
         resources=resources,
         report=dict(report),
         source=source,
+        addons=_addon_settings(source, document.get("addons", {})),
     )
+    check_plannable(spec)
+    return spec
 
 
 def _check_config_keys(source: str, where: str, table: Any) -> None:
@@ -332,6 +344,12 @@ def _check_configs(source: str, where: str, agent: AgentSpec, overrides: dict[st
             config = run_config(agent, overrides, point)
         except QGFError as exc:
             raise _fail(source, f"{where} (grid point {point or 'default'}): {exc}") from None
+        if config.steps < 1:
+            raise _fail(
+                source,
+                f"{where} (grid point {point or 'default'}): steps = {config.steps} trains nothing, so every "
+                "evaluation would fail with 'train it first'; set overrides.steps (or the grid's) to >= 1",
+            )
         ignored = sorted(key for key in point if key not in config.to_dict())
         if ignored:
             raise _fail(
@@ -430,3 +448,85 @@ def method_name(agent: AgentSpec, sampler_label: str, tune_best_of_n: bool = Fal
     if sampler_label == "policy":
         return agent.label
     return f"{agent.label}/{sampler_label}"
+
+
+# ------------------------------------------------------------------ plan-time checks
+
+
+def has_behavior_flow(agent_name: str) -> bool:
+    """Whether the agent trains a behaviour-cloning flow (what every sampler but 'policy' guides)."""
+    from qgf.agents import agent_class
+    from qgf.agents.base import Agent
+
+    return agent_class(agent_name).behavior_velocity_fn is not Agent.behavior_velocity_fn
+
+
+def _addon_settings(source: str, table: Any) -> dict[str, dict[str, Any]]:
+    """[addons]: settings of the add-ons that add-on samplers need, by add-on name
+    (`robustq = { steps = 2000 }`; `qgf addon train --help` lists the settings)."""
+    if not table:
+        return {}
+    from qgf.addons import ADDON_NAMES
+    from qgf.addons.base import AddonConfig
+
+    _check_keys(source, "[addons]", table, set(ADDON_NAMES))
+    settings = {}
+    for name, values in table.items():
+        _check_keys(source, f"addons.{name}", values, set(AddonConfig.__dataclass_fields__))
+        try:
+            AddonConfig.from_dict(values)
+        except QGFError as exc:
+            raise _fail(source, f"addons.{name}: {exc}") from None
+        settings[name] = dict(values)
+    return settings
+
+
+def check_plannable(spec: SweepSpec) -> None:
+    """What would otherwise fail only after training: seeds, episode limits, resources, each
+    sampler against its agent (a guided sampler needs a BC flow), the report's reference."""
+    source = spec.source
+    for key in ("seed",):
+        value = spec.evaluation[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _fail(source, f"evaluation.{key} must be an integer >= 0 (a numpy seed), got {value!r}")
+    if spec.protocol:
+        for key in ("tune_seed", "final_seed"):
+            value = spec.protocol[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise _fail(source, f"protocol.{key} must be an integer >= 0 (a numpy seed), got {value!r}")
+    if spec.evaluation.get("max_episode_steps") is not None:
+        steps = spec.evaluation["max_episode_steps"]
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise _fail(
+                source,
+                f"evaluation.max_episode_steps must be an integer >= 1, got {steps!r}; leave it out for the "
+                "env's own limit",
+            )
+    for key, value in spec.resources.items():
+        minimum = 1 if key == "num_cpus" else 0
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
+            raise _fail(
+                source, f"resources.{key} must be a number >= {minimum}, got {value!r} (docs/experiments.md)"
+            )
+    methods = []
+    for agent in spec.agents:
+        flow = has_behavior_flow(agent.name)
+        for sampler in agent.samplers:
+            sampler_spec = _sampler_spec(source, agent.label, sampler, steps=10, best_of_n=1)
+            if sampler_spec.estimator != "policy" and not flow:
+                raise _fail(
+                    source,
+                    f"agent {agent.label!r}: sampler {sampler_spec.label!r} guides a behaviour-cloning flow, "
+                    f"and agent {agent.name!r} trains none; use samplers = ['policy'] (its own policy) or an "
+                    "agent with a BC flow (qgf)",
+                )
+        flow_steps = run_config(agent, spec.overrides, {}).flow_steps
+        for condition in agent_conditions(spec, agent, flow_steps, flow):
+            methods.append(method_name(agent, condition.spec.label))
+    reference = spec.report.get("reference")
+    if reference is not None and reference not in methods:
+        raise _fail(
+            source,
+            f"report.reference {reference!r} is not a method of this sweep, so the probability of "
+            f"improvement would be dropped; choose one of {', '.join(dict.fromkeys(methods))}",
+        )

@@ -22,13 +22,15 @@ from pathlib import Path
 
 from qgf.errors import QGFError
 from qgf.experiments.report import figures
-from qgf.experiments.report.rows import collect_rows
+from qgf.experiments.report.rows import collect_rows, planned_results
 from qgf.experiments.report.stats import aggregate, compute_points, model_size_points
 from qgf.experiments.report.tables import csv_text, markdown
 from qgf.experiments.report.weight_choice import offline_report
 from qgf.fileio import atomic_write_json, atomic_write_text
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "IGNORED_FILE"]
+
+IGNORED_FILE = "ignored.txt"  # the results.json under evals/ that spec.json does not expand to
 
 
 def write_report(
@@ -39,9 +41,11 @@ def write_report(
     returns the paths written. `offline` (default: the spec's report.offline, else true) measures
     the offline weight choice on the tuning runs when the sweep has a protocol."""
     sweep_dir = Path(sweep_dir)
-    rows = collect_rows(sweep_dir)
+    paths, ignored = planned_results(sweep_dir)
+    rows = collect_rows(sweep_dir, paths)
     if not rows:
-        raise QGFError(f"{sweep_dir} holds no finished evaluation of a sweep; run qgf sweep first")
+        stale = f" ({len(ignored)} evaluations of other specs or settings ignored)" if ignored else ""
+        raise QGFError(f"{sweep_dir} holds no finished evaluation of its sweep{stale}; run qgf sweep first")
     stages = {row["stage"] for row in rows}
     stage = "final" if "final" in stages else "sweep" if "sweep" in stages else "tune"
     spec_path = sweep_dir / "spec.json"
@@ -91,6 +95,8 @@ def write_report(
         drawn.append("fig7_compute.png")
     if figures.figure_model_size(model_size, out / "fig9_model_size.png"):
         drawn.append("fig9_model_size.png")
-    atomic_write_text(out / "report.md", markdown(numbers, protocol, drawn, choice))
-    written += [out / name for name in drawn] + [out / "report.md"]
+    ignored_text = [str(path.relative_to(sweep_dir)) for path in ignored]
+    atomic_write_text(out / "report.md", markdown(numbers, protocol, drawn, choice, ignored_text))
+    atomic_write_text(out / IGNORED_FILE, "".join(f"{path}\n" for path in ignored_text))
+    written += [out / name for name in drawn] + [out / "report.md", out / IGNORED_FILE]
     return written
