@@ -336,7 +336,7 @@ def plan(
 
     tune_tasks = [task for task in spec.tasks if _task_id(task) in tune_ids]
     tune_jobs = []
-    tune_seeds = tuple(spec.protocol["tune_seeds"])
+    tune_seeds = tuple(spec.protocol.get("tune_seeds", spec.seeds))  # spec.json of older sweeps: none
     for group in groups:
         for task in tune_tasks:
             jobs.append(train_job(group, task, tune_seeds))
@@ -448,7 +448,7 @@ def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[J
         "tune_tasks": spec.protocol["tune_tasks"],
         "tune_seed": spec.protocol["tune_seed"],
         "final_seed": spec.protocol["final_seed"],
-        "tune_seeds": spec.protocol["tune_seeds"],
+        "tune_seeds": list(spec.protocol.get("tune_seeds", spec.seeds)),
         "choices": choices,
     }
 
