@@ -3,6 +3,7 @@
 on) runs a tiny sweep through `--address` with the embedded run's results; bad and dead addresses
 are one-line errors; a killed driver leaves no process of its Ray instance and writes nothing more."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,16 +93,17 @@ def group_members(pgid):
 
 
 @pytest.fixture
-def head(tmp_path):
+def head():
     """`ray start --head` on loopback in its own temp dir and process group (stopped by killing
     that group: `ray stop` would stop every Ray instance of the machine)."""
     ray_cli = shutil.which("ray") or pytest.skip("no `ray` command on PATH")
-    port, *others = free_ports(7)
+    port, *others = free_ports(6)
     command = [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"]
-    command += [f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats"]
+    temp_dir = tempfile.mkdtemp(prefix="qgf-ray-")  # short: Ray's socket paths must fit in 107 bytes
+    command += [f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     for flag, value in zip(
         ("dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-         "runtime-env-agent-port", "ray-client-server-port"),
+         "runtime-env-agent-port"),
         others,
         strict=True,
     ):  # fmt: skip
@@ -113,19 +116,22 @@ def head(tmp_path):
     try:
         output, _ = started.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        os.killpg(started.pid, signal.SIGKILL)
+        os.killpg(started.pid, signal.SIGKILL)  # the `ray start` process itself is still there
         pytest.skip("`ray start --head` did not finish within 60 s")
     if started.returncode != 0:
-        os.killpg(started.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(started.pid, signal.SIGKILL)
         pytest.skip(f"`ray start --head` cannot run here: {output.strip().splitlines()[-1:]}")
     try:
         yield f"127.0.0.1:{port}", started.pid, output
     finally:
-        os.killpg(started.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(started.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while group_members(started.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not group_members(started.pid), "the head's processes outlived it"
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def success_and_returns(sweep_dir):

@@ -1,8 +1,10 @@
 """Running a sweep's job graph on Ray: a local instance by default (`ray.init(num_cpus=...)`,
-nothing to start by hand) or a cluster (`address`). Each job declares its CPUs/GPUs; a job runs
-in a Ray worker with its output sent to its own log file; a failed job is reported with that log
-and its dependants are skipped while every other job finishes. A file lock refuses a second sweep
-on the same directory. Finished jobs (outputs complete on disk) are never run again.
+nothing to start by hand, killed with its driver) or a cluster (`address`; both in
+`qgf.experiments.cluster`). Each job declares its CPUs/GPUs; a job runs in a Ray worker with its
+output sent to its own log file; a failed job is reported with that log and its dependants are
+skipped while every other job finishes. A file lock refuses a second sweep on the same directory,
+and jobs write nothing once the sweep holding it is gone. Finished jobs (outputs complete on disk)
+are never run again.
 """
 
 from __future__ import annotations
