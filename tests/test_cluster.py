@@ -21,6 +21,7 @@ import qgf
 from qgf.errors import QGFError
 from qgf.experiments import cluster
 from qgf.experiments.spec import parse_spec
+from test_experiments import TOY_OVERRIDES
 
 TASK = "cube-single-play-singletask-task1-v0"
 GENERATED = {"episodes": 2, "val_episodes": 1, "episode_length": 30}
@@ -35,16 +36,7 @@ def tiny_spec(data_dir, **evaluation):
         "preset": "tiny",
         "seeds": [0],
         "tasks": [TASK],
-        "overrides": {
-            "steps": 4,
-            "log_every": 2,
-            "ckpt_every": 4,
-            "horizon": 2,
-            "batch_size": 16,
-            "actor_hidden_dims": [16, 16],
-            "critic_hidden_dims": [16, 16],
-            "flow_steps": 2,
-        },
+        "overrides": dict(TOY_OVERRIDES),
         "data": {"dir": str(data_dir)} if data_dir else GENERATED,
         "agents": [{"name": "qgf", "samplers": ["qgf"]}],
         "evaluation": EVALUATION | evaluation,
@@ -324,11 +316,16 @@ def test_a_job_writes_nothing_once_its_driver_is_gone(tmp_path):
     assert other.driver_alive()
     holder.kill()
     holder.wait()
-    assert not other.driver_alive()
+    assert other.driver_alive()  # unlocked, but touched recently: where flocks are per node, alive
+    os.utime(other_lock, (0, time.time() - cluster.DriverGuard.STALE_S - 1))
+    assert not other.driver_alive()  # unlocked and no heartbeat: gone
     with pytest.raises(cluster.DriverGone, match="nothing written"):
         other.check()
     lock.release()
-    assert not guard.driver_alive()  # released: gone
+    guard.beat()
+    assert guard.driver_alive()
+    os.utime(lock.path, (0, time.time() - cluster.DriverGuard.STALE_S - 1))
+    assert not guard.driver_alive()  # released, no heartbeat: gone
     again = SweepLock(tmp_path)  # a later sweep on the directory: the old jobs are not its jobs
     assert again.guard.driver_alive() and not guard.driver_alive()
     again.release()
@@ -341,7 +338,8 @@ def test_run_logged_refuses_a_job_of_a_gone_sweep(tmp_path):
     from qgf.experiments.runner import run_logged
 
     lock_path = tmp_path / ".sweep.lock"
-    lock_path.write_text("pid 1 on nowhere token abc")  # nobody holds it
+    lock_path.write_text("pid 1 on nowhere token abc")  # nobody holds it, nor touches it
+    os.utime(lock_path, (0, 0))
     out = str(tmp_path / "out")
     job = Job("evaluate/x", "evaluate", "sweep", out, params={}, deps=(), cpus=1, gpus=0, cost=1)
     report = run_logged(job, str(tmp_path / "job.log"), cluster.DriverGuard(str(lock_path), "abc"))

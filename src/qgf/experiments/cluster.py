@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 from qgf.errors import QGFError
 from qgf.experiments import watchdog
@@ -208,11 +209,13 @@ def embedded_instance(num_cpus: int) -> Iterator[None]:
 @dataclass(frozen=True)
 class DriverGuard:
     """The sweep directory's lock file and the token its driver wrote into it. Picklable: it travels
-    with every job. The driver is alive while it holds the flock and the file still names its token
-    (a later sweep on the directory writes its own)."""
+    with every job. The driver is alive while the file still names its token (a later sweep on the
+    directory writes its own) and it holds the flock -- or, where a filesystem keeps flocks to one
+    node, while it touches the file (`beat`, every few seconds) within `STALE_S`."""
 
     lock_path: str
     token: str
+    STALE_S: ClassVar[float] = 120.0
 
     def driver_alive(self) -> bool:
         import fcntl
@@ -226,12 +229,17 @@ class DriverGuard:
                 except BlockingIOError:
                     return True  # the driver still holds its exclusive lock
                 fcntl.flock(handle, fcntl.LOCK_UN)
-                return False
+                return time.time() - os.fstat(handle.fileno()).st_mtime < self.STALE_S
         except FileNotFoundError:
             raise QGFError(
                 f"{self.lock_path} does not exist on node {socket.gethostname()}: the sweep directory "
                 "must be on a filesystem every node of the cluster sees (docs/experiments.md)"
             ) from None
+
+    def beat(self) -> None:
+        """The driver's heartbeat."""
+        with contextlib.suppress(OSError):
+            os.utime(self.lock_path)
 
     def check(self) -> None:
         """Raise (so nothing is written) when the sweep that started this job has gone."""

@@ -312,6 +312,7 @@ def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool, guard: DriverGuard)
             while not ready:  # redraw every few seconds, so elapsed time and ETA move during long jobs
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=PROGRESS_REFRESH_S)
                 bar.refresh()
+                guard.beat()
             for ref in ready:
                 job, submitted = running.pop(ref)
                 report = ray.get(ref)
