@@ -164,6 +164,22 @@ def test_a_sweep_through_address_on_a_ray_start_head_equals_the_embedded_one(hea
         assert done.returncode == 0, done.stdout + done.stderr[-3000:]
         runs[name] = success_and_returns(tmp_path / name)
     assert len(runs["cluster"]) == 2 and runs["cluster"] == runs["embedded"]
+    empty_home = tmp_path / "home"
+    empty_home.mkdir()
+    for change, message in (
+        ({"HOME": str(empty_home)}, "uses token authentication and no token was found here"),
+        ({"RAY_AUTH_TOKEN": "0" * 32}, "rejects the authentication token found here"),
+        ({"RAY_AUTH_MODE": "disabled"}, "RAY_AUTH_MODE=disabled is set here: unset RAY_AUTH_MODE"),
+    ):
+        env = {**child_env(), **change}
+        done = subprocess.run(
+            [*SWEEP, str(spec), "--out", str(tmp_path / "refused"), "--address", address],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
     status = json.loads((tmp_path / "cluster" / "sweep-status.json").read_text())
     nodes = {record["node"]["node_id"] for record in status["job_seconds"].values()}
     assert len(nodes) == 1 and all(len(node) == 56 for node in nodes)  # every job on the head's one node

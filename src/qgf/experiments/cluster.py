@@ -135,11 +135,14 @@ def follow_cluster_auth(address: str) -> str:
             f"the Ray cluster at {address} rejects the authentication token found here ({where}): "
             "copy the head node's ~/.ray/auth_token to this machine or set RAY_AUTH_TOKEN to it"
         )
+    if explicit is not None:
+        raise QGFError(
+            f"the Ray cluster at {address} uses token authentication and {AUTH_ENV}={explicit} is set "
+            f"here: unset {AUTH_ENV} (or set it to token) and have the head node's token here ({where})"
+        )
     raise QGFError(
-        f"the Ray cluster at {address} uses token authentication and "
-        + (f"{AUTH_ENV}={explicit} is set here" if explicit else f"no token was found here ({where})")
-        + f": set {AUTH_ENV}=token and copy the head node's ~/.ray/auth_token to this machine "
-        "(or set RAY_AUTH_TOKEN to it)"
+        f"the Ray cluster at {address} uses token authentication and no token was found here ({where}): "
+        "copy the head node's ~/.ray/auth_token to this machine or set RAY_AUTH_TOKEN to it"
     )
 
 
