@@ -142,44 +142,41 @@ def success_and_returns(sweep_dir):
 
 @pytest.mark.slow
 def test_a_sweep_through_address_on_a_ray_start_head_equals_the_embedded_one(head, tmp_path):
-    from qgf.data import generate
-
+    """The same tiny sweep (generate -> train -> evaluate) embedded and through --address, at the same
+    time (each runs one job at a time, so together they fill 2 cores), and three refused drivers."""
     address, _, output = head
     assert "Token authentication is enabled" in output  # Ray's default since ~/.ray/auth_token exists
-    data = tmp_path / "data"
-    generate("cube-single-play-v0", data, episodes=2, val_episodes=1, episode_length=30, progress=False)
     spec = tmp_path / "tiny.toml"
-    spec.write_text(_toml(tiny_spec(data)))
-    runs = {}
-    for name, extra in (("embedded", ["--num-cpus", "2"]), ("cluster", ["--address", address])):
-        env = child_env()
-        env.pop("RAY_AUTH_MODE", None)
-        done = subprocess.run(
-            [*SWEEP, str(spec), "--out", str(tmp_path / name), "--no-progress", *extra],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-        runs[name] = success_and_returns(tmp_path / name)
-    assert len(runs["cluster"]) == 2 and runs["cluster"] == runs["embedded"]
+    spec.write_text(_toml(tiny_spec(None)))
     empty_home = tmp_path / "home"
     empty_home.mkdir()
-    for change, message in (
-        ({"HOME": str(empty_home)}, "uses token authentication and no token was found here"),
-        ({"RAY_AUTH_TOKEN": "0" * 32}, "rejects the authentication token found here"),
-        ({"RAY_AUTH_MODE": "disabled"}, "RAY_AUTH_MODE=disabled is set here: unset RAY_AUTH_MODE"),
-    ):
-        env = {**child_env(), **change}
-        done = subprocess.run(
-            [*SWEEP, str(spec), "--out", str(tmp_path / "refused"), "--address", address],
-            env=env,
-            capture_output=True,
+    default = {key: value for key, value in child_env().items() if key != "RAY_AUTH_MODE"}
+    cases = {
+        "embedded": (["--num-cpus", "2"], {}, None),
+        "cluster": (["--address", address], {}, None),
+        "no-token": (["--address", address], {"HOME": str(empty_home)}, "and no token was found here"),
+        "bad-token": (["--address", address], {"RAY_AUTH_TOKEN": "0" * 32}, "rejects the authentication"),
+        "disabled": (["--address", address], {"RAY_AUTH_MODE": "disabled"}, "unset RAY_AUTH_MODE"),
+    }
+    started = {
+        name: subprocess.Popen(
+            [*SWEEP, str(spec), "--out", str(tmp_path / name), "--no-progress", *extra],
+            env={**default, **change},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=60,
         )
-        assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+        for name, (extra, change, _) in cases.items()
+    }
+    for name, process in started.items():
+        out, err = process.communicate(timeout=300)
+        message = cases[name][2]
+        if message is None:
+            assert process.returncode == 0, out + err[-3000:]
+        else:  # one line, exit 2
+            assert process.returncode == 2 and err.count("\n") == 1 and message in err, err
+    runs = {name: success_and_returns(tmp_path / name) for name in ("embedded", "cluster")}
+    assert len(runs["cluster"]) == 2 and runs["cluster"] == runs["embedded"]
     status = json.loads((tmp_path / "cluster" / "sweep-status.json").read_text())
     nodes = {record["node"]["node_id"] for record in status["job_seconds"].values()}
     assert len(nodes) == 1 and all(len(node) == 56 for node in nodes)  # every job on the head's one node

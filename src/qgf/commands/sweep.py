@@ -27,7 +27,11 @@ def register(subparsers) -> None:
     sweep.add_argument(
         "--plan", action="store_true", help="print the job list with estimated cost; run nothing"
     )
-    sweep.add_argument("--address", help="an existing Ray cluster (default: start a local instance)")
+    sweep.add_argument(
+        "--address",
+        help="an existing Ray cluster: HOST:PORT of a `ray start --head` node (its token authentication "
+        "is followed), ray://HOST:10001 (Ray Client) or auto; default: start a local instance",
+    )
     sweep.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance, >= 1 (default: all)")
     sweep.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     sweep.set_defaults(func=run_sweep_command)

@@ -127,18 +127,18 @@ def follow_cluster_auth(address: str) -> str:
     if answer["status"] == "error":
         raise QGFError(f"the Ray head at {address} did not answer: {answer['message']}")
     where = "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
-    if explicit is None and answer["token"]:
-        if probe_head(address, "token")["status"] == "ok":
-            enable_token_auth()
-            return "token"
-        raise QGFError(
-            f"the Ray cluster at {address} rejects the authentication token found here ({where}): "
-            "copy the head node's ~/.ray/auth_token to this machine or set RAY_AUTH_TOKEN to it"
-        )
-    if explicit is not None:
+    if explicit is None and answer["token"] and probe_head(address, "token")["status"] == "ok":
+        enable_token_auth()
+        return "token"
+    if explicit is not None and explicit.lower() != "token":
         raise QGFError(
             f"the Ray cluster at {address} uses token authentication and {AUTH_ENV}={explicit} is set "
             f"here: unset {AUTH_ENV} (or set it to token) and have the head node's token here ({where})"
+        )
+    if answer["token"]:
+        raise QGFError(
+            f"the Ray cluster at {address} rejects the authentication token found here ({where}): "
+            "copy the head node's ~/.ray/auth_token to this machine or set RAY_AUTH_TOKEN to it"
         )
     raise QGFError(
         f"the Ray cluster at {address} uses token authentication and no token was found here ({where}): "
