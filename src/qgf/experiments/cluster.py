@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -80,6 +81,7 @@ _PROBE = """
 import json, sys
 from ray._raylet import AuthenticationTokenLoader, GcsClient
 out = {"token": bool(AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True))}
+print("ready", flush=True)
 try:
     GcsClient(address=sys.argv[1]).internal_kv_get(b"session_name", namespace=b"session", timeout=5)
     out["status"] = "ok"
@@ -88,34 +90,43 @@ except Exception as exc:
     auth = "InvalidAuthToken" in text or "Authentication" in type(exc).__name__
     out["status"] = "auth" if auth else "error"
     out["message"] = text.splitlines()[0] if text else type(exc).__name__
-print(json.dumps(out))
+print(json.dumps(out), flush=True)
 """
 
 
 def probe_head(address: str, auth_mode: str | None) -> dict:
     """Ask the GCS at `address` for its session name from a subprocess (Ray's own client retries for
-    about a minute; this one is bounded), in `auth_mode` ('token', or None for this environment's)."""
+    about a minute; this one waits PROBE_TIMEOUT_S once the subprocess has imported Ray), in
+    `auth_mode` ('token', or None for this environment's)."""
     env = dict(os.environ)
     if auth_mode:
         env[AUTH_ENV] = auth_mode
+    probe = subprocess.Popen(
+        [sys.executable, "-c", _PROBE, address],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        bufsize=0,  # unbuffered, so that select sees whether the answer has come
+    )
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", _PROBE, address],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        raise QGFError(
-            f"{address} accepts connections but no Ray head answered within {PROBE_TIMEOUT_S:.0f} s: "
-            "give the head's GCS port (`ray start --head --port PORT`) as --address"
-        ) from None
-    lines = done.stdout.strip().splitlines()
+        ready = probe.stdout.readline().decode().strip()  # the import of Ray takes seconds on a busy machine
+        if ready == "ready":
+            answered, _, _ = select.select([probe.stdout], [], [], PROBE_TIMEOUT_S)
+            if not answered:
+                raise QGFError(
+                    f"{address} accepts connections but no Ray head answered within {PROBE_TIMEOUT_S:.0f} s: "
+                    "give the head's GCS port (`ray start --head --port PORT`) as --address"
+                )
+        line = probe.stdout.readline()
+    finally:
+        probe.kill()
+        probe.wait()
     try:
-        return json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        return {"status": "error", "token": False, "message": (done.stderr.strip().splitlines() or ["?"])[-1]}
+        return json.loads(line.decode())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        failed = f"the probe of Ray failed ({ready or 'no output'})"
+        return {"status": "error", "token": False, "message": failed}
 
 
 def follow_cluster_auth(address: str) -> str:
