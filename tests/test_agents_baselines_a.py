@@ -1,0 +1,120 @@
+"""ReBRAC, FBRAC, FAWAC and IFQL (QAM paper App. C) against independent computations: numpy
+float64 losses and targets, finite differences through the Euler steps, an explicit Euler loop."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import make_dataset, small_config
+from qgf.agents import agent_class
+from qgf.data.chunks import sample_chunks, to_device
+
+OBS_DIM, ACTION_DIM, HORIZON = 4, 2, 2
+CENTER = np.array([-0.5, 0.5, -0.5, 0.5])
+
+
+@pytest.fixture(scope="module")
+def batch():
+    config = small_config()
+    data = to_device(make_dataset())
+    return sample_chunks(data, jax.random.key(3), config.batch_size, config.horizon, config.discount)
+
+
+def np64(x):
+    return np.asarray(x, np.float64)
+
+
+def coordinate_mask(batch):
+    return np.repeat(np64(batch["valid"]), ACTION_DIM, axis=1)
+
+
+def euler_ode(velocity_fn, observations, noise, steps):
+    """The Euler solution a <- a + v(s, a, k/T) / T, k = 0..T-1, clipped (QAM Eqs. 38-39), as an
+    explicit Python loop."""
+    a = noise
+    for k in range(steps):
+        a = a + velocity_fn(observations, a, jnp.full((a.shape[0],), k / steps, a.dtype)) / steps
+    return jnp.clip(a, -1.0, 1.0)
+
+
+# ------------------------------------------------------------------------------ ReBRAC
+
+
+def test_rebrac_actor_loss_is_td3_bc(batch):
+    """-mean Q(s, mu) / mean |Q| + alpha * mean_B sum_coords m (mu - a)^2, in numpy float64."""
+    config = small_config(agent="rebrac", rebrac_alpha=0.7)
+    agent = agent_class("rebrac").create(0, OBS_DIM, ACTION_DIM, config)
+    total, metrics = agent.policy_losses(agent.params, batch, jax.random.key(0))
+    mu = agent.actor_from(agent.params["actor"])(batch["observations"])
+    assert np.all(np.abs(np.asarray(mu)) < 1.0)
+    q = np64(agent.q_fn(batch["observations"], mu))
+    bc = np.mean(np.sum(coordinate_mask(batch) * np.square(np64(mu) - np64(batch["actions"])), axis=1))
+    expected = -np.mean(q) / np.mean(np.abs(q)) + 0.7 * bc
+    np.testing.assert_allclose(float(total), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["bc_mse"]), bc, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def rebrac_td():
+    """A td ReBRAC with a smoothing noise far above its clip, and its update compiled."""
+    config = small_config(
+        agent="rebrac", critic="td", num_critics=3, critic_aggregation="mean", rebrac_noise=5.0
+    )
+    return agent_class("rebrac").create(0, OBS_DIM, ACTION_DIM, config)
+
+
+def test_rebrac_actor_and_targets_step_on_every_second_update(rebrac_td, batch):
+    """The critic changes at every update; the actor, its Adam state and both target networks only
+    at updates 2 and 4 (TD3's delay 2)."""
+    agent = rebrac_td
+    changed = []
+    for _ in range(4):
+        new, metrics = agent.update(batch)
+
+        def moved(a, b):
+            return not all(
+                np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+            )
+
+        changed.append(
+            (
+                moved(new.params["critic"], agent.params["critic"]),
+                moved(new.params["actor"], agent.params["actor"]),
+                moved(new.opt_state["actor"], agent.opt_state["actor"]),
+                moved(new.target_params["actor"], agent.target_params["actor"]),
+                moved(new.target_params["critic"], agent.target_params["critic"]),
+                float(metrics["actor_updated"]),
+            )
+        )
+        agent = new
+    assert changed == [
+        (True, False, False, False, False, 0.0),
+        (True, True, True, True, True, 1.0),
+        (True, False, False, False, False, 0.0),
+        (True, True, True, True, True, 1.0),
+    ]
+
+
+def test_rebrac_td_target_uses_the_smoothed_clipped_target_actor(rebrac_td, batch):
+    """y = R + gamma^h m (mean_K - rho std_K) Qbar(s', a'), a' = clip(mu_target(s') +
+    clip(sigma eps, -0.5, 0.5), -1, 1): numpy float64 from the same eps (base.Agent.losses splits
+    (key, next_key) and backs up on next_key)."""
+    agent = rebrac_td
+    for _ in range(2):  # the target actor now differs from the online one
+        agent, _ = agent.update(batch)
+    config = agent.config
+    key = jax.random.key(5)
+    _, metrics = jax.jit(agent.losses)(agent.params, batch, key)
+    next_obs = batch["next_observations"]
+    eps = np64(jax.random.normal(jax.random.split(key)[1], (next_obs.shape[0], agent.chunk_dim)))
+    mu_target = np64(agent.actor_from(agent.target_params["actor"])(next_obs))
+    noise = np.clip(5.0 * eps, -0.5, 0.5)
+    assert np.mean(np.abs(noise) == 0.5) > 0.8  # the clip is what is being tested
+    next_actions = np.clip(mu_target + noise, -1.0, 1.0)
+    heads = np64(agent.q_values(next_obs, jnp.asarray(next_actions, jnp.float32), target=True))
+    bootstrap = heads.mean(axis=0) - config.critic_pessimism * heads.std(axis=0)
+    targets = np64(batch["rewards"]) + config.discount**HORIZON * np64(batch["masks"]) * bootstrap
+    np.testing.assert_allclose(float(metrics["td_target_mean"]), targets.mean(), rtol=1e-5, atol=1e-5)
+    online = np64(agent.actor_from(agent.params["actor"])(next_obs))
+    assert np.abs(online - mu_target).max() > 1e-4  # so the check above tells the two apart
