@@ -9,6 +9,7 @@ import pytest
 from helpers import make_dataset, small_config
 from qgf.agents import agent_class
 from qgf.data.chunks import sample_chunks, to_device
+from toy_critic import toy_critic_params, toy_q
 
 OBS_DIM, ACTION_DIM, HORIZON = 4, 2, 2
 CENTER = np.array([-0.5, 0.5, -0.5, 0.5])
@@ -118,3 +119,42 @@ def test_rebrac_td_target_uses_the_smoothed_clipped_target_actor(rebrac_td, batc
     np.testing.assert_allclose(float(metrics["td_target_mean"]), targets.mean(), rtol=1e-5, atol=1e-5)
     online = np64(agent.actor_from(agent.params["actor"])(next_obs))
     assert np.abs(online - mu_target).max() > 1e-4  # so the check above tells the two apart
+
+
+# ------------------------------------------------------------------------------ FBRAC
+
+
+def test_fbrac_bptt_gradient_matches_finite_differences(batch):
+    """d/dtheta of -mean Q(s, ODE(v_theta, z)) (alpha = 0: the BPTT term alone) along a random
+    direction: autodiff of the training loss against central differences of an explicit float64
+    Euler loop and the analytic Q."""
+    config = small_config(agent="fbrac", fbrac_alpha=0.0)
+    agent = agent_class("fbrac").create(0, OBS_DIM, ACTION_DIM, config)
+    critic = toy_critic_params(agent.params["critic"], OBS_DIM, CENTER, 1.0)
+    agent = agent.replace(
+        params={**agent.params, "critic": critic}, target_params={**agent.target_params, "critic": critic}
+    )
+    key = jax.random.key(7)
+    grads = jax.grad(lambda p: agent.policy_losses(p, batch, key)[0])(agent.params)["actor"]
+    leaves, tree = jax.tree.flatten(agent.params["actor"])
+    direction_leaves = [np.random.default_rng(i).normal(size=leaf.shape) for i, leaf in enumerate(leaves)]
+    autodiff = sum(np.sum(np64(g) * u) for g, u in zip(jax.tree.leaves(grads), direction_leaves, strict=True))
+
+    observations = batch["observations"]
+    noise = jax.random.normal(jax.random.split(key)[1], (observations.shape[0], agent.chunk_dim))
+    network = agent.velocity_from  # the module; parameters passed in float64 below
+    with jax.enable_x64(True):
+        obs64, noise64 = jnp.asarray(np64(observations)), jnp.asarray(np64(noise))
+
+        def objective(eps):
+            shifted = [
+                jnp.asarray(np64(leaf) + eps * u) for leaf, u in zip(leaves, direction_leaves, strict=True)
+            ]
+            velocity = network({"actor": jax.tree.unflatten(tree, shifted)})
+            actions = np64(euler_ode(velocity, obs64, noise64, config.flow_steps))
+            return -np.mean(toy_q(actions, CENTER, 1.0))
+
+        step = 1e-5
+        finite = (objective(step) - objective(-step)) / (2 * step)
+    assert abs(finite) > 1e-3
+    np.testing.assert_allclose(autodiff, finite, rtol=2e-3)
