@@ -8,6 +8,7 @@ import pytest
 
 from helpers import make_dataset, small_config
 from qgf.agents import agent_class
+from qgf.agents.fawac import MAX_WEIGHT, advantage_weights
 from qgf.data.chunks import sample_chunks, to_device
 from toy_critic import toy_critic_params, toy_q
 
@@ -158,3 +159,41 @@ def test_fbrac_bptt_gradient_matches_finite_differences(batch):
         finite = (objective(step) - objective(-step)) / (2 * step)
     assert abs(finite) > 1e-3
     np.testing.assert_allclose(autodiff, finite, rtol=2e-3)
+
+
+# ------------------------------------------------------------------------------ FAWAC
+
+
+def test_fawac_weights_are_clipped_exponentiated_advantages():
+    q = np.array([0.0, 1.0, -2.0, 10.0, 3.0])
+    v = np.array([0.0, 0.5, -1.0, 0.0, -5.0])
+    expected = np.minimum(np.exp(0.8 * (q - v)), 100.0)
+    np.testing.assert_allclose(
+        np.asarray(advantage_weights(jnp.asarray(q), jnp.asarray(v), 0.8)), expected, rtol=1e-6
+    )
+    assert expected[3] == MAX_WEIGHT == 100.0 and expected[4] == 100.0
+
+
+def test_fawac_loss_is_the_advantage_weighted_flow_matching_loss(batch):
+    """sum w m err / sum m, w = min(exp(tau (Qbar(s, a) - V(s))), 100), from the loss's own noise
+    and times (key -> (noise key, time key)), in numpy float64; tau large enough that some weights
+    are clipped."""
+    config = small_config(agent="fawac", fawac_inv_temperature=30.0)
+    agent = agent_class("fawac").create(0, OBS_DIM, ACTION_DIM, config)
+    key = jax.random.key(11)
+    _, metrics = agent.policy_losses(agent.params, batch, key)
+    observations, actions = batch["observations"], batch["actions"]
+    noise_key, time_key = jax.random.split(key)
+    noise = jax.random.normal(noise_key, actions.shape)
+    times = jax.random.uniform(time_key, (actions.shape[0],))
+    q, v = np64(agent.q_fn(observations, actions)), np64(agent.value(observations))
+    weights = np.minimum(np.exp(30.0 * (q - v)), 100.0)
+    assert 0 < np.mean(weights == 100.0) < 1
+    t = np64(times)[:, None]
+    noisy = (1 - t) * np64(noise) + t * np64(actions)
+    velocity = np64(agent.velocity_from(agent.params)(observations, jnp.asarray(noisy, jnp.float32), times))
+    squared = np.square(velocity - (np64(actions) - np64(noise)))
+    mask = coordinate_mask(batch)
+    expected = np.sum(weights[:, None] * mask * squared) / np.sum(mask)
+    np.testing.assert_allclose(float(metrics["awr_loss"]), expected, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["bc_loss"]), np.sum(mask * squared) / np.sum(mask), rtol=1e-4)
