@@ -197,3 +197,27 @@ def test_fawac_loss_is_the_advantage_weighted_flow_matching_loss(batch):
     expected = np.sum(weights[:, None] * mask * squared) / np.sum(mask)
     np.testing.assert_allclose(float(metrics["awr_loss"]), expected, rtol=1e-4)
     np.testing.assert_allclose(float(metrics["bc_loss"]), np.sum(mask * squared) / np.sum(mask), rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------ IFQL
+
+
+def test_ifql_acts_with_the_argmax_q_flow_sample(batch):
+    """Eq. 86: of N = 5 BC-flow samples per row (explicit Euler loop from the same noise), the one
+    with the largest Q."""
+    config = small_config(agent="ifql", ifql_samples=5)
+    agent = agent_class("ifql").create(0, OBS_DIM, ACTION_DIM, config)
+    observations = batch["observations"][:16]
+    noise = jax.random.normal(jax.random.key(2), (16, 5, agent.chunk_dim))
+    actions, candidate_q = agent.best_of_n(agent.params, observations, noise)
+    velocity = agent.behavior_velocity_fn
+    candidates = np.stack(
+        [np.asarray(euler_ode(velocity, observations, noise[:, j], config.flow_steps)) for j in range(5)], 1
+    )
+    q = np.stack([np.asarray(agent.q_fn(observations, jnp.asarray(candidates[:, j]))) for j in range(5)], 1)
+    np.testing.assert_allclose(np.asarray(candidate_q), q, rtol=1e-5, atol=1e-5)
+    chosen = np.argmax(q, axis=1)
+    assert len(set(chosen.tolist())) > 1  # not always the same candidate
+    np.testing.assert_allclose(np.asarray(actions), candidates[np.arange(16), chosen], atol=1e-5)
+    own = agent.policy_actions_from(agent.params, observations, jax.random.key(4))
+    assert own.shape == (16, agent.chunk_dim)
