@@ -10,7 +10,9 @@ subclass that says only what is particular to it:
 - `policy_losses(params, batch, key)`: its policy losses, with every critic quantity held fixed;
 - `policy_actions_from(params, obs, key)`: actions of its own policy (acting, td backups);
 - optionally `behavior_velocity_fn`: a behaviour-cloning velocity field trained alongside, which
-  makes every test-time sampler of `qgf.guidance` apply to the run.
+  makes every test-time sampler of `qgf.guidance` apply to the run; `policy_target_networks`, its
+  own networks with an EMA target; `backup_actions`, what a td critic backs up on (the policy's
+  actions by default).
 
 The rest — the critic (`agent.critic`, the component `config.critic` names: its networks, EMA
 targets, losses, and whether its backup needs the policy's next actions), optimisers, EMA,
