@@ -22,9 +22,9 @@ tau_cfg in f + tau_cfg (f_{o=1} - f) (paper grid 1,2,3,5,10,15; 0 is BC, 1 the c
 BC ('none') and 'policy' ignore it.
 
 Without --sampler a run is evaluated with its own method: a qgf run with QGF over --weights, a run
-of a training-time agent (fql, edp, dac, qsm-bc, qam, bam, qam-fql, qam-edit) with its own trained
-policy ('policy', evaluated once). Name samplers to evaluate test-time guidance on such a run's BC
-flow and critic (e.g. --sampler qgf --weights 0.03).
+of a training-time agent (fql, edp, dac, qsm-bc, qam, bam, qam-fql, qam-edit, rebrac, fbrac, fawac,
+ifql) with its own trained policy ('policy', evaluated once). Name samplers to evaluate test-time
+guidance on such a run's BC flow and critic (e.g. --sampler qgf --weights 0.03).
 
 robustq, cfgrl, qgf-distill and qgf-jacobian-distill need an add-on trained on the run first:
 `qgf addon train RUN robustq|cfgrl|distill` (stored in RUN/addons/, loaded with the run).
