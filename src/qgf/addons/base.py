@@ -47,6 +47,7 @@ from qgf.config import SCHEDULE_FIELDS, TrainConfig
 from qgf.errors import QGFError
 from qgf.fileio import atomic_write_json
 from qgf.flow import VelocityField, sample_flow_times
+from qgf.nets import mlp_style, policy_layer_norm
 from qgf.sections import check_setting_keys, coerce_settings, parse_settings
 from qgf.training.log import MetricLog, WandbRun, check_sinks
 from qgf.training.loop import run_schedule
@@ -156,13 +157,17 @@ class Addon:
         return self.config.hidden_dims or self.default_hidden_dims(self.run_config)
 
     def velocity_network(self, output_dim: int | None = None) -> VelocityField:
-        """An MLP on [s, a_t, features(t)] shaped like the run's actor (output `output_dim`)."""
+        """An MLP on [s, a_t, features(t)] shaped like the run's actor (output `output_dim`), in the
+        run's network style for its role (`widths_from`: a critic's or a policy's)."""
+        role = "critic" if self.widths_from == "critic_hidden_dims" else "policy"
         return VelocityField(
             hidden_dims=self.hidden_dims,
             chunk_dim=self.chunk_dim if output_dim is None else output_dim,
             time_embedding=self.run_config.time_embedding,
             time_embedding_dim=self.run_config.time_embedding_dim,
-            layer_norm=self.run_config.layer_norm,
+            # shaped like the actor's network (so it can start from its parameters), or a critic's
+            layer_norm=self.run_config.layer_norm if role == "critic" else policy_layer_norm(self.run_config),
+            style=mlp_style(self.run_config, role),
         )
 
     def flow_times(self, key: jax.Array, batch_size: int) -> jax.Array:

@@ -103,7 +103,17 @@ LEGACY_SECTION_VALUES: dict[str, Any] = {
 # once it is set to anything else. Append a field here when you add one to TrainConfig.
 LATER_SHARED_DEFAULTS: dict[str, Any] = {
     "matmul_precision": "default",
+    "actor_layer_norm": True,
+    "network_style": "qgf",
 }
+
+# The same for keys added to an existing config section after sections (the runs of the agents it
+# applies to keep their names while the key holds its default). Append a key here when you add one.
+LATER_SECTION_DEFAULTS: dict[str, Any] = {
+    "q_term_critic": "guidance",
+    "dac_gradient_scale": "none",
+}
+_LATER_DEFAULTS = {**LATER_SHARED_DEFAULTS, **LATER_SECTION_DEFAULTS}
 
 
 def _config_identity(config) -> dict[str, Any]:
@@ -114,9 +124,7 @@ def _config_identity(config) -> dict[str, Any]:
     identity = {
         k: v
         for k, v in config.to_dict().items()
-        if k not in SCHEDULE_FIELDS
-        and k != "seed"
-        and not (k in LATER_SHARED_DEFAULTS and v == LATER_SHARED_DEFAULTS[k])
+        if k not in SCHEDULE_FIELDS and k != "seed" and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])
     }
     return {**LEGACY_SECTION_VALUES, **identity}
 
