@@ -150,3 +150,184 @@ def test_each_seed_of_a_stack_gets_its_points(tmp_path):
     for directory in dirs:
         assert [s for s, _ in ckpt.list_checkpoints(directory)] == [6, 10]
         assert ckpt.is_pinned(directory, 6) and np.isfinite(ckpt.train_seconds_at(directory, 6))
+
+
+# ------------------------------------------------------------------ the plateau rule and the curve statistics
+
+
+def hand_curve(successes, half_width, steps=None):
+    steps = steps or [1000 * (i + 1) for i in range(len(successes))]
+    return [
+        {"step": s, "success": m, "ci_low": m - half_width, "ci_high": m + half_width}
+        for s, m in zip(steps, successes, strict=True)
+    ]
+
+
+def test_plateau_rule_on_hand_made_curves():
+    from qgf.experiments.report.curves import plateau
+
+    rising = hand_curve([0.1, 0.3, 0.5, 0.7, 0.9], 0.05)
+    assert plateau(rising) == {"reached": False, "step": 5000, "index": 4}  # capped at the budget
+    flat = hand_curve([0.5] * 5, 0.1)
+    assert plateau(flat) == {"reached": True, "step": 1000, "index": 0}
+    noisy = hand_curve([0.5, 0.55, 0.45, 0.52, 0.48], 0.1)  # every wiggle inside the CIs
+    assert plateau(noisy) == {"reached": True, "step": 1000, "index": 0}
+    rise_then_flat = hand_curve([0.1, 0.3, 0.6, 0.62, 0.6], 0.05)
+    assert plateau(rise_then_flat) == {"reached": True, "step": 3000, "index": 2}
+    assert plateau(hand_curve([0.4], 0.1))["reached"] is False  # one point: nothing to compare
+
+
+def test_seed_intervals_and_the_curve_over_tasks_against_hand_numbers():
+    from qgf.experiments.report.curves import curve_table, plateau_table, seed_interval
+
+    t_975_2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom
+    low, high = seed_interval([0.2, 0.4, 0.6])
+    assert (low, high) == pytest.approx(
+        (max(0.0, 0.4 - t_975_2 * 0.2 / 3**0.5), min(1.0, 0.4 + t_975_2 * 0.2 / 3**0.5))
+    )
+    assert seed_interval([0.5], (0.2, 0.8)) == (0.2, 0.8)  # one seed: its own episodes' interval
+    rows = [
+        {
+            "task": task,
+            "method": "qgf@0.03",
+            "seed": seed,
+            "step": step,
+            "success": value,
+            "ci_low": 0.0,
+            "ci_high": 1.0,
+            "train_seconds": 10.0 * step,
+        }
+        for (task, seed, step), value in {
+            ("a", 0, 2): 0.0,
+            ("a", 1, 2): 0.5,
+            ("b", 0, 2): 1.0,
+            ("b", 1, 2): 0.5,
+            ("a", 0, 4): 0.5,
+            ("a", 1, 4): 0.5,
+            ("b", 0, 4): 0.5,
+            ("b", 1, 4): 0.5,
+        }.items()
+    ]
+    table = curve_table(rows)
+    over = [r for r in table if r["task"] == "all"]
+    # step 2: seed 0 averages (0 + 1) / 2 = 0.5 over the tasks, seed 1 (0.5 + 0.5) / 2 = 0.5
+    assert [(r["step"], r["success"], r["seeds"]) for r in over] == [(2, 0.5, 2), (4, 0.5, 2)]
+    task_a = [r for r in table if r["task"] == "a"]
+    assert task_a[0]["success"] == 0.25
+    assert task_a[0]["ci_high"] == pytest.approx(
+        min(1.0, 0.25 + 12.706204736174698 * 0.5**0.5 * 0.5 / 2**0.5)
+    )
+    plateaus = {r["task"]: r for r in plateau_table(table)}
+    assert plateaus["all"]["reached_plateau"] and plateaus["all"]["plateau_step"] == 2
+    assert plateaus["all"]["steps_per_s"] == pytest.approx(4 / 40.0)
+
+
+# ------------------------------------------------- a tiny sweep with curves, killed and resumed
+
+
+class SimulatedKill(Exception):
+    """Stands in for SIGKILL: nothing in the loop handles it, so nothing is saved on the way out."""
+
+
+def test_tiny_sweep_with_curves_killed_and_resumed_then_reported(tmp_path, monkeypatch):
+    import dataclasses
+
+    from qgf import cli
+    from qgf.data import generate
+    from qgf.evaluation import run as evaluation_run
+    from qgf.experiments.jobs import job_done, plan
+    from qgf.experiments.runner import execute
+    from qgf.experiments.spec import parse_spec
+
+    tasks = ["cube-single-play-singletask-task1-v0", "cube-single-play-singletask-task2-v0"]
+    data = tmp_path / "data"
+    generate(
+        "cube-single-play-v0", data, episodes=2, val_episodes=1, episode_length=30, workers=1, progress=False
+    )
+    overrides = {"steps": 4, "log_every": 10, "ckpt_every": 100, "keep_checkpoints": 1, "horizon": 2}
+    overrides |= {
+        "batch_size": 16,
+        "actor_hidden_dims": [16, 16],
+        "critic_hidden_dims": [16, 16],
+        "flow_steps": 2,
+    }
+    document = {
+        "preset": "tiny",
+        "seeds": [0, 1],
+        "tasks": tasks,
+        "overrides": overrides,
+        "data": {"dir": str(data)},
+        "agents": [{"name": "qgf", "samplers": ["qgf"]}],
+        "evaluation": {
+            "episodes": 1,
+            "weights": [0.1],
+            "workers": 0,
+            "num_envs": 1,
+            "max_episode_steps": 8,
+            "eval_every": 2,
+            "curve_episodes": 1,
+        },
+    }
+    with pytest.raises(QGFError, match="curve_seed.*seed 1000 is the sweep evaluation's seed"):
+        parse_spec({**document, "evaluation": {**document["evaluation"], "curve_seed": 1000}})
+    spec = parse_spec(document)
+    sweep = tmp_path / "sweep"
+    jobs, _ = plan(spec, sweep)
+    trains = [job for job in jobs if job.kind == "train"]
+    assert all(job.params["curve"]["seed"] == 3000 for job in trains)
+    # the curve is no part of a run's identity: the same jobs and directories without it
+    plain, _ = plan(parse_spec({**document, "evaluation": {"episodes": 1, "weights": [0.1]}}), sweep)
+    assert [(j.id, j.out) for j in plain if j.kind == "train"] == [(j.id, j.out) for j in trains]
+
+    killed, straight = trains[0], dataclasses.replace(trains[0], out=str(tmp_path / "straight"))
+    execute(straight)
+    real_append, real_evaluate = curves.append_point, evaluation_run.evaluate_run
+
+    def append_then_kill(run_dir, point):  # a kill right after the point at step 2 was written
+        real_append(run_dir, point)
+        raise SimulatedKill
+
+    monkeypatch.setattr(curves, "append_point", append_then_kill)
+    with pytest.raises(SimulatedKill):
+        execute(killed)
+    monkeypatch.setattr(curves, "append_point", real_append)
+
+    def kill_at_step_4(run, *args, **kwargs):  # a kill in the middle of the evaluation at step 4
+        if run.step == 4:
+            raise SimulatedKill
+        return real_evaluate(run, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation_run, "evaluate_run", kill_at_step_4)
+    with pytest.raises(SimulatedKill):
+        execute(killed)
+    monkeypatch.setattr(evaluation_run, "evaluate_run", real_evaluate)
+    assert not job_done(killed)
+    for job in jobs:
+        if not job_done(job):
+            execute(job)
+
+    def without_time(run_dir):
+        return [
+            {k: v for k, v in p.items() if k != "train_seconds"} for p in curves.read_curve(run_dir)["points"]
+        ]
+
+    for seed in (0, 1):
+        resumed, reference = (
+            without_time(f"{killed.out}/seed{seed}"),
+            without_time(tmp_path / "straight" / f"seed{seed}"),
+        )
+        assert [p["step"] for p in resumed] == [2, 4]
+        assert resumed == reference  # exactly the uninterrupted points
+    assert [s for s, _ in ckpt.list_checkpoints(f"{killed.out}/seed0")] == [2, 4]  # kept for later samplers
+
+    assert cli.main(["report", str(sweep), "--reps", "20"]) == 0
+    report = sweep / "report"
+    assert (report / "learning_curves.png").stat().st_size > 0
+    curve_rows = list(csv.DictReader(open(report / "curves.csv")))
+    assert {r["task"] for r in curve_rows} == {*tasks, "all"}
+    assert {r["method"] for r in curve_rows} == {"qgf@0.1"}
+    plateau_rows = list(csv.DictReader(open(report / "plateau.csv")))
+    assert (
+        len(plateau_rows) == 3
+        and "Did not reach a plateau within the budget" in (report / "report.md").read_text()
+    )
