@@ -229,6 +229,7 @@ class SimulatedKill(Exception):
     """Stands in for SIGKILL: nothing in the loop handles it, so nothing is saved on the way out."""
 
 
+@pytest.mark.slow
 def test_tiny_sweep_with_curves_killed_and_resumed_then_reported(tmp_path, monkeypatch):
     import dataclasses
 

@@ -155,11 +155,16 @@ def start_curve(run_dir: str | os.PathLike, settings: dict[str, Any]) -> dict[st
     return existing
 
 
-def append_point(run_dir: str | os.PathLike, point: dict[str, Any]) -> dict[str, Any]:
-    """Add one point to the run's curve (started with `start_curve`) and rewrite curve.json and
-    curve.csv atomically. A point at a step the curve already has replaces it (an evaluation
-    repeated after a kill lands once)."""
+def append_point(
+    run_dir: str | os.PathLike, point: dict[str, Any], settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Add one point to the run's curve and rewrite curve.json and curve.csv atomically. The curve
+    must exist (`start_curve`) unless `settings` are given (then checked, or the curve started). A
+    point at a step the curve already has replaces it (an evaluation repeated after a kill lands
+    once)."""
     run_dir = Path(run_dir)
+    if settings is not None:
+        start_curve(run_dir, settings)
     document = read_curve(run_dir)
     if document is None:
         raise QGFError(f"{run_dir} has no {CURVE_FILE}; start the curve (start_curve) before adding points")
@@ -235,8 +240,8 @@ class CurveEvaluator:
     workers: int | None = 0
     num_envs: int | None = None
     final: int | None = None
-    seconds: float = 0.0  # wall-clock spent evaluating in this process (bench/curves.py)
-    points: int = 0
+    # wall-clock of each point evaluated by this evaluator, in order (bench/curves.py)
+    timings: list[float] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         curve_settings(self.every, self.episodes, self.seed, [], self.max_episode_steps)
@@ -244,7 +249,7 @@ class CurveEvaluator:
     def until(self, final: int) -> CurveEvaluator:
         """The same curve for a training that stops early at `final` (whose last point is the
         run's own last step, not `final`)."""
-        return dataclasses.replace(self, final=final)
+        return dataclasses.replace(self, final=final, timings=self.timings)
 
     def condition_list(self, run: Any) -> list[Condition]:
         from qgf.evaluation.conditions import default_samplers, sweep_conditions
@@ -331,5 +336,4 @@ class CurveEvaluator:
             keep_envs=True,
         )
         append_point(run.path, point_from_results(run.step, results, train_seconds))
-        self.seconds += time.perf_counter() - started
-        self.points += 1
+        self.timings.append(time.perf_counter() - started)
