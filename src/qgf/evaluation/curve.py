@@ -54,7 +54,8 @@ CHOOSING_SEEDS = {
     1000: "the protocol's tune_seed and the sweep evaluation's default seed",
     2000: "the protocol's final_seed",
 }
-# Episodes per condition and point by default: measured in bench/curves.py (docs/performance.md).
+# Episodes per condition and point by default: 10 points of 5 episodes cost 2.5% of a cpu-preset run
+# and 96% of a cpu-small one (bench/curves.py, docs/performance.md).
 DEFAULT_CURVE_EPISODES = 5
 SETTING_KEYS = ("eval_every", "episodes", "seed", "conditions")
 RESULT_KEYS = ("label", "estimator", "weight", "best_of_n", "success_rate", "ci_low", "ci_high")
