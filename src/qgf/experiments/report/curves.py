@@ -286,7 +286,7 @@ def figure_curve_compute(table: list[dict], path: Path) -> bool:
     if not rows:
         return False
     plt = pyplot()
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.4), sharey=True)
     for row in rows:
         face = None if row["reached_plateau"] else "none"
         error = [[row["success"] - row["ci_low"]], [row["ci_high"] - row["success"]]]
@@ -302,8 +302,9 @@ def figure_curve_compute(table: list[dict], path: Path) -> bool:
     left.set_xlabel("training seconds to the plateau")
     right.set_xlabel("test-time ms per action")
     right.set_xscale("log")
+    left.set_ylabel("success at the plateau")
     for axis in (left, right):
-        axis.set_ylabel("success at the plateau")
+        axis.set_ylim(-0.02, 1.02)
         axis.grid(alpha=0.3)
     left.legend(fontsize=7)
     save_figure(figure, path, dpi=120, bbox_inches="tight")
