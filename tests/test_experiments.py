@@ -142,6 +142,34 @@ def test_protocol_tunes_on_fresh_training_seeds(tmp_path):
     assert all(job.deps == (train.id,) and job.params["run"].endswith("seed100") for job in evaluations)
 
 
+def test_curves_of_a_report_are_the_planned_runs_of_its_reported_seeds(tmp_path):
+    """The report's learning curves read the runs spec.json plans, for the reported seeds only:
+    the protocol's tuning seeds, and runs of other specs, are left out."""
+    import dataclasses
+    import json
+
+    from qgf.experiments.report.rows import planned_runs
+
+    def record(sweep_dir, **changes):
+        document = toy_spec(seeds=[0, 1], **changes)
+        document["evaluation"]["eval_every"] = 4
+        spec = parse_spec(document)
+        sweep_dir.mkdir()
+        (sweep_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), default=str))
+        return spec
+
+    record(tmp_path / "plain")
+    runs = planned_runs(tmp_path / "plain")
+    assert {(run.parent.name, run.name) for run in runs} == {
+        (task, f"seed{seed}") for task in (TASK1, TASK2) for seed in (0, 1)
+    }
+    spec = record(tmp_path / "tuned", protocol={"tune_tasks": [2], "tune_seeds": [100]})
+    (train,) = [job for job in plan(spec, tmp_path / "tuned")[0] if job.kind == "train"]
+    assert "curve" in train.params and train.params["seeds"] == [100]
+    assert planned_runs(tmp_path / "tuned") == []  # the tuning seeds' curves are not reported
+    assert planned_runs(tmp_path / "elsewhere") is None
+
+
 def test_a_second_sweep_on_one_directory_is_refused(tmp_path):
     from qgf.experiments.runner import SweepLock, run_sweep
 

@@ -212,6 +212,28 @@ def _evaluation_cost(task: str, episodes: int, max_episode_steps: int | None) ->
     return episodes * limit * _EVAL_SECONDS_PER_STEP
 
 
+def _curve_params(spec: SweepSpec, conditions) -> dict[str, Any]:
+    """What a train job's learning curve evaluates (`qgf.evaluation.curve.CurveEvaluator`): the
+    agent's evaluation conditions at every point, curve_episodes each, on curve_seed."""
+    evaluation = spec.evaluation
+    return {
+        "every": evaluation["eval_every"],
+        "episodes": evaluation["curve_episodes"],
+        "seed": evaluation["curve_seed"],
+        "conditions": [{"spec": dataclasses.asdict(c.spec), "weight": float(c.weight)} for c in conditions],
+        "max_episode_steps": evaluation.get("max_episode_steps"),
+    }
+
+
+def _curve_cost(spec: SweepSpec, task: str, config, params: dict[str, Any]) -> float:
+    curve = params.get("curve")
+    if curve is None:
+        return 0.0
+    points = -(-config.steps // curve["every"])
+    episodes = points * curve["episodes"] * len(curve["conditions"]) * len(params["seeds"])
+    return _evaluation_cost(task, episodes, curve["max_episode_steps"])
+
+
 def _condition_key(condition) -> list[Any]:
     return [repr(condition.spec), float(condition.weight)]
 
@@ -256,21 +278,24 @@ def plan(
         dataset = _domain_dataset(task)
         # The protocol's fresh tuning seeds train as a job of their own beside the final seeds
         suffix = "" if set(seeds) == set(spec.seeds) else "/tune-seeds"
+        params = {
+            "config": group.config.to_dict(),
+            "seeds": list(seeds),
+            "task": task,
+            "data_dir": str(data),
+        }
+        if "eval_every" in spec.evaluation:  # learning curves: not part of the run's name or id
+            params["curve"] = _curve_params(spec, conditions_of(group))
         return Job(
             id=f"train/{group.name}/{task}{suffix}",
             kind="train",
             stage="train",
             out=str(out),
-            params={
-                "config": group.config.to_dict(),
-                "seeds": list(seeds),
-                "task": task,
-                "data_dir": str(data),
-            },
+            params=params,
             deps=(generate_ids[dataset],) if dataset in generate_ids else (),
             cpus=resources["train_cpus"],
             gpus=resources["train_gpus"],
-            cost=_train_cost(group.config, len(seeds)),
+            cost=_train_cost(group.config, len(seeds)) + _curve_cost(spec, task, group.config, params),
         )
 
     def evaluate_jobs(
@@ -509,7 +534,8 @@ def job_done(job: Job) -> bool:
         from qgf import checkpoint as ckpt
 
         steps = int(job.params["config"]["steps"])
-        return all(ckpt.latest_step(out / f"seed{seed}") == steps for seed in job.params["seeds"])
+        trained = all(ckpt.latest_step(out / f"seed{seed}") == steps for seed in job.params["seeds"])
+        return trained and ("curve" not in job.params or _curves_done(job))
     if job.kind == "evaluate":
         return (out / "results.json").is_file()
     if job.kind == "addon":
@@ -517,3 +543,16 @@ def job_done(job: Job) -> bool:
 
         return ckpt.latest_step(out) == int(job.params["steps"])
     raise QGFError(f"unknown job kind {job.kind!r}")
+
+
+def _curves_done(job: Job) -> bool:
+    """Whether every seed's learning curve has its last point (a sweep given eval_every after its
+    runs finished re-runs their train jobs, which evaluate the kept checkpoints)."""
+    from qgf.evaluation.curve import read_curve
+
+    steps = int(job.params["config"]["steps"])
+    for seed in job.params["seeds"]:
+        document = read_curve(Path(job.out) / f"seed{seed}")
+        if document is None or not document["points"] or document["points"][-1]["step"] != steps:
+            return False
+    return True

@@ -67,6 +67,7 @@ def execute(job: Job, guard: DriverGuard | None = None) -> None:
             env=params["task"],
             data_dir=params["data_dir"],
             progress=False,
+            curve=_curve_evaluator(params.get("curve")),
         )
     elif job.kind == "addon":
         from qgf.addons.base import train_addon
@@ -104,6 +105,25 @@ def execute(job: Job, guard: DriverGuard | None = None) -> None:
         shutil.rmtree(out / "partial", ignore_errors=True)
     else:
         raise QGFError(f"unknown job kind {job.kind!r}")
+
+
+def _curve_evaluator(curve: dict[str, Any] | None):
+    """The train job's learning curve (None without evaluation.eval_every); envs in the job's
+    own process, as its evaluation jobs do with one CPU."""
+    if curve is None:
+        return None
+    from qgf.evaluation.conditions import Condition
+    from qgf.evaluation.curve import CurveEvaluator
+    from qgf.guidance import SamplerSpec
+
+    conditions = [Condition(SamplerSpec(**c["spec"]), float(c["weight"])) for c in curve["conditions"]]
+    return CurveEvaluator(
+        every=curve["every"],
+        episodes=curve["episodes"],
+        seed=curve["seed"],
+        conditions=conditions,
+        max_episode_steps=curve["max_episode_steps"],
+    )
 
 
 def _sweep_extra(params: dict[str, Any]) -> dict[str, Any]:

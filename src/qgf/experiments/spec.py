@@ -45,6 +45,7 @@ DATA_KEYS = {"dir", "episodes", "val_episodes", "episode_length", "seed", "worke
 AGENT_KEYS = {"name", "label", "preset", "overrides", "grid", "samplers", "bfn"}
 EVALUATION_KEYS = {"episodes", "weights", "bfn", "seed", "workers", "num_envs", "groups", "max_episode_steps"}
 PROTOCOL_KEYS = {"tune_tasks", "tune_seed", "final_seed", "tune_seeds", "tune_best_of_n"}
+EVALUATION_KEYS |= {"eval_every", "curve_episodes", "curve_seed"}  # learning curves (qgf.evaluation.curve)
 RESOURCE_KEYS = {"generate_cpus", "train_cpus", "train_gpus", "evaluate_cpus", "evaluate_gpus", "num_cpus"}
 REPORT_KEYS = {"reference", "offline", "offline_tolerance", "offline_observations"}
 # Plain BC is a method of its own in every table (QGF paper Fig. 5 "BC").
@@ -282,6 +283,7 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
                 "training seeds for tuning (seeds not reported) or leave tune_seeds out to reuse seeds",
             )
 
+    _check_curve(source, evaluation, protocol)
     resources = _check_keys(source, "[resources]", document.get("resources", {}), RESOURCE_KEYS)
     resources = {
         "generate_cpus": 1,
@@ -327,6 +329,34 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
     )
     check_plannable(spec)
     return spec
+
+
+def _check_curve(source: str, evaluation: dict[str, Any], protocol: dict[str, Any] | None) -> None:
+    """Learning-curve keys: eval_every (no curves without it), curve_episodes, curve_seed (never a
+    seed a choice is made on); fills in the defaults when eval_every is set."""
+    from qgf.evaluation.curve import DEFAULT_CURVE_EPISODES, DEFAULT_CURVE_SEED, check_curve_seed
+
+    if "eval_every" not in evaluation:
+        extra = sorted({"curve_episodes", "curve_seed"} & set(evaluation))
+        if extra:
+            raise _fail(
+                source, f"evaluation.{extra[0]} needs evaluation.eval_every (the steps between points)"
+            )
+        return
+    _positive_int(source, "evaluation.eval_every", evaluation["eval_every"])
+    evaluation.setdefault("curve_episodes", DEFAULT_CURVE_EPISODES)
+    _positive_int(source, "evaluation.curve_episodes", evaluation["curve_episodes"])
+    evaluation.setdefault("curve_seed", DEFAULT_CURVE_SEED)
+    taken = {evaluation["seed"]: "the sweep evaluation's seed"}
+    if protocol is not None:
+        taken |= {
+            protocol["tune_seed"]: "the protocol's tune_seed",
+            protocol["final_seed"]: "the protocol's final_seed",
+        }
+    try:
+        check_curve_seed(evaluation["curve_seed"], taken)
+    except QGFError as exc:
+        raise _fail(source, f"evaluation.curve_seed: {exc}") from None
 
 
 def _check_config_keys(source: str, where: str, table: Any) -> None:

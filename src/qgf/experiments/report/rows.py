@@ -38,6 +38,32 @@ def planned_results(sweep_dir: str | Path) -> tuple[list[Path], list[Path]]:
     return [p for p in found if p in expected], [p for p in found if p not in expected]
 
 
+def planned_runs(sweep_dir: str | Path) -> list[Path] | None:
+    """The run directories (RUN/seed<S>) of the train jobs SWEEP_DIR/spec.json expands to, for
+    the seeds it reports (`seeds`; the protocol's tuning seeds are left out); None for a sweep
+    directory without a full spec.json (every run is read)."""
+    import json
+
+    sweep_dir = Path(sweep_dir)
+    spec_path = sweep_dir / "spec.json"
+    document = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
+    if "agents" not in document:
+        return None
+    from qgf.experiments.jobs import plan, spec_from_json
+
+    spec = spec_from_json(document)
+    jobs, _ = plan(spec, sweep_dir, record_protocol=False)
+    reported = set(spec.seeds)
+    runs = {
+        Path(job.out) / f"seed{seed}"
+        for job in jobs
+        if job.kind == "train"
+        for seed in job.params["seeds"]
+        if seed in reported
+    }
+    return sorted(runs)
+
+
 def collect_rows(sweep_dir: str | Path, paths: list[Path] | None = None) -> list[dict[str, Any]]:
     """One row per (evaluation, condition): stage, task, domain, method, weight, seed, success;
     from `paths` (default: `planned_results`). Two evaluations of one (stage, method, grid point,
