@@ -170,6 +170,23 @@ def test_curves_of_a_report_are_the_planned_runs_of_its_reported_seeds(tmp_path)
     assert planned_runs(tmp_path / "elsewhere") is None
 
 
+def test_curve_samplers_choose_what_the_curve_evaluates(tmp_path):
+    """An agent's curve_samplers replace its samplers in its train jobs' curves (the evaluations
+    keep every sampler); an add-on sampler, which exists only after training, is refused."""
+    document = toy_spec()
+    document["evaluation"]["eval_every"] = 4
+    document["agents"] = [{"name": "qgf", "samplers": ["none", "qgf", "bptt"], "curve_samplers": ["none"]}]
+    jobs, _ = plan(parse_spec(document), tmp_path)
+    train = next(job for job in jobs if job.kind == "train")
+    assert [c["spec"]["estimator"] for c in train.params["curve"]["conditions"]] == ["none"]
+    evaluations = [job for job in jobs if job.kind == "evaluate"]
+    evaluated = {c["spec"]["estimator"] for job in evaluations for c in job.params["conditions"]}
+    assert evaluated == {"bptt", "qgf", "none"}
+    document["agents"][0]["curve_samplers"] = ["robustq"]
+    with pytest.raises(QGFError, match="curve_samplers.*robustq.*add-on"):
+        parse_spec(document)
+
+
 def test_a_second_sweep_on_one_directory_is_refused(tmp_path):
     from qgf.experiments.runner import SweepLock, run_sweep
 

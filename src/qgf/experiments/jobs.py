@@ -285,7 +285,7 @@ def plan(
             "data_dir": str(data),
         }
         if "eval_every" in spec.evaluation:  # learning curves: not part of the run's name or id
-            params["curve"] = _curve_params(spec, conditions_of(group))
+            params["curve"] = _curve_params(spec, conditions_of(group, curve=True))
         return Job(
             id=f"train/{group.name}/{task}{suffix}",
             kind="train",
@@ -354,9 +354,9 @@ def plan(
             )
         return out
 
-    def conditions_of(group: RunGroup):
+    def conditions_of(group: RunGroup, curve: bool = False):
         return agent_conditions(
-            spec, group.agent, group.config.flow_steps, has_behavior_flow(group.agent.name)
+            spec, group.agent, group.config.flow_steps, has_behavior_flow(group.agent.name), curve=curve
         )
 
     waiting = ""
@@ -415,6 +415,7 @@ def spec_from_json(document: dict[str, Any]) -> SweepSpec:
             **{
                 **agent,
                 "samplers": tuple(agent["samplers"]),
+                "curve_samplers": tuple(agent.get("curve_samplers", ())),
                 "bfn": None if agent.get("bfn") is None else tuple(agent["bfn"]),
             }
         )

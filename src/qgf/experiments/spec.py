@@ -42,7 +42,7 @@ from qgf.registry import suggest
 TOP_KEYS = {"name", "description", "preset", "seeds", "tasks", "overrides", "data", "agents"}
 TOP_KEYS |= {"evaluation", "protocol", "resources", "report", "addons"}
 DATA_KEYS = {"dir", "episodes", "val_episodes", "episode_length", "seed", "workers"}
-AGENT_KEYS = {"name", "label", "preset", "overrides", "grid", "samplers", "bfn"}
+AGENT_KEYS = {"name", "label", "preset", "overrides", "grid", "samplers", "bfn", "curve_samplers"}
 EVALUATION_KEYS = {"episodes", "weights", "bfn", "seed", "workers", "num_envs", "groups", "max_episode_steps"}
 PROTOCOL_KEYS = {"tune_tasks", "tune_seed", "final_seed", "tune_seeds", "tune_best_of_n"}
 EVALUATION_KEYS |= {"eval_every", "curve_episodes", "curve_seed"}  # learning curves (qgf.evaluation.curve)
@@ -61,6 +61,8 @@ class AgentSpec:
     grid: dict[str, list[Any]]  # training-time hyperparameters
     samplers: tuple[Any, ...]  # names or SamplerSpec-field tables; empty = the run's default
     bfn: tuple[int, ...] | None  # per-agent best-of-N (default: the evaluation's)
+    # What its learning curve evaluates (same syntax as samplers; default: its samplers)
+    curve_samplers: tuple[Any, ...] = ()
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every combination of the grid ({} when there is none), in a fixed order."""
@@ -221,6 +223,21 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
         for sampler in samplers:
             _sampler_spec(source, where, sampler, steps=10, best_of_n=1)  # validates
         bfn = _int_list(source, f"{where}.bfn", raw["bfn"], 1) if "bfn" in raw else None
+        curve_samplers = raw.get("curve_samplers", [])
+        if not isinstance(curve_samplers, list):
+            raise _fail(source, f"{where}.curve_samplers must be a list of sampler names or tables")
+        for sampler in curve_samplers:
+            curve_spec = _sampler_spec(source, where, sampler, steps=10, best_of_n=1)
+            if curve_spec.needs:
+                from qgf.guidance.estimators import ESTIMATOR_ADDONS
+
+                raise _fail(
+                    source,
+                    f"{where}.curve_samplers: {curve_spec.label!r} needs the "
+                    f"{ESTIMATOR_ADDONS[curve_spec.estimator]!r} add-on, "
+                    "which is trained after the run; evaluate it along the curve afterwards "
+                    "(qgf evaluate RUN --step S on the pinned checkpoints)",
+                )
         agents.append(
             AgentSpec(
                 name=name,
@@ -230,6 +247,7 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
                 grid={key: list(values) for key, values in grid.items()},
                 samplers=tuple(samplers),
                 bfn=bfn,
+                curve_samplers=tuple(curve_samplers),
             )
         )
         _check_configs(source, where, agents[-1], overrides)
@@ -448,12 +466,16 @@ def _weight_list(source: str, where: str, weights: Any) -> list[float]:
     return [float(weight) for weight in weights]
 
 
-def agent_conditions(spec: SweepSpec, agent: AgentSpec, flow_steps: int, has_behavior_flow: bool):
+def agent_conditions(
+    spec: SweepSpec, agent: AgentSpec, flow_steps: int, has_behavior_flow: bool, *, curve: bool = False
+):
     """The (SamplerSpec, weight) conditions evaluated for one agent: samplers x best-of-N x weights
-    (`qgf.evaluation.conditions.sweep_conditions`; BC and a policy are evaluated once, at weight 0)."""
+    (`qgf.evaluation.conditions.sweep_conditions`; BC and a policy are evaluated once, at weight 0).
+    `curve`: those of its learning curve (`curve_samplers`, default its samplers)."""
     from qgf.evaluation.conditions import sweep_conditions
 
-    samplers = list(agent.samplers) or (["none", "qgf"] if has_behavior_flow else ["policy"])
+    samplers = list(agent.curve_samplers) if curve and agent.curve_samplers else list(agent.samplers)
+    samplers = samplers or (["none", "qgf"] if has_behavior_flow else ["policy"])
     bfn = list(agent.bfn or spec.evaluation["bfn"])
     names = [s for s in samplers if isinstance(s, str)]
     conditions = []
@@ -541,7 +563,7 @@ def check_plannable(spec: SweepSpec) -> None:
     methods = []
     for agent in spec.agents:
         flow = has_behavior_flow(agent.name)
-        for sampler in agent.samplers:
+        for sampler in agent.samplers + agent.curve_samplers:
             sampler_spec = _sampler_spec(source, agent.label, sampler, steps=10, best_of_n=1)
             if sampler_spec.estimator != "policy" and not flow:
                 raise _fail(
