@@ -213,7 +213,10 @@ class OnlinePhase:
     def _choose_chunk(self) -> None:
         started = time.perf_counter()
         key = jax.random.fold_in(self.act_key, self.chunks)
-        chunk = self.agent.sample_actions(self.observation, key, self.settings.weight, self.spec)
+        if self.spec.estimator == "policy" and hasattr(self.agent, "exploration_actions"):
+            chunk = _explore(self.agent, jnp.asarray(self.observation)[None], key)[0]  # SAC's sampling
+        else:
+            chunk = self.agent.sample_actions(self.observation, key, self.settings.weight, self.spec)
         self.pending = np.asarray(chunk, np.float32).reshape(-1, self.agent.action_dim).clip(-1.0, 1.0)
         self.chunks += 1
         self.policy_seconds += time.perf_counter() - started
@@ -320,6 +323,12 @@ def run_online(
     from qgf.training.runs import load_training_data
 
     run_dir = Path(run_dir)
+    if ckpt.is_run_dir(run_dir) and not ckpt.list_checkpoints(run_dir):  # trained 0 offline steps
+        from qgf.agents import agent_class
+
+        config, meta = ckpt.read_config(run_dir), ckpt.read_meta(run_dir)
+        fresh = agent_class(config.agent).create(config.seed, meta["obs_dim"], meta["action_dim"], config)
+        ckpt.save_checkpoint(run_dir, fresh)
     run = ckpt.load_run(run_dir)
     if run.config.goal_conditioned:
         raise QGFError("the online phase runs single-task agents; this run is goal-conditioned")
@@ -406,6 +415,11 @@ def finetune(run_dir: str | Path, out_dir: str | Path, settings: OnlineSettings,
         atomic_write_json(out / ckpt.META_FILE, meta)
         atomic_write_json(out / ckpt.CONFIG_FILE, run.config.to_dict())  # last: marks a run dir
     return run_online(out, settings, **kwargs)
+
+
+@jax.jit
+def _explore(agent, observations, key):
+    return agent.exploration_actions(observations, key)
 
 
 def _policy_networks(agent) -> tuple[str, ...]:
