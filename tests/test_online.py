@@ -1,6 +1,7 @@
 """The online phase: the replay buffer's layout, offline ∪ online sampling proportions, labels of
 online transitions against the offline loader, the frozen BC flow of online QGF, kill and resume."""
 
+import json
 import math
 
 import jax
@@ -172,8 +173,13 @@ def test_online_phase_kill_and_resume_labels_and_frozen_flow(offline_run, tmp_pa
         return labeller_call(self, trace)
 
     monkeypatch.setattr(online.StateLabeller, "__call__", recording)
-    full = online.finetune(offline_run, tmp_path / "full", _settings())
+    full = online.finetune(offline_run, tmp_path / "full", _settings(eval_every=50, eval_episodes=1))
     assert (full.env_steps, full.episodes) == (100, 4)
+    curve = json.loads((online.online_dir(tmp_path / "full") / "curve.json").read_text())
+    assert curve["version"] == 1 and curve["settings"]["eval_every"] == 50
+    assert [(p["step"], p["env_steps"]) for p in curve["points"]] == [(60, 50), (110, 100)]
+    (result,) = curve["points"][-1]["results"]
+    assert result["estimator"] == "qgf" and result["episodes"] == 1 and 0 <= result["success_rate"] <= 1
 
     # Labels: the same episodes written in the offline layout and read by the offline loader.
     buffer = full.buffer

@@ -57,7 +57,18 @@ from qgf.training.loop import run_schedule
 ONLINE_DIR = "online"
 SETTINGS_FILE = "settings.json"
 # Settings that change neither what a step computes nor the collected data: free on resume.
-ONLINE_SCHEDULE_FIELDS = frozenset({"steps", "log_every", "ckpt_every", "keep_checkpoints", "workers"})
+ONLINE_SCHEDULE_FIELDS = frozenset(
+    {
+        "steps",
+        "log_every",
+        "ckpt_every",
+        "keep_checkpoints",
+        "workers",
+        "eval_every",
+        "eval_episodes",
+        "eval_seed",
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +87,9 @@ class OnlineSettings:
     log_every: int = 1000
     ckpt_every: int = 10_000
     keep_checkpoints: int = 2
+    eval_every: int = 0  # env steps between curve points (a multiple of log_every); 0: no curve
+    eval_episodes: int = 5
+    eval_seed: int = 3000  # the curve seed (disjoint from the seeds studies choose on: 1000, 2000)
 
     def __post_init__(self):
         checks = [
@@ -96,6 +110,17 @@ class OnlineSettings:
             ("log_every", self.log_every >= 1, "--online-log-every must be >= 1"),
             ("ckpt_every", self.ckpt_every >= 1, "--online-ckpt-every must be >= 1"),
             ("keep_checkpoints", self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
+            (
+                "eval_every",
+                self.eval_every >= 0 and self.eval_every % self.log_every == 0,
+                f"--online-eval-every must be 0 or a multiple of --online-log-every ({self.log_every})",
+            ),
+            ("eval_episodes", self.eval_episodes >= 1, "--online-eval-episodes must be >= 1"),
+            (
+                "eval_seed",
+                self.eval_seed not in (1000, 2000),
+                "--online-eval-seed 1000 and 2000 are choosing seeds",
+            ),
         ]
         for field, ok, message in checks:
             if not ok:
@@ -119,6 +144,7 @@ class OnlineSnapshot(flax.struct.PyTreeNode):
     agent: Any
     buffer: dict
     counters: jax.Array  # int32 (3,)
+    seconds: jax.Array  # float32 (): the phase's wall-clock so far (curve points' train_seconds)
 
     @property
     def step(self) -> jax.Array:
@@ -175,7 +201,9 @@ class OnlinePhase:
     """The `Trainable` of the online phase: `update_many(_, n)` runs n env steps, each chunk of
     them followed by `utd` updates per step. Its `step` is the env step count."""
 
-    def __init__(self, agent, offline_data, buffer, settings, env_name, labeller, counters=(0, 0, 0)):
+    def __init__(
+        self, agent, offline_data, buffer, settings, env_name, labeller, counters=(0, 0, 0), seconds=0.0
+    ):
         self.agent, self.offline_data, self.buffer, self.settings = agent, offline_data, buffer, settings
         self.labeller = labeller
         self.env_steps, self.episodes, self.chunks = (int(value) for value in counters)
@@ -194,6 +222,7 @@ class OnlinePhase:
         self.episode_return = 0.0
         self.act_key = jax.random.PRNGKey(settings.seed)
         self.env_seconds = self.policy_seconds = self.update_seconds = 0.0
+        self.seconds = float(seconds)  # wall-clock of collection and updates, over resumes
 
     @property
     def step(self) -> int:
@@ -253,6 +282,7 @@ class OnlinePhase:
 
     def update_many(self, device_data, num_steps: int, sample_fn=None, donate: bool = False):
         del device_data, sample_fn, donate  # the phase brings its own data and sampler
+        started_call = time.perf_counter()
         totals: dict[str, Any] = {}
         updates_done = 0
         remaining = int(num_steps)
@@ -268,6 +298,8 @@ class OnlinePhase:
             updates_done += updates
             self.update_seconds += time.perf_counter() - started
         metrics = {name: total / updates_done for name, total in totals.items()}
+        jax.block_until_ready(metrics)
+        self.seconds += time.perf_counter() - started_call
         returns = [r for r, _ in self.recent] or [float("nan")]
         metrics.update(
             updates=int(self.agent.step),
@@ -280,7 +312,10 @@ class OnlinePhase:
 
     def snapshot(self) -> OnlineSnapshot:
         counters = np.asarray([self.env_steps, self.episodes, self.chunks], np.int32)
-        return OnlineSnapshot(agent=self.agent, buffer=self.buffer.state(), counters=counters)
+        seconds = np.asarray(self.seconds, np.float32)
+        return OnlineSnapshot(
+            agent=self.agent, buffer=self.buffer.state(), counters=counters, seconds=seconds
+        )
 
     def close(self) -> None:
         self.pool.close()
@@ -304,7 +339,12 @@ def _latest_snapshot(directory: Path, template_agent, settings: OnlineSettings):
     step, path = checkpoints[-1]
     state, _ = ckpt.verified_state(path)
     buffer_template = {key: np.zeros_like(np.asarray(value)) for key, value in state["buffer"].items()}
-    template = OnlineSnapshot(agent=template_agent, buffer=buffer_template, counters=np.zeros(3, np.int32))
+    template = OnlineSnapshot(
+        agent=template_agent,
+        buffer=buffer_template,
+        counters=np.zeros(3, np.int32),
+        seconds=np.zeros((), np.float32),
+    )
     return ckpt.restore(path, template, state)
 
 
@@ -352,11 +392,11 @@ def run_online(
     template = ckpt.agent_template(run.config, run.meta)
     snapshot = _latest_snapshot(directory, template, settings)
     if snapshot is not None:
-        agent, counters = snapshot.agent, np.asarray(snapshot.counters)
+        agent, counters, seconds = snapshot.agent, np.asarray(snapshot.counters), float(snapshot.seconds)
         buffer = OnlineBuffer.from_state(jax.device_get(snapshot.buffer), buffer_capacity(settings))
         resumed_from = int(counters[0])
     else:
-        agent, counters, resumed_from = run.agent, (0, 0, 0), None
+        agent, counters, seconds, resumed_from = run.agent, (0, 0, 0), 0.0, None
         buffer = OnlineBuffer(buffer_capacity(settings), run.meta["obs_dim"], run.meta["action_dim"])
         atomic_write_json(
             directory / SETTINGS_FILE,
@@ -372,8 +412,10 @@ def run_online(
         if data_dir is None and run.meta.get("dataset", {}).get("path"):
             data_dir = str(Path(run.meta["dataset"]["path"]).parent)
         dataset = load_training_data(run.config, meta_env, data_dir)
-    phase = OnlinePhase(agent, to_device(dataset), buffer, settings, env_name, labeller, counters)
+    phase = OnlinePhase(agent, to_device(dataset), buffer, settings, env_name, labeller, counters, seconds)
     log = MetricLog(directory, phase.step)
+    if settings.eval_every:
+        on_log = _with_curve(on_log, phase, run, settings)
     try:
         phase, step, records = run_schedule(
             settings,
@@ -415,6 +457,99 @@ def finetune(run_dir: str | Path, out_dir: str | Path, settings: OnlineSettings,
         atomic_write_json(out / ckpt.META_FILE, meta)
         atomic_write_json(out / ckpt.CONFIG_FILE, run.config.to_dict())  # last: marks a run dir
     return run_online(out, settings, **kwargs)
+
+
+# ------------------------------------------------------------------ the online curve
+
+CURVE_RESULT_KEYS = ("label", "estimator", "weight", "best_of_n", "success_rate", "ci_low", "ci_high")
+CURVE_RESULT_KEYS += ("episodes", "return_mean")
+
+
+def _with_curve(on_log, phase: OnlinePhase, run, settings: OnlineSettings):
+    """`on_log` that first evaluates the current agent at every multiple of `eval_every` env
+    steps and at the end, and appends the point to RUN/online/curve.json."""
+    from qgf.evaluation.run import evaluate_run
+
+    directory = online_dir(run.path)
+    label = f"{settings.sampler}@{settings.weight:g}" if settings.sampler not in ("policy", "none") else None
+    curve_settings = {
+        "eval_every": settings.eval_every,
+        "episodes": settings.eval_episodes,
+        "seed": settings.eval_seed,
+        "conditions": [label or settings.sampler],
+        "max_episode_steps": settings.max_episode_steps,
+    }
+
+    def hook(record):
+        step = int(record["step"])
+        if step % settings.eval_every == 0 or step == settings.steps:
+            agent = phase.agent.replace(frozen_networks=())
+            current = ckpt.Run(run.path, agent, run.config, run.meta, int(agent.step))
+            results = evaluate_run(
+                current,
+                samplers=[settings.sampler],
+                weights=[settings.weight],
+                episodes=settings.eval_episodes,
+                seed=settings.eval_seed,
+                workers=0,
+                max_episode_steps=settings.max_episode_steps,
+            )
+            point = {
+                "step": int(agent.step),
+                "env_steps": step,
+                "train_seconds": phase.seconds,
+                "results": [_curve_result(result) for result in results.results],
+            }
+            append_curve_point(directory, curve_settings, point)
+        if on_log is not None:
+            on_log(record)
+
+    return hook
+
+
+def _curve_result(result) -> dict[str, Any]:
+    return {
+        "label": result.label,
+        "estimator": result.sampler,
+        "weight": result.weight,
+        "best_of_n": result.bfn,
+        "success_rate": result.success_rate,
+        "ci_low": result.ci_low,
+        "ci_high": result.ci_high,
+        "episodes": result.episodes,
+        "return_mean": result.return_mean,
+    }
+
+
+def append_curve_point(directory: Path, settings: dict[str, Any], point: dict[str, Any]) -> None:
+    """Add `point` to DIR/curve.json (+ curve.csv) in the learning-curve format of issue 20
+    (version 1: settings, points with step, env_steps, train_seconds, results); a point at a step
+    already there replaces it; other settings than the file's are a one-line error."""
+    import csv
+    import io
+
+    from qgf.fileio import atomic_write_text
+
+    path = directory / "curve.json"
+    document = ckpt.read_json(path, "curve") if path.is_file() else None
+    if document is None:
+        document = {"version": 1, "settings": settings, "points": []}
+    elif document.get("settings") != settings:
+        raise QGFError(
+            f"{path} was written with other settings ({document.get('settings')}); move it aside to start "
+            "a new curve"
+        )
+    points = [old for old in document["points"] if old["step"] != point["step"]] + [point]
+    document["points"] = sorted(points, key=lambda p: p["step"])
+    atomic_write_json(path, document, indent=1)
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    writer.writerow(("step", "env_steps", "train_seconds", *CURVE_RESULT_KEYS))
+    for item in document["points"]:
+        for result in item["results"]:
+            head = [item["step"], item["env_steps"], item["train_seconds"]]
+            writer.writerow(head + [result[key] for key in CURVE_RESULT_KEYS])
+    atomic_write_text(directory / "curve.csv", rows.getvalue())
 
 
 @jax.jit

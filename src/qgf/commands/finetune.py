@@ -46,6 +46,15 @@ def add_online_arguments(parser: argparse.ArgumentParser, required: bool) -> Non
     parser.add_argument("--online-log-every", type=int, default=1000, help="env steps between log lines")
     parser.add_argument("--online-ckpt-every", type=int, default=10_000, help="env steps between checkpoints")
     parser.add_argument("--max-episode-steps", type=int, help="episode limit (default: the env's own)")
+    parser.add_argument(
+        "--online-eval-every",
+        type=int,
+        default=0,
+        help="env steps between learning-curve points in RUN/online/curve.json (a multiple of "
+        "--online-log-every; default 0: none)",
+    )
+    parser.add_argument("--online-eval-episodes", type=int, default=5, help="episodes per curve point")
+    parser.add_argument("--online-eval-seed", type=int, default=3000, help="the curve's evaluation seed")
 
 
 def online_settings(args: argparse.Namespace):
@@ -63,6 +72,9 @@ def online_settings(args: argparse.Namespace):
         workers=args.online_workers,
         log_every=args.online_log_every,
         ckpt_every=args.online_ckpt_every,
+        eval_every=args.online_eval_every,
+        eval_episodes=args.online_eval_episodes,
+        eval_seed=args.online_eval_seed,
     )
 
 
