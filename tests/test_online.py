@@ -238,3 +238,18 @@ def test_online_phase_kill_and_resume_labels_and_frozen_flow(offline_run, tmp_pa
 
     with pytest.raises(QGFError, match="other settings"):
         online.finetune(offline_run, tmp_path / "killed", _settings(utd=2))
+
+
+def test_online_command_line_errors_are_one_line(tmp_path, capsys):
+    from qgf.cli import main
+
+    assert (
+        main(["finetune", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--online-steps", "5"]) == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
+    common = ["--env", ENV, "--preset", "tiny", "--out", str(tmp_path / "r")]
+    assert main(["train", *common, "--seeds", "0,1", "--online-steps", "5"]) == 2
+    assert "one seed" in capsys.readouterr().err
+    assert main(["train", *common, "--online-steps", "5", "--online-eval-every", "7"]) == 2
+    assert "multiple of --online-log-every" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before any work

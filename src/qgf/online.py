@@ -204,6 +204,7 @@ class OnlinePhase:
     def __init__(
         self, agent, offline_data, buffer, settings, env_name, labeller, counters=(0, 0, 0), seconds=0.0
     ):
+        settings = settings.resolved(agent.name)
         self.agent, self.offline_data, self.buffer, self.settings = agent, offline_data, buffer, settings
         self.labeller = labeller
         self.env_steps, self.episodes, self.chunks = (int(value) for value in counters)
