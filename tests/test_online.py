@@ -219,8 +219,8 @@ def test_online_phase_kill_and_resume_labels_and_frozen_flow(offline_run, tmp_pa
     directory = online.online_dir(tmp_path / "killed")
     assert [step for step, _ in ckpt.list_checkpoints(directory)] == [50]
     template = ckpt.agent_template(offline.config, ckpt.read_meta(offline_run))
-    at_kill = online._latest_snapshot(directory, template, _settings())
-    reference = online._latest_snapshot(online.online_dir(tmp_path / "full"), template, _settings())
+    at_kill = online._latest_snapshot(directory, template)
+    reference = online._latest_snapshot(online.online_dir(tmp_path / "full"), template)
     assert reference is not None and int(reference.step) == 100
     snapshots = dict(ckpt.list_checkpoints(online.online_dir(tmp_path / "full")))
     assert 50 in snapshots

@@ -333,7 +333,7 @@ def _read_settings(directory: Path) -> dict | None:
     return ckpt.read_json(path, "online settings") if path.is_file() else None
 
 
-def _latest_snapshot(directory: Path, template_agent, settings: OnlineSettings):
+def _latest_snapshot(directory: Path, template_agent):
     checkpoints = ckpt.list_checkpoints(directory)
     if not checkpoints:
         return None
@@ -391,7 +391,7 @@ def run_online(
     env_name, _ = evaluation_env_name(meta_env)
     frozen = _policy_networks(run.agent) if settings.freeze_policy else ()
     template = ckpt.agent_template(run.config, run.meta)
-    snapshot = _latest_snapshot(directory, template, settings)
+    snapshot = _latest_snapshot(directory, template)
     if snapshot is not None:
         agent, counters, seconds = snapshot.agent, np.asarray(snapshot.counters), float(snapshot.seconds)
         buffer = OnlineBuffer.from_state(jax.device_get(snapshot.buffer), buffer_capacity(settings))

@@ -285,11 +285,28 @@ def read_validated(npz: NpzFile, parsed: OGBenchName | None, *, need_info: bool 
     return arrays
 
 
+class _ResetOnce:
+    """The relabelling env, reset (which sets the task's targets) only on the first call:
+    `relabel_dataset` resets on every call, ~8 ms, while the online phase labels every chunk.
+    A single-task env's targets do not depend on the reset (checked on cube, scene and puzzle)."""
+
+    def __init__(self, env):
+        self._env, self._reset = env, False
+
+    def reset(self, *args, **kwargs):
+        if not self._reset:
+            self._env.reset(*args, **kwargs)
+            self._reset = True
+
+    def __getattr__(self, name):
+        return getattr(self._env, name)
+
+
 @functools.lru_cache(maxsize=8)
 def _relabel_env(singletask_dataset_name: str):
     from qgf.envs import make_env
 
-    return make_env(singletask_dataset_name)
+    return _ResetOnce(make_env(singletask_dataset_name))
 
 
 def task_labels(
