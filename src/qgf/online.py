@@ -284,8 +284,7 @@ class OnlinePhase:
     def update_many(self, device_data, num_steps: int, sample_fn=None, donate: bool = False):
         del device_data, sample_fn, donate  # the phase brings its own data and sampler
         started_call = time.perf_counter()
-        totals: dict[str, Any] = {}
-        updates_done = 0
+        window: list[tuple[int, dict]] = []  # (updates, metrics) per chunk, combined on the host
         remaining = int(num_steps)
         while remaining:
             steps = self._execute(remaining)
@@ -294,12 +293,9 @@ class OnlinePhase:
             started = time.perf_counter()
             data = {"offline": self.offline_data, "online": self.buffer.device()}
             self.agent, metrics = self.agent.update_many(data, updates, sample_fn=self.sample_fn, donate=True)
-            for name, value in metrics.items():
-                totals[name] = totals.get(name, 0.0) + value * updates
-            updates_done += updates
+            window.append((updates, metrics))
             self.update_seconds += time.perf_counter() - started
-        metrics = {name: total / updates_done for name, total in totals.items()}
-        jax.block_until_ready(metrics)
+        metrics = _combine(jax.device_get(window))
         self.seconds += time.perf_counter() - started_call
         returns = [r for r, _ in self.recent] or [float("nan")]
         metrics.update(
@@ -320,6 +316,24 @@ class OnlinePhase:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _combine(window: list[tuple[int, dict]]) -> dict[str, float]:
+    """Update-weighted means of the chunks' metrics (extremes for *_min / *_max)."""
+    from qgf.training.steps import metric_kind
+
+    total = sum(count for count, _ in window)
+    combined = {}
+    for name in window[0][1]:
+        values = [float(metrics[name]) for _, metrics in window]
+        kind = metric_kind(name)
+        if kind in ("min", "max"):
+            combined[name] = min(values) if kind == "min" else max(values)
+        else:
+            combined[name] = (
+                sum(count * value for (count, _), value in zip(window, values, strict=True)) / total
+            )
+    return combined
 
 
 def buffer_capacity(settings: OnlineSettings) -> int:

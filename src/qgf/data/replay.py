@@ -120,15 +120,14 @@ class OnlineBuffer:
             self._device = {key: jax.device_put(value, device) for key, value in self.host.items()}
             self._device["num_transitions"] = jnp.asarray(self.num_transitions, jnp.int32)
         else:
-            for key in _ROW_KEYS:
-                self._device[key] = _copy_rows(self._device[key], self.host[key], self._dirty_row, self.size)
-            self._device["transition_starts"] = _copy_rows(
-                self._device["transition_starts"],
-                self.host["transition_starts"],
-                self._dirty_start,
-                self.num_transitions,
+            rows, row_offset = _block(self.host["observations"].shape[0], self._dirty_row, self.size)
+            starts, start_offset = _block(self.capacity, self._dirty_start, self.num_transitions)
+            self._device = _write_blocks(
+                self._device,
+                {key: self.host[key][row_offset : row_offset + rows] for key in _ROW_KEYS},
+                self.host["transition_starts"][start_offset : start_offset + starts],
+                np.asarray([row_offset, start_offset, self.num_transitions], np.int32),
             )
-            self._device["num_transitions"] = jnp.asarray(self.num_transitions, jnp.int32)
         self._dirty_row, self._dirty_start = self.size, self.num_transitions
         if self.episode_start is not None:  # the episode's trajectory_end moves with its next rows
             self._dirty_row = self.episode_start
@@ -162,22 +161,26 @@ class OnlineBuffer:
         return buffer
 
 
-@functools.partial(jax.jit, static_argnums=(2,), donate_argnums=(0,))
-def _write_block(array: jax.Array, block: jax.Array, length: int, offset: jax.Array) -> jax.Array:
-    del length  # part of the compiled shape only
-    return jax.lax.dynamic_update_slice(array, block, (offset,) + (0,) * (array.ndim - 1))
+def _block(capacity: int, first: int, end: int) -> tuple[int, int]:
+    """(length, offset) of the block that copies rows [first, end): a power-of-two length (so few
+    programs compile), at least 1, ending inside the array; the other rows it covers are copied
+    unchanged (host and device agree on them)."""
+    length = min(1 << max(end - first - 1, 0).bit_length(), capacity)
+    return length, max(min(first, capacity - length), 0)
 
 
-def _copy_rows(device_array: jax.Array, host_array: np.ndarray, first: int, end: int) -> jax.Array:
-    """`device_array` with rows [first, end) taken from `host_array` (a block of a power-of-two length
-    that ends inside the array; rows the block covers beyond [first, end) are copied unchanged)."""
-    if end <= first:
-        return device_array
-    capacity = host_array.shape[0]
-    length = min(1 << (end - first - 1).bit_length(), capacity)
-    offset = min(first, capacity - length)
-    block = host_array[offset : offset + length]
-    return _write_block(device_array, block, length, jnp.asarray(offset, jnp.int32))
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _write_blocks(device: dict, row_blocks: dict, start_block, offsets) -> dict:
+    """The device arrays with the host's blocks written in: one compiled call per chunk."""
+    out = dict(device)
+    for key, block in row_blocks.items():
+        index = (offsets[0],) + (0,) * (block.ndim - 1)
+        out[key] = jax.lax.dynamic_update_slice(device[key], block, index)
+    out["transition_starts"] = jax.lax.dynamic_update_slice(
+        device["transition_starts"], start_block, (offsets[1],)
+    )
+    out["num_transitions"] = offsets[2]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
