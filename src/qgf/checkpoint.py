@@ -260,6 +260,24 @@ def _without_retired_networks(template: Agent, state: Any) -> Any:
 
 def read_checkpoint(path: Path, template: Agent) -> Agent:
     """Restore an agent from a msgpack checkpoint, verified against its sidecar and `template`."""
+    state, sidecar = verified_state(path)
+    if sidecar.get("format_version") == 1 and isinstance(state, dict) and "actor_params" in state:
+        state = _from_format_1(state)
+    return restore(path, template, state)
+
+
+def restore(path: Path, template: Any, state: Any) -> Any:
+    """`template` (an agent, or any pytree of them) filled with the decoded `state` of checkpoint
+    `path`, after checking every array's presence, shape and dtype."""
+    if isinstance(template, Agent):
+        state = _without_retired_networks(template, state)
+    _check_structure(path, flax.serialization.to_state_dict(template), state)
+    restored = flax.serialization.from_state_dict(template, state)
+    return jax.tree_util.tree_map(jnp.asarray, restored)
+
+
+def verified_state(path: Path) -> tuple[Any, dict]:
+    """(decoded msgpack state, sidecar) of a checkpoint whose size and hash match its sidecar."""
     sidecar = read_json(path.with_suffix(".json"), "checkpoint sidecar")
     try:
         payload = path.read_bytes()
@@ -274,13 +292,7 @@ def read_checkpoint(path: Path, template: Agent) -> Agent:
         state = flax.serialization.msgpack_restore(payload)
     except Exception as exc:
         raise QGFError(f"checkpoint {path} cannot be decoded: {exc}") from None
-    if sidecar.get("format_version") == 1 and isinstance(state, dict) and "actor_params" in state:
-        state = _from_format_1(state)
-    if isinstance(template, Agent):
-        state = _without_retired_networks(template, state)
-    _check_structure(path, flax.serialization.to_state_dict(template), state)
-    agent = flax.serialization.from_state_dict(template, state)
-    return jax.tree_util.tree_map(jnp.asarray, agent)
+    return state, sidecar
 
 
 def _check_structure(path: Path, expected: Any, found: Any, prefix: str = "") -> None:

@@ -15,7 +15,19 @@ import sys
 
 from qgf.errors import QGFError
 
-COMMANDS = ("demo", "data", "train", "addon", "evaluate", "toy", "analyze", "bench", "sweep", "report")
+COMMANDS = (
+    "demo",
+    "data",
+    "train",
+    "finetune",
+    "addon",
+    "evaluate",
+    "toy",
+    "analyze",
+    "bench",
+    "sweep",
+    "report",
+)
 
 
 class Parser(argparse.ArgumentParser):

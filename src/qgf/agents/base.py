@@ -60,6 +60,9 @@ class Agent(flax.struct.PyTreeNode):
     config: TrainConfig = flax.struct.field(pytree_node=False)
     obs_dim: int = flax.struct.field(pytree_node=False)
     action_dim: int = flax.struct.field(pytree_node=False)
+    # Networks an update leaves untouched (parameters and optimiser state): the frozen BC flow of
+    # online QGF (`qgf.online`). Static, so freezing compiles its own update.
+    frozen_networks: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
 
     # Set by each method.
     name: ClassVar[str] = ""
@@ -185,6 +188,9 @@ class Agent(flax.struct.PyTreeNode):
         grads, metrics = jax.grad(self.losses, has_aux=True)(self.params, batch, loss_key)
         params, opt_state = {}, {}
         for name in self.params:
+            if name in self.frozen_networks:
+                params[name], opt_state[name] = self.params[name], self.opt_state[name]
+                continue
             updates, opt_state[name] = self.optimizer(name).update(
                 grads[name], self.opt_state[name], self.params[name]
             )

@@ -72,6 +72,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs wandb)")
     _curve_arguments(parser)
+    from qgf.commands.finetune import add_online_arguments
+
+    add_online_arguments(parser.add_argument_group("online phase (qgf finetune --help)"), required=False)
     parser.set_defaults(func=run)
 
 
@@ -198,6 +201,13 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seed is not None:
         raise QGFError("pass either --seed or --seeds, not both")
     check_output_dir(args.out.replace("{seed}", "0"))
+    online = None
+    if args.online_steps is not None:  # checked before any training
+        from qgf.commands.finetune import online_settings
+
+        if args.seeds is not None:
+            raise QGFError("--online-steps runs one seed; train the seeds, then qgf finetune each run")
+        online = online_settings(args)
     run_dir = args.out
     if args.seeds is not None:
         from qgf.training import seed_run_dirs
@@ -240,6 +250,12 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"qgf train: {result.run_dir} at step {result.step} ({where}){': ' + summary if summary else ''}")
     sys.stdout.flush()
+    if online is not None:
+        from qgf.commands.finetune import report
+        from qgf.online import run_online
+
+        print(report(run_online(args.out, online, data_dir=data_dir, progress=not args.no_progress)))
+        sys.stdout.flush()
     return 0
 
 
