@@ -146,7 +146,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "qgf.addons",
         ),
     ),
-    ("using runs", ("qgf.policy", "qgf.evaluation", "qgf.analysis", "qgf.toy", "qgf.deploy")),
+    ("using runs", ("qgf.policy", "qgf.evaluation", "qgf.analysis", "qgf.toy", "qgf.deploy", "qgf.online")),
     ("studies and commands", ("qgf.experiments", "qgf.demo", "qgf.benchmark", "qgf.commands", "qgf.cli")),
 ]
 

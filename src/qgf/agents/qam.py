@@ -61,7 +61,7 @@ from qgf.agents.base import Agent, Batch, Params
 from qgf.agents.fql import OneStepPolicy, build_onestep_policy
 from qgf.config import TrainConfig
 from qgf.flow import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field
-from qgf.nets import MLP
+from qgf.nets import MLP, mlp_style, policy_layer_norm
 
 VelocityFn = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
@@ -224,13 +224,20 @@ class EditPolicy(nn.Module):
     hidden_dims: Sequence[int]
     chunk_dim: int
     layer_norm: bool = True
+    style: str = "qgf"
 
     @nn.compact
     def __call__(self, observations: jnp.ndarray, base_actions: jnp.ndarray):
         inputs = jnp.concatenate([observations, base_actions], axis=-1)
-        outputs = MLP(self.hidden_dims, 2 * self.chunk_dim, self.layer_norm)(inputs)
+        outputs = MLP(self.hidden_dims, 2 * self.chunk_dim, self.layer_norm, self.style)(inputs)
         mean, log_std = jnp.split(outputs, 2, axis=-1)
         return mean, jnp.clip(log_std, *EDIT_LOG_STD_RANGE)
+
+
+def build_edit_policy(config: TrainConfig, chunk_dim: int) -> EditPolicy:
+    return EditPolicy(
+        config.actor_hidden_dims, chunk_dim, policy_layer_norm(config), mlp_style(config, "policy")
+    )
 
 
 def tanh_gaussian_sample(mean: jnp.ndarray, log_std: jnp.ndarray, key: jax.Array):
@@ -432,11 +439,11 @@ class QAMEditAgent(QAMAgent):
     contract_fixed_critic_losses = ("adjoint_matching_loss", "edit_loss")
 
     def edit_policy(self) -> EditPolicy:
-        return EditPolicy(self.config.actor_hidden_dims, self.chunk_dim, self.config.layer_norm)
+        return build_edit_policy(self.config, self.chunk_dim)
 
     @classmethod
     def init_extra_params(cls, config: TrainConfig, key, observations, actions) -> Params:
-        network = EditPolicy(config.actor_hidden_dims, actions.shape[-1], config.layer_norm)
+        network = build_edit_policy(config, actions.shape[-1])
         return {
             "edit": network.init(key, observations, actions),
             # log alpha_ent, alpha_ent = 1 at the start
