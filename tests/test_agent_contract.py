@@ -18,9 +18,14 @@ TD_CONTRACT_AGENTS = ("qgf", "fql")
 
 
 def test_the_contract_files_cover_every_registered_agent():
+    import test_agent_contract_baselines
     import test_agent_contract_qam
 
-    covered = CONTRACT_AGENTS + test_agent_contract_qam.CONTRACT_AGENTS
+    covered = (
+        CONTRACT_AGENTS
+        + test_agent_contract_qam.CONTRACT_AGENTS
+        + test_agent_contract_baselines.CONTRACT_AGENTS
+    )
     assert sorted(covered) == sorted(AGENT_NAMES)
 
 
