@@ -30,7 +30,6 @@ docs/fidelity.md, "CGQL, DSRL and FEdit".
 
 from __future__ import annotations
 
-import functools
 from typing import ClassVar
 
 import jax
@@ -40,7 +39,7 @@ from qgf.agents.base import Batch, Params
 from qgf.agents.qgf import QGFAgent
 from qgf.config import TrainConfig
 from qgf.critics.networks import aggregate_q, q_ensemble
-from qgf.flow import build_velocity_field, flow_policy_actions, interpolate
+from qgf.flow import flow_policy_actions, interpolate
 
 # Eq. 70: above this Delta = tau (Q - Qhat) the Linex loss continues linearly (the authors' 5).
 LINEX_CLIP = 5.0
@@ -81,7 +80,7 @@ class CGQLAgent(QGFAgent):
     def guided_velocity(self, params: Params):
         """v(s, a^u, u) = v_beta + vartheta * guidance at `params` (Eqs. 61, 72)."""
         config = self.config
-        base = functools.partial(build_velocity_field(config, self.chunk_dim).apply, params["actor"])
+        base = self.velocity_from(params)
 
         def velocity(observations, actions, times):
             q_gradient = jax.grad(lambda a: jnp.sum(self.noisy_q(params, observations, a, times)))(actions)

@@ -27,8 +27,6 @@ Choices (which critic the distillation reads, no EMA copy of the BC flow): docs/
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
@@ -42,7 +40,7 @@ from qgf.agents.gaussian_policy import (
 from qgf.agents.qgf import QGFAgent
 from qgf.config import TrainConfig
 from qgf.critics.networks import aggregate_q, q_ensemble
-from qgf.flow import bc_flow_loss, build_velocity_field, flow_policy_actions
+from qgf.flow import bc_flow_loss, flow_policy_actions
 
 
 class DSRLAgent(QGFAgent):
@@ -68,7 +66,7 @@ class DSRLAgent(QGFAgent):
 
     def flow_actions(self, params: Params, observations, noise):
         """F(s, z) = clip(ODE(v_theta(s, ., .), z)) from the given noise z (B, d)."""
-        velocity = functools.partial(build_velocity_field(self.config, self.chunk_dim).apply, params["actor"])
+        velocity = self.velocity_from(params)
         return flow_policy_actions(velocity, observations, None, self.config, self.chunk_dim, noise=noise)
 
     def noise_q_heads(self, params: Params, observations, noise):

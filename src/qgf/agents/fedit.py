@@ -19,15 +19,13 @@ run. Choices: docs/fidelity.md, "CGQL, DSRL and FEdit".
 
 from __future__ import annotations
 
-import functools
-
 import jax
 
 from qgf.agents.base import Batch, Params
 from qgf.agents.gaussian_policy import GaussianEdit
 from qgf.agents.qgf import QGFAgent
 from qgf.config import TrainConfig
-from qgf.flow import bc_flow_loss, build_velocity_field, flow_policy_actions
+from qgf.flow import bc_flow_loss, flow_policy_actions
 
 
 class FEditAgent(GaussianEdit, QGFAgent):
@@ -53,8 +51,7 @@ class FEditAgent(GaussianEdit, QGFAgent):
 
     def base_actions(self, params: Params, observations, key):
         """a~ = clip(ODE(v_theta, z)), z drawn from `key`: the BC flow's unguided action."""
-        velocity = functools.partial(build_velocity_field(self.config, self.chunk_dim).apply, params["actor"])
-        return flow_policy_actions(velocity, observations, key, self.config, self.chunk_dim)
+        return flow_policy_actions(self.velocity_from(params), observations, key, self.config, self.chunk_dim)
 
     def policy_losses(self, params: Params, batch: Batch, key: jax.Array):
         """L_FM(actor) + the edit's SAC loss and the temperature loss; `key` splits into (flow
