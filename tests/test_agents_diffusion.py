@@ -134,6 +134,23 @@ def test_dac_loss_by_hand():
     np.testing.assert_allclose(metrics["q_grad_norm"], np.linalg.norm(q_gradient, axis=1).mean(), rtol=2e-4)
 
 
+def test_dac_noise_std_scale_by_hand():
+    """dac_gradient_scale=noise-std (the authors' code): target eps - sqrt(1 - abar_i) g / (2 alpha)."""
+    agent = agent_with_distinct_target("dac", dac_alpha=0.05, dac_gradient_scale="noise-std")
+    batch, key = make_batch(agent.config), jax.random.key(3)
+    loss, _ = losses(agent, agent.params, batch, key)
+    noise, prediction, q_gradient, weights = hand_noised_batch(agent, batch, key)
+    indices, _ = diffusion.draw_training_noise(
+        key, batch["actions"].shape[0], agent.chunk_dim, agent.config.flow_steps
+    )
+    noise_std = np.sqrt(1.0 - hand_schedule(agent.config.flow_steps)[1][np.asarray(indices)])[:, None]
+    assert noise_std.min() < 0.9  # some rows are at clean levels, where the factor matters
+    target = noise - noise_std * q_gradient / (2 * 0.05)
+    np.testing.assert_allclose(loss, masked_mean_square(target - prediction, weights), rtol=2e-4)
+    unscaled = masked_mean_square(noise - q_gradient / (2 * 0.05) - prediction, weights)
+    assert abs(float(loss) - unscaled) > 1e-3 * unscaled
+
+
 def test_qsm_bc_loss_by_hand():
     bc_weight = 3.0  # the loss is linear in it: one value tests the assembly
     agent = agent_with_distinct_target("qsm-bc", qsm_inv_temperature=7.0, qsm_bc_weight=bc_weight)

@@ -71,12 +71,20 @@ def velocity(agent, actor_params):
 
 
 def hand_q(agent, obs, actions):
-    """min over heads of the target critic (the small config aggregates with min)."""
-    assert agent.config.critic_aggregation == "min" and agent.config.guidance_critic == "target"
-    heads = q_ensemble(agent.config).apply(
-        agent.target_params["critic"], obs, jnp.asarray(actions, jnp.float32)
+    """min over heads of the target critic (the small config aggregates with min), or with
+    q_term_critic=online-mean the mean over heads of the online critic (the authors' FQL)."""
+    online = agent.config.q_term_critic == "online-mean"
+    assert online or (agent.config.critic_aggregation == "min" and agent.config.guidance_critic == "target")
+    params = agent.params["critic"] if online else agent.target_params["critic"]
+    heads = f64(q_ensemble(agent.config).apply(params, obs, jnp.asarray(actions, jnp.float32)))
+    return heads.mean(axis=0) if online else heads.min(axis=0)
+
+
+def with_distinct_target(agent):
+    """`agent` with an EMA target critic unlike its online one, so that the wrong critic shows."""
+    return agent.replace(
+        target_params={"critic": jax.tree.map(lambda x: 1.3 * x + 0.01, agent.params["critic"])}
     )
-    return f64(heads).min(axis=0)
 
 
 def hand_q_term(q, normalize):
@@ -161,9 +169,12 @@ def tree_combination(a, b, alpha, beta=1.0):
 # ------------------------------------------------------------------ loss values
 
 
-@pytest.mark.parametrize("normalize", [False, True])
-def test_fql_loss_by_hand(fql, batch, normalize):
-    agent = with_config(fql, normalize_q_loss=normalize, fql_alpha=3.0)
+@pytest.mark.parametrize(
+    "normalize, q_term_critic", [(False, "guidance"), (True, "guidance"), (False, "online-mean")]
+)
+def test_fql_loss_by_hand(fql, batch, normalize, q_term_critic):
+    agent = with_config(fql, normalize_q_loss=normalize, fql_alpha=3.0, q_term_critic=q_term_critic)
+    agent = with_distinct_target(agent)
     total, metrics = agent.policy_losses(agent.params, batch, KEY)
     expected = hand_fql(agent, batch, KEY)
     assert expected["distill_loss"] > 1e-3  # the one-step policy is not the flow yet
@@ -172,9 +183,12 @@ def test_fql_loss_by_hand(fql, batch, normalize):
         np.testing.assert_allclose(float(metrics[name]), value, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
-@pytest.mark.parametrize("normalize", [False, True])
-def test_edp_loss_by_hand(edp, batch, normalize):
-    agent = with_config(edp, normalize_q_loss=normalize, edp_bc_weight=10.0)
+@pytest.mark.parametrize(
+    "normalize, q_term_critic", [(False, "guidance"), (True, "guidance"), (False, "online-mean")]
+)
+def test_edp_loss_by_hand(edp, batch, normalize, q_term_critic):
+    agent = with_config(edp, normalize_q_loss=normalize, edp_bc_weight=10.0, q_term_critic=q_term_critic)
+    agent = with_distinct_target(agent)
     total, metrics = agent.policy_losses(agent.params, batch, KEY)
     expected = hand_edp(agent, batch, KEY)
     np.testing.assert_allclose(float(total), expected.pop("total"), rtol=1e-4)
@@ -200,9 +214,13 @@ def test_normalised_q_term_is_scale_free(fql, batch):
 
 
 @pytest.mark.parametrize("name", ["fql", "edp"])
-@pytest.mark.parametrize("guidance_critic", ["target", "online"])
-def test_policy_term_never_moves_the_critic(fql, edp, batch, name, guidance_critic):
-    agent = with_config({"fql": fql, "edp": edp}[name], guidance_critic=guidance_critic)
+@pytest.mark.parametrize(
+    "guidance_critic, q_term_critic",
+    [("target", "guidance"), ("online", "guidance"), ("target", "online-mean")],
+)
+def test_policy_term_never_moves_the_critic(fql, edp, batch, name, guidance_critic, q_term_critic):
+    agent = {"fql": fql, "edp": edp}[name]
+    agent = with_config(agent, guidance_critic=guidance_critic, q_term_critic=q_term_critic)
     grads = policy_grads(agent, batch, KEY)
     for network in ("critic", "value"):
         assert all(not np.any(np.asarray(leaf)) for leaf in jax.tree.leaves(grads[network])), network

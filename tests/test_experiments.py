@@ -67,6 +67,8 @@ def toy_spec(**changes):
         ({"overrides": {"batch_size": 0}}, "batch_size"),
         ({"protocol": {"tune_tasks": [4]}}, "not among the tasks"),
         ({"protocol": {"tune_tasks": [2], "tune_seed": 3, "final_seed": 3}}, "fresh evaluation seeds"),
+        ({"protocol": {"tune_tasks": [2], "tune_seeds": [0, 7]}}, "fresh training seeds"),
+        ({"protocol": {"tune_tasks": [2], "tune_seeds": []}}, "protocol.tune_seeds"),
         ({"evaluation": {"weights": [-1.0]}}, "numbers >= 0"),
         ({"agents": [{"name": "qgf", "samplers": ["qgff"]}]}, "samplers"),
         ({"agents": [{"name": "qgf"}, {"name": "qgf"}]}, "labels must be unique"),
@@ -125,6 +127,64 @@ def test_protocol_plans_tuning_first(tmp_path):
     assert {job.stage for job in jobs} == {"data", "train", "tune"}
     assert all(TASK2 in job.id for job in jobs if job.kind != "generate")
     assert "tuning" in note["waiting"]
+    assert {tuple(job.params["seeds"]) for job in jobs if job.kind == "train"} == {(0,)}
+
+
+def test_protocol_tunes_on_fresh_training_seeds(tmp_path):
+    """tune_seeds: the tuning stage trains and evaluates its own seeds; the final seeds are not
+    trained until the choice is made, so no reported run took part in choosing."""
+    spec = parse_spec(toy_spec(seeds=[0, 1], protocol={"tune_tasks": [2], "tune_seeds": [100]}))
+    jobs, _ = plan(spec, tmp_path)
+    (train,) = [job for job in jobs if job.kind == "train"]
+    assert train.params["seeds"] == [100] and train.id.endswith("/tune-seeds")
+    evaluations = [job for job in jobs if job.kind == "evaluate"]
+    assert evaluations and {job.params["run_seed"] for job in evaluations} == {100}
+    assert all(job.deps == (train.id,) and job.params["run"].endswith("seed100") for job in evaluations)
+
+
+def test_curves_of_a_report_are_the_planned_runs_of_its_reported_seeds(tmp_path):
+    """The report's learning curves read the runs spec.json plans, for the reported seeds only:
+    the protocol's tuning seeds, and runs of other specs, are left out."""
+    import dataclasses
+    import json
+
+    from qgf.experiments.report.rows import planned_runs
+
+    def record(sweep_dir, **changes):
+        document = toy_spec(seeds=[0, 1], **changes)
+        document["evaluation"]["eval_every"] = 4
+        spec = parse_spec(document)
+        sweep_dir.mkdir()
+        (sweep_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), default=str))
+        return spec
+
+    record(tmp_path / "plain")
+    runs = planned_runs(tmp_path / "plain")
+    assert {(run.parent.name, run.name) for run in runs} == {
+        (task, f"seed{seed}") for task in (TASK1, TASK2) for seed in (0, 1)
+    }
+    spec = record(tmp_path / "tuned", protocol={"tune_tasks": [2], "tune_seeds": [100]})
+    (train,) = [job for job in plan(spec, tmp_path / "tuned")[0] if job.kind == "train"]
+    assert "curve" in train.params and train.params["seeds"] == [100]
+    assert planned_runs(tmp_path / "tuned") == []  # the tuning seeds' curves are not reported
+    assert planned_runs(tmp_path / "elsewhere") is None
+
+
+def test_curve_samplers_choose_what_the_curve_evaluates(tmp_path):
+    """An agent's curve_samplers replace its samplers in its train jobs' curves (the evaluations
+    keep every sampler); an add-on sampler, which exists only after training, is refused."""
+    document = toy_spec()
+    document["evaluation"]["eval_every"] = 4
+    document["agents"] = [{"name": "qgf", "samplers": ["none", "qgf", "bptt"], "curve_samplers": ["none"]}]
+    jobs, _ = plan(parse_spec(document), tmp_path)
+    train = next(job for job in jobs if job.kind == "train")
+    assert [c["spec"]["estimator"] for c in train.params["curve"]["conditions"]] == ["none"]
+    evaluations = [job for job in jobs if job.kind == "evaluate"]
+    evaluated = {c["spec"]["estimator"] for job in evaluations for c in job.params["conditions"]}
+    assert evaluated == {"bptt", "qgf", "none"}
+    document["agents"][0]["curve_samplers"] = ["robustq"]
+    with pytest.raises(QGFError, match="curve_samplers.*robustq.*add-on"):
+        parse_spec(document)
 
 
 def test_a_second_sweep_on_one_directory_is_refused(tmp_path):
@@ -260,3 +320,70 @@ def test_the_documented_plan_function_is_not_shadowed_by_a_submodule():
 
     assert callable(plan) and plan.__name__ == "plan" and not isinstance(plan, type(qgf))
     assert run_sweep.__name__ == "run_sweep" and write_report.__name__ == "write_report"
+
+
+# ------------------------------------------------------------------ per-sampler grids, N tuned as a weight
+
+
+def test_sampler_tables_carry_their_own_weights_and_best_of_n_lists(tmp_path):
+    from qgf.experiments.spec import agent_conditions, method_name
+
+    samplers = [
+        "none",
+        "qgf",
+        {"estimator": "none", "best_of_n": [4, 8]},
+        {"estimator": "qgf", "weights": [2.5]},
+    ]
+    spec = parse_spec(toy_spec(agents=[{"name": "qgf", "samplers": samplers}]))
+    conditions = agent_conditions(spec, spec.agents[0], 2, True)
+    got = [(c.spec.label, c.weight) for c in conditions]
+    # the evaluation's weights (0, 0.1) for the named qgf, its own for the table; BC and BFN once
+    assert got == [("none", 0.0), ("qgf", 0.0), ("qgf", 0.1), ("bfn-4", 0.0), ("bfn-8", 0.0), ("qgf", 2.5)]
+    agent = spec.agents[0]
+    assert method_name(agent, "bfn-8") == "bfn-8" and method_name(agent, "bfn-8", True) == "bfn"
+    assert method_name(agent, "qgf+bfn-16", True) == "qgf+bfn" and method_name(agent, "none", True) == "bc"
+    for bad, message in (
+        ({"estimator": "qgf", "weights": [-1]}, "numbers >= 0"),
+        ({"estimator": "qgf", "weights": []}, "non-empty list"),
+        ({"estimator": "none", "best_of_n": [0]}, "integers >= 1"),
+    ):
+        with pytest.raises(QGFError, match=message):
+            parse_spec(toy_spec(agents=[{"name": "qgf", "samplers": [bad]}]))
+
+
+def test_protocol_tunes_best_of_n_as_one_method(tmp_path, monkeypatch):
+    """With tune_best_of_n the protocol chooses N like a weight: BFN's candidates are its N values
+    and the final stage evaluates the chosen N under the method name 'bfn'."""
+    from qgf.evaluation import results as results_module
+    from qgf.experiments import jobs as jobs_module
+    from qgf.guidance import SamplerSpec
+
+    samplers = ["none", {"estimator": "none", "best_of_n": [2, 4]}]
+    document = toy_spec(
+        agents=[{"name": "qgf", "samplers": samplers}], protocol={"tune_tasks": [2], "tune_best_of_n": True}
+    )
+    spec = parse_spec(document)
+    jobs, _ = plan(spec, tmp_path)
+    tune = [job for job in jobs if job.stage == "tune"]
+    assert [job.params["methods"] for job in tune] == [["bc", "bfn", "bfn"]]
+    # fake finished tuning evaluations: N = 4 wins
+    success = {"none": 0.1, "bfn-2": 0.2, "bfn-4": 0.6}
+
+    def fake_read(path):
+        job = next(job for job in tune if str(path).startswith(job.out))
+        labels = [SamplerSpec(**c["spec"]).label for c in job.params["conditions"]]
+        return types.SimpleNamespace(
+            results=[
+                types.SimpleNamespace(label=label, weight=c["weight"], success_rate=success[label])
+                for label, c in zip(labels, job.params["conditions"], strict=True)
+            ]
+        )
+
+    monkeypatch.setattr(results_module, "read_results", fake_read)
+    monkeypatch.setattr(jobs_module, "job_done", lambda job: job.stage == "tune" or job.kind == "generate")
+    jobs, _ = plan(spec, tmp_path)
+    choices = json.loads((tmp_path / "protocol.json").read_text())["choices"]
+    assert {c["method"]: c["spec"]["best_of_n"] for c in choices} == {"bc": 1, "bfn": 4}
+    final = [job for job in jobs if job.stage == "final"]
+    assert final and all(job.params["methods"] == ["bc", "bfn"] for job in final)
+    assert all([c["spec"]["best_of_n"] for c in job.params["conditions"]] == [1, 4] for job in final)

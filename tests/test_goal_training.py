@@ -195,7 +195,7 @@ def test_every_agent_traces_its_policy_loss_on_a_goal_batch(trained):
         config = small_config(**GOAL_SETTINGS, agent=name)
         cls = agent_class(name)
         agent = jax.eval_shape(lambda c=config, cls=cls: cls.create(0, 2 * OBS_DIM, ACTION_DIM, c))
-        assert set(agent.target_params) == {"critic", "long_critic"}, name
+        assert set(agent.target_params) == {"critic", "long_critic", *cls.policy_target_networks}, name
         loss, _ = jax.eval_shape(
             lambda a, b: a.policy_losses(a.params, b, jax.random.PRNGKey(0)), agent, batch
         )

@@ -139,6 +139,32 @@ def test_qgf_jacobian_equals_explicit_jacobian_product(inputs, clip_hat):
     np.testing.assert_allclose(regularized, q_grad + 0.3 * expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("estimator", ["qgf-jacobian", "qgf-regularized", "bptt"])
+def test_clip_jacobian_differentiates_the_clip(inputs, estimator):
+    """With clip_jacobian, g = (d clip(â₁) / d a_t)ᵀ ∇Q = Jᵀ D ∇Q, D = diag(1[|â₁| < 1]), built here
+    as explicit matrices (bptt at t = (T-1)/T, where its ODE is the one Euler step â₁)."""
+    obs, a_t, _ = inputs
+    t = jnp.array([0.0, 0.25, 0.5, 0.75, 0.9]) if estimator != "bptt" else jnp.full((BATCH,), 0.75)
+    jacobians = np.asarray(explicit_jacobians(obs, a_t, t), np.float64)
+    a1_hat = np.asarray(a_t + (1 - t)[:, None] * velocity(obs, a_t, t), np.float64)
+    inside = np.abs(a1_hat) < 1
+    assert inside.any() and not inside.all()  # some coordinates saturate: the clip matters
+    q_grad = np.asarray(grad_q(obs, jnp.clip(a1_hat, -1, 1).astype(jnp.float32)), np.float64)
+    clip_derivative = np.stack([np.diag(row.astype(np.float64)) for row in inside])  # (B, d, d)
+    chained = np.einsum("bij,bjk->bik", clip_derivative, jacobians)  # d clip(â₁) / d a_t
+    expected = np.einsum("bij,bi->bj", chained, q_grad)
+    if estimator == "qgf-regularized":  # (I + eps J)ᵀ ∇Q, J now the clipped map's Jacobian
+        expected = np.einsum("bij,bi->bj", clip_derivative, q_grad) + 0.3 * expected
+    spec = SamplerSpec(estimator, steps=STEPS, clip_jacobian=True, reg_eps=0.3)
+    g = np.asarray(estimate(velocity, critic, obs, a_t, t, spec))
+    np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-6)
+    straight = np.asarray(
+        estimate(velocity, critic, obs, a_t, t, SamplerSpec(estimator, steps=STEPS, reg_eps=0.3))
+    )
+    assert np.abs(straight - g).max() > 1e-3  # the default (straight-through) differs
+    assert repr(SamplerSpec("qgf")).count("clip_jacobian") == 0  # evaluation directory names keep
+
+
 def test_qgf_jacobian_smooth_reduces_to_jacobian_without_noise_and_for_linear_fields(inputs):
     obs, a_t, _ = inputs
     t = jnp.full((BATCH,), 0.5)

@@ -145,7 +145,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "qgf.addons",
         ),
     ),
-    ("using runs", ("qgf.policy", "qgf.evaluation", "qgf.analysis", "qgf.toy")),
+    ("using runs", ("qgf.policy", "qgf.evaluation", "qgf.analysis", "qgf.toy", "qgf.online")),
     ("studies and commands", ("qgf.experiments", "qgf.demo", "qgf.benchmark", "qgf.commands", "qgf.cli")),
 ]
 

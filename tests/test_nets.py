@@ -122,3 +122,73 @@ def test_output_shapes_and_parameter_count():
     assert count_params(q_params) == 2 * mlp_count(11, (16, 8), 1)
     assert count_params(v_params) == mlp_count(5, (16, 8), 1)
     assert count_params(a_params) == mlp_count(5 + 6 + 4, (16, 8), 6)
+
+
+@pytest.mark.parametrize("style", ["authors-policy", "authors-critic"])
+def test_authors_mlp_styles_match_numpy_forward_and_init(style):
+    """The QGF authors' MLP (utils/networks.py): a policy's has no LayerNorm on its last hidden layer
+    (their MLP with activate_final=True); a critic's MLP ends in its width-1 layer, so every hidden
+    layer has LayerNorm. Kernels: variance scaling 1 over fan_avg, uniform, in hidden layers (and in a
+    critic's output layer); a policy's output layer is flax's lecun normal."""
+    widths, inputs, outputs = (256, 256, 256), 300, 200
+    mlp = MLP(widths, outputs, layer_norm=True, style=style)
+    x = np.random.default_rng(2).normal(size=(3, inputs)).astype(np.float32)
+    params = jax.jit(mlp.init)(jax.random.PRNGKey(0), x)["params"]
+    norms = sorted(name for name in params if name.startswith("LayerNorm"))
+    assert norms == (
+        ["LayerNorm_0", "LayerNorm_1"] if style == "authors-policy" else [f"LayerNorm_{i}" for i in range(3)]
+    )
+    fans = [(inputs, 256), (256, 256), (256, 256), (256, outputs)]
+    for i, (fan_in, fan_out) in enumerate(fans):
+        kernel = np.asarray(params[f"Dense_{i}"]["kernel"], np.float64)
+        assert not np.any(np.asarray(params[f"Dense_{i}"]["bias"]))
+        if i < 3 or style == "authors-critic":  # U(-l, l), l = sqrt(3 / fan_avg): variance 2 / (in + out)
+            limit = np.sqrt(3.0 / ((fan_in + fan_out) / 2))
+            assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.98 * limit
+            np.testing.assert_allclose(kernel.var(), 2.0 / (fan_in + fan_out), rtol=0.05)
+        else:  # lecun normal: truncated normal with variance 1 / fan_in
+            np.testing.assert_allclose(kernel.var(), 1.0 / fan_in, rtol=0.05)
+            assert np.abs(kernel).max() > np.sqrt(3.0 / fan_in)  # not the uniform init
+    # forward: Dense -> [LayerNorm] -> GELU per hidden layer, then Dense
+    small = MLP((16, 8), 3, layer_norm=True, style=style)
+    x = x[:, :7]
+    small_params = randomize(jax.jit(small.init)(jax.random.PRNGKey(0), x))["params"]
+    h = x.astype(np.float64)
+    for i in range(2):
+        h = h @ np.asarray(small_params[f"Dense_{i}"]["kernel"]) + np.asarray(
+            small_params[f"Dense_{i}"]["bias"]
+        )
+        if f"LayerNorm_{i}" in small_params:
+            norm = small_params[f"LayerNorm_{i}"]
+            h = numpy_layer_norm(h, np.asarray(norm["scale"]), np.asarray(norm["bias"]))
+        h = numpy_gelu(h)
+    expected = h @ np.asarray(small_params["Dense_2"]["kernel"]) + np.asarray(small_params["Dense_2"]["bias"])
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(small.apply)({"params": small_params}, x)), expected, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_network_style_reaches_every_network_and_default_is_unchanged():
+    """network_style=authors with actor_layer_norm=false gives the authors' FQL networks; the default
+    config builds exactly the parameters it built before the setting existed (lecun init, LN everywhere)."""
+    from qgf.agents import agent_class
+    from qgf.config import load_preset
+
+    def names(tree):
+        return sorted(
+            "/".join(str(k.key) for k in path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)
+        )
+
+    base = load_preset("tiny", {"agent": "fql"})
+    authors = load_preset("tiny", {"agent": "fql", "network_style": "authors", "actor_layer_norm": False})
+    agent = agent_class("fql").create(0, 4, 2, authors)
+    for network in ("actor", "onestep"):
+        assert not any("LayerNorm" in name for name in names(agent.params[network])), network
+    hidden = len(authors.critic_hidden_dims)
+    critic_norms = {name.split("/")[-2] for name in names(agent.params["critic"]) if "LayerNorm" in name}
+    assert critic_norms == {f"LayerNorm_{i}" for i in range(hidden)}
+    reference = agent_class("fql").create(0, 4, 2, base)
+    plain = MLP(base.actor_hidden_dims, reference.chunk_dim)  # the MLP as it was: no style argument
+    assert names(reference.params["onestep"]["params"]["MLP_0"]) == names(
+        plain.init(jax.random.PRNGKey(0), jnp.zeros((1, 4 + reference.chunk_dim)))["params"]
+    )

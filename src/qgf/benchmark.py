@@ -22,7 +22,7 @@ from typing import Any
 from qgf.errors import QGFError
 from qgf.fileio import atomic_write_text
 
-SCRIPTS = ("inference", "training", "agents", "seeds", "goals", "evaluation", "data")
+SCRIPTS = ("inference", "training", "agents", "seeds", "goals", "evaluation", "data", "curves", "online")
 
 
 def bench_dir() -> Path:
@@ -188,6 +188,8 @@ RATIOS: dict[str, Callable[[dict], dict[str, dict]]] = {
     "goals": lambda raw: declared_ratios(raw, "goals"),
     "evaluation": evaluation_ratios,
     "data": data_ratios,
+    "curves": lambda raw: declared_ratios(raw, "curves"),
+    "online": lambda raw: declared_ratios(raw, "online"),
 }
 
 

@@ -6,7 +6,8 @@ Layout of a run directory::
     RUN/meta.json                            format version, package versions, dataset identity,
                                              observation/action sizes, creation time
     RUN/checkpoints/step_0001000.msgpack     every agent array (params, optimiser states, rng, step)
-    RUN/checkpoints/step_0001000.json        sidecar: step, size and sha256 of the msgpack, metrics
+    RUN/checkpoints/step_0001000.json        sidecar: step, size and sha256 of the msgpack, metrics,
+                                             training seconds so far, pinned (never pruned)
     RUN/log.jsonl (+ log.csv)                written by qgf.training
 
 Every file is written to a temporary name in the same directory, flushed, fsynced and moved into
@@ -164,9 +165,15 @@ def save_checkpoint(
     *,
     metrics: dict[str, float] | None = None,
     keep: int | None = None,
+    pin: bool = False,
+    train_seconds: float | None = None,
 ) -> Path:
-    """Write the agent at its current step; keep only the newest `keep` checkpoints."""
+    """Write the agent at its current step; keep only the newest `keep` unpinned checkpoints.
+
+    `pin` marks it as never pruned (a learning curve's evaluation step, `qgf.evaluation.curve`);
+    `train_seconds` records the training wall-clock that produced it (resumes continue from it)."""
     step = int(agent.step)
+    pin = pin or is_pinned(run_dir, step)  # rewriting a pinned step keeps it pinned
     path = checkpoint_path(run_dir, step)
     payload = flax.serialization.to_bytes(jax.device_get(agent))
     atomic_write_bytes(path, payload)
@@ -178,15 +185,47 @@ def save_checkpoint(
         "sha256": hashlib.sha256(payload).hexdigest(),
         "saved": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "metrics": metrics or {},
+        "pinned": bool(pin),
     }
+    if train_seconds is not None:
+        sidecar["train_seconds"] = float(train_seconds)
     atomic_write_json(path.with_suffix(".json"), sidecar)
     if keep is not None:
-        for _, old in list_checkpoints(run_dir)[:-keep]:
+        unpinned = [(s, old) for s, old in list_checkpoints(run_dir) if not is_pinned(run_dir, s)]
+        for _, old in unpinned[:-keep]:
             # Sidecar first: a half-deleted checkpoint is then merely incomplete, never corrupt.
             old.with_suffix(".json").unlink(missing_ok=True)
             old.unlink(missing_ok=True)
     remove_stale_temporaries(path.parent)
     return path
+
+
+def _sidecar(run_dir: str | os.PathLike, step: int) -> dict[str, Any]:
+    try:
+        return json.loads(checkpoint_path(run_dir, step).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def is_pinned(run_dir: str | os.PathLike, step: int) -> bool:
+    """Whether the checkpoint at `step` is pinned (kept whatever `keep_checkpoints` says)."""
+    return bool(_sidecar(run_dir, step).get("pinned"))
+
+
+def pin_checkpoint(run_dir: str | os.PathLike, step: int) -> None:
+    """Mark the existing checkpoint at `step` as never pruned (a no-op when it is already)."""
+    sidecar = _sidecar(run_dir, step)
+    if sidecar and not sidecar.get("pinned"):
+        atomic_write_json(checkpoint_path(run_dir, step).with_suffix(".json"), {**sidecar, "pinned": True})
+
+
+def train_seconds_at(run_dir: str | os.PathLike, step: int | None) -> float | None:
+    """The training wall-clock recorded with the checkpoint at `step` (None: not recorded, e.g. a
+    checkpoint of an older version, or no checkpoint)."""
+    if step is None:
+        return None
+    value = _sidecar(run_dir, step).get("train_seconds")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def agent_template(config: TrainConfig, meta: dict[str, Any]) -> Agent:
@@ -221,6 +260,24 @@ def _without_retired_networks(template: Agent, state: Any) -> Any:
 
 def read_checkpoint(path: Path, template: Agent) -> Agent:
     """Restore an agent from a msgpack checkpoint, verified against its sidecar and `template`."""
+    state, sidecar = verified_state(path)
+    if sidecar.get("format_version") == 1 and isinstance(state, dict) and "actor_params" in state:
+        state = _from_format_1(state)
+    return restore(path, template, state)
+
+
+def restore(path: Path, template: Any, state: Any) -> Any:
+    """`template` (an agent, or any pytree of them) filled with the decoded `state` of checkpoint
+    `path`, after checking every array's presence, shape and dtype."""
+    if isinstance(template, Agent):
+        state = _without_retired_networks(template, state)
+    _check_structure(path, flax.serialization.to_state_dict(template), state)
+    restored = flax.serialization.from_state_dict(template, state)
+    return jax.tree_util.tree_map(jnp.asarray, restored)
+
+
+def verified_state(path: Path) -> tuple[Any, dict]:
+    """(decoded msgpack state, sidecar) of a checkpoint whose size and hash match its sidecar."""
     sidecar = read_json(path.with_suffix(".json"), "checkpoint sidecar")
     try:
         payload = path.read_bytes()
@@ -235,13 +292,7 @@ def read_checkpoint(path: Path, template: Agent) -> Agent:
         state = flax.serialization.msgpack_restore(payload)
     except Exception as exc:
         raise QGFError(f"checkpoint {path} cannot be decoded: {exc}") from None
-    if sidecar.get("format_version") == 1 and isinstance(state, dict) and "actor_params" in state:
-        state = _from_format_1(state)
-    if isinstance(template, Agent):
-        state = _without_retired_networks(template, state)
-    _check_structure(path, flax.serialization.to_state_dict(template), state)
-    agent = flax.serialization.from_state_dict(template, state)
-    return jax.tree_util.tree_map(jnp.asarray, agent)
+    return state, sidecar
 
 
 def _check_structure(path: Path, expected: Any, found: Any, prefix: str = "") -> None:

@@ -8,13 +8,26 @@ parser and sets `func`. Command modules import only the standard library at impo
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
 
 from qgf.errors import QGFError
 
-COMMANDS = ("demo", "data", "train", "addon", "evaluate", "toy", "analyze", "bench", "sweep", "report")
+COMMANDS = (
+    "demo",
+    "data",
+    "train",
+    "finetune",
+    "addon",
+    "evaluate",
+    "toy",
+    "analyze",
+    "bench",
+    "sweep",
+    "report",
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -76,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qgf: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # a disk that filled up outside qgf.fileio (which names the file itself)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from qgf.fileio import no_space_error
+
+        print(f"qgf: error: {no_space_error(exc.filename or 'the output files')}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

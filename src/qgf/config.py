@@ -79,6 +79,16 @@ class TrainConfig:
         (1024, 1024, 1024, 1024), "hidden layer widths of each Q head and of V"
     )
     layer_norm: bool = _field(True, "LayerNorm after every hidden Dense layer (before GELU)")
+    actor_layer_norm: bool = _field(
+        True, "LayerNorm in the policy networks too (with layer_norm); the authors' FQL turns it off"
+    )
+    network_style: str = _field(
+        "qgf",
+        "MLPs: 'qgf' (LayerNorm on every hidden layer, lecun-normal init) or 'authors' (the QGF authors' "
+        "networks: fan-avg uniform init, policies without LayerNorm on the last hidden layer; "
+        "docs/fidelity.md)",
+        choices=("qgf", "authors"),
+    )
     time_embedding: str = _field(
         "sinusoidal",
         "how the velocity field sees t: 'sinusoidal' features or the 'raw' scalar",

@@ -8,6 +8,7 @@ target. A killed process leaves at most a stray `.<name>.*.tmp` file, never a tr
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -34,17 +35,74 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=TEMP_SUFFIX, dir=directory)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=TEMP_SUFFIX, dir=directory)
+        os.close(fd)
         yield tmp
         with open(tmp, "rb+") as handle:  # flush to disk so a crash never leaves a renamed empty file
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; give the usual permissions
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise no_space_error(path) from None
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def no_space_error(path: str | os.PathLike):
+    """The one-line error of a write that ran out of disk space (ENOSPC) or quota (EDQUOT)."""
+    from qgf.errors import QGFError
+
+    return QGFError(
+        f"no space left on the device while writing {os.fspath(path)}; free space there (or choose an "
+        "--out on another filesystem) and re-run the same command: finished work is kept and resumes"
+    )
+
+
+# Kernel filesystems: writable-looking paths that are no storage.
+_PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> None:
+    """Refuse, before any work, an output directory that cannot hold files: an existing file, a path
+    under /proc, /sys or /dev, or one whose nearest existing folder is not writable (read-only,
+    not ours). Creates nothing. A one-line `QGFError` naming `option` and the fix."""
+    from qgf.errors import QGFError
+
+    text = os.fspath(path)
+    resolved = os.path.realpath(os.path.expanduser(text))
+    for root in _PSEUDO_FILESYSTEMS:
+        if resolved == root or resolved.startswith(root + os.sep):
+            raise QGFError(
+                f"{option} {text} is under {root}, a kernel filesystem that cannot hold output files; "
+                "give a directory on disk"
+            )
+    if os.path.exists(resolved) and not os.path.isdir(resolved):
+        raise QGFError(
+            f"{option} {text} is a file, not a directory; give a directory path (created if absent)"
+        )
+    existing = resolved
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise QGFError(f"{option} {text}: {existing} is a file, so the directory cannot be created there")
+    if not os.access(existing, os.W_OK | os.X_OK) or _read_only_mount(existing):
+        raise QGFError(
+            f"{option} {text}: {existing} is not writable (read-only or not yours); "
+            "choose a writable directory"
+        )
+
+
+def _read_only_mount(directory: str) -> bool:
+    """Whether `directory` lies on a read-only mount (os.access ignores that for root)."""
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from qgf.guidance.estimators import SamplerSpec
 from qgf.guidance.sampler import sample, sample_with_info
-from qgf.nets import MLP, time_features
+from qgf.nets import MLP, mlp_style, policy_layer_norm, time_features
 
 if TYPE_CHECKING:
     from qgf.config import TrainConfig
@@ -35,6 +35,7 @@ class VelocityField(nn.Module):
     time_embedding: str = "sinusoidal"
     time_embedding_dim: int = 16
     layer_norm: bool = True
+    style: str = "qgf"
 
     @nn.compact
     def __call__(
@@ -42,7 +43,7 @@ class VelocityField(nn.Module):
     ) -> jnp.ndarray:
         features = time_features(times, self.time_embedding, self.time_embedding_dim)
         inputs = jnp.concatenate([observations, noisy_actions, features], axis=-1)
-        return MLP(self.hidden_dims, self.chunk_dim, self.layer_norm)(inputs)
+        return MLP(self.hidden_dims, self.chunk_dim, self.layer_norm, self.style)(inputs)
 
 
 def sample_flow_times(key: jax.Array, batch_size: int, how: str, grid_steps: int) -> jnp.ndarray:
@@ -99,7 +100,8 @@ def build_velocity_field(config: TrainConfig, chunk_dim: int) -> VelocityField:
         chunk_dim=chunk_dim,
         time_embedding=config.time_embedding,
         time_embedding_dim=config.time_embedding_dim,
-        layer_norm=config.layer_norm,
+        layer_norm=policy_layer_norm(config),
+        style=mlp_style(config, "policy"),
     )
 
 

@@ -47,6 +47,7 @@ from qgf.config import SCHEDULE_FIELDS, TrainConfig
 from qgf.errors import QGFError
 from qgf.fileio import atomic_write_json
 from qgf.flow import VelocityField, sample_flow_times
+from qgf.nets import mlp_style, policy_layer_norm
 from qgf.sections import check_setting_keys, coerce_settings, parse_settings
 from qgf.training.log import MetricLog, WandbRun, check_sinks
 from qgf.training.loop import run_schedule
@@ -156,13 +157,17 @@ class Addon:
         return self.config.hidden_dims or self.default_hidden_dims(self.run_config)
 
     def velocity_network(self, output_dim: int | None = None) -> VelocityField:
-        """An MLP on [s, a_t, features(t)] shaped like the run's actor (output `output_dim`)."""
+        """An MLP on [s, a_t, features(t)] shaped like the run's actor (output `output_dim`), in the
+        run's network style for its role (`widths_from`: a critic's or a policy's)."""
+        role = "critic" if self.widths_from == "critic_hidden_dims" else "policy"
         return VelocityField(
             hidden_dims=self.hidden_dims,
             chunk_dim=self.chunk_dim if output_dim is None else output_dim,
             time_embedding=self.run_config.time_embedding,
             time_embedding_dim=self.run_config.time_embedding_dim,
-            layer_norm=self.run_config.layer_norm,
+            # shaped like the actor's network (so it can start from its parameters), or a critic's
+            layer_norm=self.run_config.layer_norm if role == "critic" else policy_layer_norm(self.run_config),
+            style=mlp_style(self.run_config, role),
         )
 
     def flow_times(self, key: jax.Array, batch_size: int) -> jax.Array:
@@ -352,6 +357,14 @@ def _missing_message(run, name: str, why: str) -> str:
 def load_addon(run, name: str) -> LoadedAddon:
     """The run's trained add-on `name` at its latest checkpoint; a one-line QGFError naming the
     command that trains it when it is missing, unfinished or trained against another checkpoint."""
+    if run.config.goal_conditioned:  # `qgf addon train` refuses such runs: do not point to it
+        from qgf.guidance.estimators import estimators_of_addon
+
+        raise QGFError(
+            f"run {run.path} is goal-conditioned, and add-on {name!r} (needed by "
+            f"{', '.join(estimators_of_addon(name))}) trains on single-task runs only; evaluate it with a "
+            "sampler that needs no add-on (none, qgf, qgf-jacobian, ...)"
+        )
     directory = addon_dir(run.path, name)
     record = read_record(directory)
     if record is None:

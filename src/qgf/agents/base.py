@@ -10,7 +10,9 @@ subclass that says only what is particular to it:
 - `policy_losses(params, batch, key)`: its policy losses, with every critic quantity held fixed;
 - `policy_actions_from(params, obs, key)`: actions of its own policy (acting, td backups);
 - optionally `behavior_velocity_fn`: a behaviour-cloning velocity field trained alongside, which
-  makes every test-time sampler of `qgf.guidance` apply to the run.
+  makes every test-time sampler of `qgf.guidance` apply to the run; `policy_target_networks`, its
+  own networks with an EMA target; `backup_actions`, what a td critic backs up on (the policy's
+  actions by default).
 
 The rest — the critic (`agent.critic`, the component `config.critic` names: its networks, EMA
 targets, losses, and whether its backup needs the policy's next actions), optimisers, EMA,
@@ -58,12 +60,18 @@ class Agent(flax.struct.PyTreeNode):
     config: TrainConfig = flax.struct.field(pytree_node=False)
     obs_dim: int = flax.struct.field(pytree_node=False)
     action_dim: int = flax.struct.field(pytree_node=False)
+    # Networks an update leaves untouched (parameters and optimiser state): the frozen BC flow of
+    # online QGF (`qgf.online`). Static, so freezing compiles its own update.
+    frozen_networks: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
 
     # Set by each method.
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     # Networks whose gradient `config.actor_grad_clip` clips (the method's policy networks).
     clipped_networks: ClassVar[tuple[str, ...]] = ()
+    # The method's own networks with an EMA target copy in `target_params` (next to the critic's),
+    # updated by `target_update_rate` with the critic's (ReBRAC's target actor).
+    policy_target_networks: ClassVar[tuple[str, ...]] = ()
     # The agent contract (tests/agent_contract.py) checks the metrics of the method's own policy
     # objective: `contract_losses` fall over a few hundred updates on tiny data while the shared
     # critic learns; `contract_fixed_critic_losses`, regressions onto critic quantities (grad Q,
@@ -95,6 +103,11 @@ class Agent(flax.struct.PyTreeNode):
     def behavior_velocity_fn(self) -> Callable | None:
         """The behaviour-cloning velocity field v(obs, a_t, t) trained alongside, or None."""
         return None
+
+    def backup_actions(self, params: Params, observations: jnp.ndarray, key: jax.Array) -> jnp.ndarray:
+        """The actions at s_{t+h} a critic that `needs_next_actions` backs up on (held fixed by the
+        caller): the method's own policy at `params` by default; ReBRAC's smoothed target actor."""
+        return self.policy_actions_from(params, observations, key)
 
     # ------------------------------------------------------------------ construction
 
@@ -158,7 +171,7 @@ class Agent(flax.struct.PyTreeNode):
         if critic.needs_next_actions:
             key, next_key = jax.random.split(key)
             frozen = jax.lax.stop_gradient(params)
-            next_actions = self.policy_actions_from(frozen, batch["next_observations"], next_key)
+            next_actions = self.backup_actions(frozen, batch["next_observations"], next_key)
         else:
             next_actions = None
         if self.config.goal_conditioned and "critic" not in batch:
@@ -175,6 +188,9 @@ class Agent(flax.struct.PyTreeNode):
         grads, metrics = jax.grad(self.losses, has_aux=True)(self.params, batch, loss_key)
         params, opt_state = {}, {}
         for name in self.params:
+            if name in self.frozen_networks:
+                params[name], opt_state[name] = self.params[name], self.opt_state[name]
+                continue
             updates, opt_state[name] = self.optimizer(name).update(
                 grads[name], self.opt_state[name], self.params[name]
             )
@@ -286,7 +302,7 @@ def _create(cls, seed, obs_dim: int, action_dim: int, config: TrainConfig) -> Ag
     agent = cls(
         params=params,
         # jit outputs get separate buffers: safe to donate later
-        target_params={name: params[name] for name in critic.target_networks},
+        target_params={name: params[name] for name in (*critic.target_networks, *cls.policy_target_networks)},
         opt_state={},
         rng=rng,
         step=jnp.zeros((), jnp.int32),

@@ -159,9 +159,9 @@ class CGQLLinexAgent(RegressedCGQLAgent):
 
 # ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
 AGENTS = {
-    "cgql": {"class": "CGQLAgent", "order": 91, "sections": ["cgql"]},
-    "cgql-mse": {"class": "CGQLMSEAgent", "order": 92, "sections": ["cgql"]},
-    "cgql-linex": {"class": "CGQLLinexAgent", "order": 93, "sections": ["cgql"]},
+    "cgql": {"class": "CGQLAgent", "order": 95, "sections": ["cgql"]},
+    "cgql-mse": {"class": "CGQLMSEAgent", "order": 96, "sections": ["cgql"]},
+    "cgql-linex": {"class": "CGQLLinexAgent", "order": 97, "sections": ["cgql"]},
 }
 CONFIG_SECTIONS = {
     "cgql": {

@@ -11,7 +11,8 @@ The Q gradient g = grad_{a^i} Q(s, a^i) is taken at the noisy action, with the g
 target) critic held fixed (`Agent.target_q`; QAM App. C: the target critic's gradient helps
 stability):
 
-- DAC (QGF Eq. 22): || eps - g / (2 alpha) - f ||^2. QAM Eqs. 53-54 implement DAC as
+- DAC (QGF Eq. 22): || eps - g / (2 alpha) - f ||^2 (with `dac_gradient_scale=noise-std`,
+  g scaled by sqrt(1 - abar_i) as in the authors' code). QAM Eqs. 53-54 implement DAC as
   alpha ||eps - f||^2 + f . g, which is alpha || eps - g / (2 alpha) - f ||^2 + C; we minimise
   the normalised form (divided by alpha), so alpha (`dac_alpha`) is the behaviour weight of QGF
   Table 3 and 1/beta = 1 / (2 alpha).
@@ -137,6 +138,7 @@ class NoisedBatch(NamedTuple):
     prediction: jnp.ndarray  # f(s, a^i, i) (B, d), differentiable in the actor's parameters
     q_gradient: jnp.ndarray  # grad_{a^i} Q(s, a^i) (B, d), held fixed
     weights: jnp.ndarray | None  # per-coordinate weights (B, d) or None
+    noise_std: jnp.ndarray  # sqrt(1 - abar_i) (B, 1): the std of the noise in a^i
 
 
 class DiffusionAgent(Agent):
@@ -165,7 +167,8 @@ class DiffusionAgent(Agent):
         noisy = jnp.sqrt(alpha_bar) * actions + jnp.sqrt(1.0 - alpha_bar) * noise
         prediction = self.noise_predictor(params)(observations, noisy, step_input(indices, config.flow_steps))
         weights = chunk_step_weights(batch["valid"], self.action_dim) if config.bc_mask_invalid else None
-        return NoisedBatch(noise, prediction, q_action_gradient(self.target_q, observations, noisy), weights)
+        q_gradient = q_action_gradient(self.target_q, observations, noisy)
+        return NoisedBatch(noise, prediction, q_gradient, weights, jnp.sqrt(1.0 - alpha_bar))
 
     @staticmethod
     def gradient_metrics(noised: NoisedBatch) -> dict:
@@ -193,7 +196,10 @@ class DACAgent(DiffusionAgent):
     def policy_losses(self, params: Params, batch: Batch, key: jax.Array):
         noised = self.noised_batch(params, batch, key)
         inverse_temperature = 1.0 / (2.0 * self.config.dac_alpha)  # 1/beta of Eq. 22 (QAM Eq. 53)
-        target = noised.noise - inverse_temperature * noised.q_gradient
+        push = inverse_temperature * noised.q_gradient
+        if self.config.dac_gradient_scale == "noise-std":  # the authors' code: sqrt(1 - abar_i) g
+            push = noised.noise_std * push
+        target = noised.noise - push
         dac_loss = weighted_mean_square(target - noised.prediction, noised.weights)
         return dac_loss, {"dac_loss": dac_loss, **self.gradient_metrics(noised)}
 
@@ -228,6 +234,12 @@ CONFIG_SECTIONS = {
                 "default": 100.0,
                 "help": "dac: behaviour weight; Eq. 22's 1/beta = 1/(2 alpha) (QAM Eq. 53/54's eta)",
                 "above": 0.0,
+            },
+            "dac_gradient_scale": {
+                "default": "none",
+                "choices": ["none", "noise-std"],
+                "help": "dac: 'none' regresses onto eps - g/(2 alpha) (QGF Eq. 22, QAM Eq. 53 as printed); "
+                "'noise-std' onto eps - sqrt(1 - abar_i) g/(2 alpha) (the authors' code)",
             },
         },
     },

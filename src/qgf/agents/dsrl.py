@@ -129,7 +129,7 @@ class DSRLAgent(QGFAgent):
 
 
 # ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
-AGENTS = {"dsrl": {"class": "DSRLAgent", "order": 94, "sections": ["dsrl", "policy-optimiser"]}}
+AGENTS = {"dsrl": {"class": "DSRLAgent", "order": 98, "sections": ["dsrl", "policy-optimiser"]}}
 CONFIG_SECTIONS = {
     "dsrl": {
         "title": "DSRL's latent noise policy (QAM App. C Eqs. 80-83)",

@@ -8,9 +8,9 @@ One policy network, 'actor', a velocity field v_theta(s, a_t, t) trained by
 where L_FM is flow matching on the batch's chunks (QGF Eq. 2) and a_t, t are the SAME noisy dataset
 actions and times as that term; a1_hat is the one-step Euler estimate of the denoised action (QGF
 Eq. 7, here with the gradient flowing through v_theta into the policy). Q is the guidance critic
-aggregated over its heads (`Agent.target_q`), held fixed; with `config.normalize_q_loss` the -Q
-term is divided by stop_gradient(mean_batch |Q|), as for FQL. w_BC is `config.edp_bc_weight`
-(QGF Table 3 / Table 5 range {1, 10, 30, 100, 300}).
+aggregated over its heads (`Agent.target_q`; `q_term_critic` as for FQL), held fixed; with
+`config.normalize_q_loss` the -Q term is divided by stop_gradient(mean_batch |Q|), as for FQL.
+w_BC is `config.edp_bc_weight` (QGF Table 3 / Table 5 range {1, 10, 30, 100, 300}).
 
 The agent acts with the Euler ODE of its own flow. That flow is pushed towards high Q, so it is not
 a behaviour-cloning flow and the run has no `behavior_velocity_fn`: only `--sampler policy`
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from qgf.agents.base import Agent, Batch, Params
-from qgf.agents.fql import q_ascent_loss
+from qgf.agents.fql import q_ascent_loss, q_term_values
 from qgf.config import TrainConfig
 from qgf.flow import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field, interpolate
 
@@ -57,7 +57,7 @@ class EDPAgent(Agent):
         velocity = self.velocity_from(params)(observations, noisy_actions, times)
         denoised = noisy_actions + (1.0 - times)[:, None] * velocity
         # The critic only knows actions in [-1, 1] (as for the guidance samplers' clip_hat).
-        q = self.target_q(observations, jnp.clip(denoised, -1.0, 1.0))
+        q = q_term_values(self, observations, jnp.clip(denoised, -1.0, 1.0))
         q_loss = q_ascent_loss(q, config.normalize_q_loss)
 
         total = config.edp_bc_weight * bc_loss + q_loss

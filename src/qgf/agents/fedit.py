@@ -72,7 +72,7 @@ class FEditAgent(GaussianEdit, QGFAgent):
 
 
 # ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
-AGENTS = {"fedit": {"class": "FEditAgent", "order": 95, "sections": ["fedit", "policy-optimiser"]}}
+AGENTS = {"fedit": {"class": "FEditAgent", "order": 99, "sections": ["fedit", "policy-optimiser"]}}
 CONFIG_SECTIONS = {
     "fedit": {
         "title": "FEdit's edit policy (QAM App. C Eqs. 77-79)",

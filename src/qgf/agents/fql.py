@@ -11,7 +11,8 @@ Two policy networks (QGF App. I Eq. 23; QAM App. C Eqs. 41-43):
 
   where ODE(v, z) is the unguided Euler solution of the BC flow from the SAME noise z, clipped to
   [-1, 1] (QAM Eq. 39), and held fixed (it moves neither v_theta nor, through it, anything else).
-  Q is the guidance critic aggregated over its heads (`Agent.target_q`), also held fixed.
+  Q is the guidance critic aggregated over its heads (`Agent.target_q`), also held fixed, or with
+  `q_term_critic=online-mean` the online critic's mean over heads (`q_term_values`).
   With `config.normalize_q_loss` the -Q term is divided by stop_gradient(mean_batch |Q|).
 
 The agent acts with clip(mu_omega(s, z)), z ~ N(0, I) (and with `critic=td` the critic bootstraps
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 from qgf.agents.base import Agent, Batch, Params
 from qgf.config import TrainConfig
 from qgf.flow import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field
-from qgf.nets import MLP
+from qgf.nets import MLP, mlp_style, policy_layer_norm
 
 # Guards the Q normaliser against a batch whose Q values are all exactly 0 (a fresh critic can
 # output tiny values, never exactly 0 in practice); far below any real |Q|.
@@ -44,17 +45,31 @@ class OneStepPolicy(nn.Module):
     hidden_dims: Sequence[int]
     chunk_dim: int
     layer_norm: bool = True
+    style: str = "qgf"
 
     @nn.compact
     def __call__(self, observations: jnp.ndarray, noise: jnp.ndarray) -> jnp.ndarray:
         inputs = jnp.concatenate([observations, noise], axis=-1)
-        return MLP(self.hidden_dims, self.chunk_dim, self.layer_norm)(inputs)
+        return MLP(self.hidden_dims, self.chunk_dim, self.layer_norm, self.style)(inputs)
 
 
 def build_onestep_policy(config: TrainConfig, chunk_dim: int) -> OneStepPolicy:
     return OneStepPolicy(
-        hidden_dims=config.actor_hidden_dims, chunk_dim=chunk_dim, layer_norm=config.layer_norm
+        hidden_dims=config.actor_hidden_dims,
+        chunk_dim=chunk_dim,
+        layer_norm=policy_layer_norm(config),
+        style=mlp_style(config, "policy"),
     )
+
+
+def q_term_values(agent: Agent, observations: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
+    """The Q (B,) that FQL's and EDP's -Q term ascends, held fixed, by `config.q_term_critic`:
+    'guidance' = `Agent.target_q` (the guidance critic, EMA target by default, aggregated by
+    `critic_aggregation`); 'online-mean' = the online critic's mean over heads (the authors' FQL)."""
+    if agent.config.q_term_critic == "online-mean":
+        params = jax.lax.stop_gradient(agent.params["critic"])
+        return jnp.mean(agent.critic.q_heads(params, observations, actions), axis=0)
+    return agent.target_q(observations, actions)
 
 
 def q_ascent_loss(q: jnp.ndarray, normalize: bool) -> jnp.ndarray:
@@ -119,7 +134,7 @@ class FQLAgent(Agent):
 
         # The critic only knows actions in [-1, 1]; the distillation term (unclipped) pulls
         # out-of-range outputs back.
-        q = self.target_q(observations, jnp.clip(onestep_actions, -1.0, 1.0))
+        q = q_term_values(self, observations, jnp.clip(onestep_actions, -1.0, 1.0))
         q_loss = q_ascent_loss(q, config.normalize_q_loss)
 
         total = bc_loss + config.fql_alpha * distill_loss + q_loss
@@ -156,6 +171,13 @@ CONFIG_SECTIONS = {
                 "default": True,
                 "help": "fql / edp: divide the -Q term by the batch's mean |Q| (held fixed), so alpha is "
                 "scale-free",
+            },
+            "q_term_critic": {
+                "default": "guidance",
+                "choices": ["guidance", "online-mean"],
+                "help": "fql / edp: the critic the -Q term ascends: 'guidance' (the guidance critic, "
+                "min over heads with critic_aggregation=min) or 'online-mean' (online critic, mean over "
+                "heads: the authors' FQL)",
             },
         },
     },

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from qgf.nets import MLP
+from qgf.nets import MLP, mlp_style, policy_layer_norm
 
 # Bounds of the policy's log standard deviation (before tanh): keeps exp() and log pi finite.
 EDIT_LOG_STD_RANGE = (-5.0, 2.0)
@@ -33,17 +33,21 @@ class TanhGaussianPolicy(nn.Module):
     hidden_dims: Sequence[int]
     chunk_dim: int
     layer_norm: bool = True
+    style: str = "qgf"  # qgf.nets.MLP's network_style ('authors': their inits and LayerNorm placement)
 
     @nn.compact
     def __call__(self, *inputs: jnp.ndarray):
-        outputs = MLP(self.hidden_dims, 2 * self.chunk_dim, self.layer_norm)(jnp.concatenate(inputs, axis=-1))
+        mlp = MLP(self.hidden_dims, 2 * self.chunk_dim, self.layer_norm, self.style)
+        outputs = mlp(jnp.concatenate(inputs, axis=-1))
         mean, log_std = jnp.split(outputs, 2, axis=-1)
         return mean, jnp.clip(log_std, *EDIT_LOG_STD_RANGE)
 
 
 def tanh_gaussian_policy(config, chunk_dim: int) -> TanhGaussianPolicy:
     """The tanh-Gaussian policy of `config` (a TrainConfig): the actor widths."""
-    return TanhGaussianPolicy(config.actor_hidden_dims, chunk_dim, config.layer_norm)
+    return TanhGaussianPolicy(
+        config.actor_hidden_dims, chunk_dim, policy_layer_norm(config), mlp_style(config, "policy")
+    )
 
 
 def tanh_gaussian_sample(mean: jnp.ndarray, log_std: jnp.ndarray, key: jax.Array):

@@ -5,6 +5,7 @@ is too)."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from qgf.guidance.estimators import ESTIMATOR_TABLE, estimators_of_addon
 
@@ -91,10 +92,14 @@ def register(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from qgf.addons import addon_class
     from qgf.addons.base import AddonConfig, train_addon
+    from qgf.checkpoint import is_run_dir
     from qgf.errors import QGFError
+    from qgf.fileio import check_output_dir
 
     addon_class(args.name)
     overrides = AddonConfig.parse(args.overrides)
+    if is_run_dir(args.run):
+        check_output_dir(os.path.join(args.run, "addons", args.name), option="the add-on directory")
     if args.steps is not None:
         if args.steps < 1:
             raise QGFError(f"--steps must be >= 1, got {args.steps}")

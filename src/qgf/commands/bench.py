@@ -10,10 +10,11 @@ from qgf.benchmark import SCRIPTS as SCRIPT_NAMES  # light: no JAX
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmarks: inference, training, agents, seeds, goals, evaluation and data ratios with targets",
+        help="benchmarks: inference, training, agents, seeds, goals, evaluation, data and curves ratios with "
+        "targets",
         description=(
             "Run the bench/ scripts of this source checkout (inference, training, agents, seeds, goals, "
-            "evaluation, data; a script may start helper processes) and print every ratio with its "
+            "evaluation, data, curves; a script may start helper processes) and print every ratio with its "
             "target; writes DIR/bench.json with a mapping "
             "'ratios' (name -> {value, target, ok}) and the raw timings. See docs/performance.md."
         ),

@@ -64,7 +64,10 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     from qgf.data import generate
+    from qgf.fileio import check_output_dir
 
+    if args.out is not None:
+        check_output_dir(args.out)
     result = generate(
         args.env,
         args.out,

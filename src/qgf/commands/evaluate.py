@@ -22,9 +22,9 @@ tau_cfg in f + tau_cfg (f_{o=1} - f) (paper grid 1,2,3,5,10,15; 0 is BC, 1 the c
 BC ('none') and 'policy' ignore it.
 
 Without --sampler a run is evaluated with its own method: a qgf run with QGF over --weights, a run
-of a training-time agent (fql, edp, dac, qsm-bc, qam, bam, qam-fql, qam-edit) with its own trained
-policy ('policy', evaluated once). Name samplers to evaluate test-time guidance on such a run's BC
-flow and critic (e.g. --sampler qgf --weights 0.03).
+of a training-time agent (fql, edp, dac, qsm-bc, qam, bam, qam-fql, qam-edit, rebrac, fbrac, fawac,
+ifql) with its own trained policy ('policy', evaluated once). Name samplers to evaluate test-time
+guidance on such a run's BC flow and critic (e.g. --sampler qgf --weights 0.03).
 
 robustq, cfgrl, qgf-distill and qgf-jacobian-distill need an add-on trained on the run first:
 `qgf addon train RUN robustq|cfgrl|distill` (stored in RUN/addons/, loaded with the run).
@@ -34,8 +34,10 @@ goals of its domain (task_id 1..5 of the goal-conditioned env, observations [obs
 --goal K[,K...] (or --task K) selects goals. Each goal's results go to --out/goal<K>/ (the files
 above), and summary.md, summary.json and success_vs_weight.png to --out: success per goal and
 condition, and overall (the mean over goals, with a 95% Wilson interval over all episodes).
-Finished (goal, condition) pairs are saved in --out/partial/, so rerunning a killed evaluation
-resumes it."""
+
+Finished conditions (and, goal-conditioned, (goal, condition) pairs) are saved in --out/partial/,
+so rerunning a killed evaluation with the same settings resumes it at the next condition, with the
+same results. --out is checked writable before any rollout."""
 
 PAPER_WEIGHTS = "0,0.004,0.008,0.01,0.02,0.04,0.06,0.08,0.1,0.12"
 
@@ -214,6 +216,12 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.max_episode_steps is not None and args.max_episode_steps < 1:
         raise QGFError(f"--max-episode-steps must be >= 1, got {args.max_episode_steps}")
+    if args.seed < 0:
+        raise QGFError(f"--seed must be >= 0 (numpy seeds are non-negative), got {args.seed}")
+    from qgf.fileio import check_output_dir
+
+    if args.out is not None:
+        check_output_dir(args.out)
     goals = parse_goals(args.goal) if args.goal is not None else None
 
     from qgf.checkpoint import load_run
@@ -228,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
     if args.gradstep_steps is not None:
         samplers = with_gradstep_steps(samplers, best_of_n, run_.config.flow_steps, args.gradstep_steps)
     out = args.out or os.path.join(run_.path, "eval")
+    check_output_dir(out)
     if is_goal_conditioned(run_):
         if goals is not None and args.task is not None:
             raise QGFError("--task K on a goal-conditioned run is --goal K: give one of them")
@@ -258,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         num_envs=args.envs,
         progress=not args.no_progress,
+        resume_dir=os.path.join(out, "partial"),
         max_episode_steps=args.max_episode_steps,
     )
     paths = write_all(results, out)

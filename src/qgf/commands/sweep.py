@@ -18,7 +18,7 @@ def register(subparsers) -> None:
 
     sweep = subparsers.add_parser(
         "sweep",
-        help="run a study (TOML spec) as jobs on Ray: generate -> train -> evaluate",
+        help="run a study (TOML spec) as jobs on Ray: generate -> train [-> addon] -> evaluate",
         description=SWEEP_DESCRIPTION.format(shipped=", ".join(shipped_spec_names())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -27,8 +27,12 @@ def register(subparsers) -> None:
     sweep.add_argument(
         "--plan", action="store_true", help="print the job list with estimated cost; run nothing"
     )
-    sweep.add_argument("--address", help="an existing Ray cluster (default: start a local instance)")
-    sweep.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    sweep.add_argument(
+        "--address",
+        help="an existing Ray cluster: HOST:PORT of a `ray start --head` node (its token authentication "
+        "is followed), ray://HOST:10001 (Ray Client) or auto; default: start a local instance",
+    )
+    sweep.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance, >= 1 (default: all)")
     sweep.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     sweep.set_defaults(func=run_sweep_command)
 
@@ -36,10 +40,18 @@ def register(subparsers) -> None:
 def run_sweep_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from qgf.errors import QGFError
     from qgf.experiments.spec import load_spec
+    from qgf.fileio import check_output_dir
 
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise QGFError(
+            f"--num-cpus must be >= 1 (CPUs of the local Ray instance), got {args.num_cpus}; "
+            "leave it out to use every CPU"
+        )
     spec = load_spec(args.spec)
     out = Path(args.out or Path("sweeps") / spec.name)
+    check_output_dir(out)
     if args.plan:
         from qgf.experiments.jobs import plan
         from qgf.experiments.runner import format_plan

@@ -12,7 +12,10 @@ log.jsonl, log.csv). The critic is chosen with critic=iql (default) or critic=td
 Goal-conditioned training (hindsight goals, the DQC critic): --goal-conditioned with a dataset name
 without a task, e.g. --env puzzle-3x3-play-v0 --goal-conditioned --preset goal/puzzle-3x3-cpu.
 Re-running the same command on an existing --out resumes from its latest checkpoint; a run whose
-config or data differ is refused. Settings: --preset, then key=value overrides (listed below)."""
+config or data differ is refused. Settings: --preset, then key=value overrides (listed below).
+--eval-every N evaluates the run every N steps and at its last step (a learning curve: RUN/curve.json,
+RUN/curve.csv; the checkpoints at those steps are kept); it does not change the run, and a run with a
+curve continues it on resume with the curve's own settings (docs/experiments.md, "Learning curves")."""
 
 
 def register(subparsers) -> None:
@@ -68,7 +71,95 @@ def register(subparsers) -> None:
         "--tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboardX)"
     )
     parser.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs wandb)")
+    _curve_arguments(parser)
+    from qgf.commands.finetune import add_online_arguments
+
+    add_online_arguments(parser.add_argument_group("online phase (qgf finetune --help)"), required=False)
     parser.set_defaults(func=run)
+
+
+def _curve_arguments(parser) -> None:
+    from qgf.evaluation.curve import DEFAULT_CURVE_EPISODES, DEFAULT_CURVE_SEED
+
+    group = parser.add_argument_group("learning curve (evaluation during training)")
+    group.add_argument(
+        "--eval-every", type=int, metavar="N", help="evaluate every N steps and at the last step (curve.json)"
+    )
+    group.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=DEFAULT_CURVE_EPISODES,
+        help=f"episodes per condition and point (default {DEFAULT_CURVE_EPISODES})",
+    )
+    group.add_argument(
+        "--eval-seed",
+        type=int,
+        default=DEFAULT_CURVE_SEED,
+        help=f"evaluation seed of the curve (default {DEFAULT_CURVE_SEED}; never 1000 or 2000, the seeds "
+        "studies choose on)",
+    )
+    group.add_argument(
+        "--eval-samplers",
+        help="comma-separated samplers (default: the run's own method: qgf for the qgf agent, else policy); "
+        "runs with a behaviour flow and a critic also take test-time ones, e.g. policy,none,qgf",
+    )
+    group.add_argument(
+        "--eval-weights", help="comma-separated guidance weights of the guided samplers (default 0.03)"
+    )
+    group.add_argument(
+        "--eval-max-episode-steps", type=int, help="shorter episodes (default: the env's own limit)"
+    )
+
+
+def curve_evaluator(args: argparse.Namespace, run_dirs: list[str], config):
+    """The `CurveEvaluator` that --eval-every asks for; without it, the one that continues a curve
+    the run already has (None: no curve)."""
+    from qgf.errors import QGFError
+    from qgf.evaluation.curve import CurveEvaluator
+
+    if args.eval_every is None:
+        stored = next((CurveEvaluator.stored(d) for d in run_dirs if CurveEvaluator.stored(d)), None)
+        if stored is not None:
+            print(f"qgf train: continuing the learning curve every {stored.every} steps (curve.json)")
+        return stored
+    if config.goal_conditioned:
+        raise QGFError(
+            "--eval-every evaluates single-task runs; evaluate goal-conditioned runs with qgf evaluate"
+        )
+    if args.eval_every < 1 or args.eval_episodes < 1:
+        raise QGFError("--eval-every and --eval-episodes must be >= 1")
+    weights = (0.03,)
+    if args.eval_weights:
+        try:
+            weights = tuple(float(w) for w in args.eval_weights.split(",") if w.strip())
+        except ValueError:
+            raise QGFError(
+                f"--eval-weights takes comma-separated numbers, got {args.eval_weights!r}"
+            ) from None
+    samplers = (
+        tuple(s.strip() for s in args.eval_samplers.split(",") if s.strip()) if args.eval_samplers else None
+    )
+    if samplers:
+        from qgf.evaluation.conditions import sweep_conditions
+
+        sweep_conditions(samplers, weights, [1], config.flow_steps)  # unknown names and bad weights fail now
+    evaluator = CurveEvaluator(
+        every=args.eval_every,
+        episodes=args.eval_episodes,
+        seed=args.eval_seed,
+        samplers=samplers,
+        weights=weights,
+        max_episode_steps=args.eval_max_episode_steps,
+    )
+    from qgf import checkpoint
+
+    for run_dir in run_dirs:  # a curve with other settings fails now, before any training
+        if checkpoint.is_run_dir(run_dir) and checkpoint.latest_step(run_dir) is not None:
+            from qgf.evaluation.curve import start_curve
+
+            run = checkpoint.load_run(run_dir)
+            start_curve(run_dir, evaluator.settings(run))
+    return evaluator
 
 
 def resolve_config(args: argparse.Namespace):
@@ -104,10 +195,19 @@ def run(args: argparse.Namespace) -> int:
 
     from qgf import checkpoint
     from qgf.errors import QGFError
+    from qgf.fileio import check_output_dir
     from qgf.training import train
 
     if args.seeds is not None and args.seed is not None:
         raise QGFError("pass either --seed or --seeds, not both")
+    check_output_dir(args.out.replace("{seed}", "0"))
+    online = None
+    if args.online_steps is not None:  # checked before any training
+        from qgf.commands.finetune import online_settings
+
+        if args.seeds is not None:
+            raise QGFError("--online-steps runs one seed; train the seeds, then qgf finetune each run")
+        online = online_settings(args)
     run_dir = args.out
     if args.seeds is not None:
         from qgf.training import seed_run_dirs
@@ -126,8 +226,9 @@ def run(args: argparse.Namespace) -> int:
     if env is None:
         raise QGFError("--env is required for a new run (e.g. cube-single-play-singletask-task1-v0)")
 
+    curve = curve_evaluator(args, [str(d) for d in run_dirs] if args.seeds is not None else [run_dir], config)
     if args.seeds is not None:
-        return _run_seeds(args, config, env, data_dir, run_dirs)
+        return _run_seeds(args, config, env, data_dir, run_dirs, curve)
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
         warnings.showwarning = _show_warning
@@ -139,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             tensorboard=args.tensorboard,
             wandb=args.wandb,
+            curve=curve,
         )
     where = f"resumed from step {result.resumed_from}" if result.resumed_from is not None else "new run"
     summary = ", ".join(
@@ -148,6 +250,12 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"qgf train: {result.run_dir} at step {result.step} ({where}){': ' + summary if summary else ''}")
     sys.stdout.flush()
+    if online is not None:
+        from qgf.commands.finetune import report
+        from qgf.online import run_online
+
+        print(report(run_online(args.out, online, data_dir=data_dir, progress=not args.no_progress)))
+        sys.stdout.flush()
     return 0
 
 
@@ -167,14 +275,20 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
-def _run_seeds(args: argparse.Namespace, config, env: str, data_dir, run_dirs) -> int:
+def _run_seeds(args: argparse.Namespace, config, env: str, data_dir, run_dirs, curve) -> int:
     from qgf.training import train_seeds
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
         warnings.showwarning = _show_warning
         results = train_seeds(
-            config, args.seeds, run_dirs, env=env, data_dir=data_dir, progress=not args.no_progress
+            config,
+            args.seeds,
+            run_dirs,
+            env=env,
+            data_dir=data_dir,
+            progress=not args.no_progress,
+            curve=curve,
         )
     for result in results:
         print(f"qgf train: {result.run_dir} at step {result.step}")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from qgf.nets import MLP, Ensemble
+from qgf.nets import MLP, Ensemble, mlp_style
 
 
 class QEnsemble(nn.Module):
@@ -18,11 +18,12 @@ class QEnsemble(nn.Module):
     hidden_dims: Sequence[int]
     num_critics: int = 2
     layer_norm: bool = True
+    style: str = "qgf"
 
     @nn.compact
     def __call__(self, observations: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
         inputs = jnp.concatenate([observations, actions], axis=-1)
-        return Ensemble(self.hidden_dims, 1, self.num_critics, self.layer_norm)(inputs)[..., 0]
+        return Ensemble(self.hidden_dims, 1, self.num_critics, self.layer_norm, self.style)(inputs)[..., 0]
 
 
 class ValueNetwork(nn.Module):
@@ -30,20 +31,23 @@ class ValueNetwork(nn.Module):
 
     hidden_dims: Sequence[int]
     layer_norm: bool = True
+    style: str = "qgf"
 
     @nn.compact
     def __call__(self, observations: jnp.ndarray) -> jnp.ndarray:
-        return MLP(self.hidden_dims, 1, self.layer_norm)(observations)[..., 0]
+        return MLP(self.hidden_dims, 1, self.layer_norm, self.style)(observations)[..., 0]
 
 
 def q_ensemble(config) -> QEnsemble:
     """The Q ensemble of `config` (TrainConfig): K = `num_critics` heads of `critic_hidden_dims`."""
-    return QEnsemble(config.critic_hidden_dims, config.num_critics, config.layer_norm)
+    return QEnsemble(
+        config.critic_hidden_dims, config.num_critics, config.layer_norm, mlp_style(config, "critic")
+    )
 
 
 def value_network(config) -> ValueNetwork:
     """The value network of `config`: the critic widths."""
-    return ValueNetwork(config.critic_hidden_dims, config.layer_norm)
+    return ValueNetwork(config.critic_hidden_dims, config.layer_norm, mlp_style(config, "critic"))
 
 
 def aggregate_q(q_values: jnp.ndarray, how: str) -> jnp.ndarray:

@@ -161,7 +161,7 @@ def load_file(
         arrays = read_validated(npz, parsed)
     relabelled = parsed is not None and parsed.singletask
     if relabelled:
-        rewards, masks = relabel(parsed, arrays, path)
+        rewards, masks = task_labels(parsed, arrays, path, sparse)
         task_text = f"task {parsed.task}" if parsed.task else "the default task"
         reward_semantics = (
             f"OGBench single-task reward for {task_text}: (satisfied sub-goals - total sub-goals) at s_t, "
@@ -169,7 +169,6 @@ def load_file(
         )
         mask_semantics = "1 - success(s_t): 0 where the task is solved, so no bootstrap past success"
         if sparse:
-            rewards = -(rewards != 0).astype(np.float32)
             reward_semantics = f"sparse OGBench reward for {task_text}: 0 at success, -1 otherwise"
     else:
         size = arrays["observations"].shape[0]
@@ -286,11 +285,40 @@ def read_validated(npz: NpzFile, parsed: OGBenchName | None, *, need_info: bool 
     return arrays
 
 
+class _ResetOnce:
+    """The relabelling env, reset (which sets the task's targets) only on the first call:
+    `relabel_dataset` resets on every call, ~8 ms, while the online phase labels every chunk.
+    A single-task env's targets do not depend on the reset (checked on cube, scene and puzzle)."""
+
+    def __init__(self, env):
+        self._env, self._reset = env, False
+
+    def reset(self, *args, **kwargs):
+        if not self._reset:
+            self._env.reset(*args, **kwargs)
+            self._reset = True
+
+    def __getattr__(self, name):
+        return getattr(self._env, name)
+
+
 @functools.lru_cache(maxsize=8)
 def _relabel_env(singletask_dataset_name: str):
     from qgf.envs import make_env
 
-    return make_env(singletask_dataset_name)
+    return _ResetOnce(make_env(singletask_dataset_name))
+
+
+def task_labels(
+    parsed: OGBenchName, arrays: dict, path: str, sparse: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rewards, masks) of the states in `arrays` (rows of qpos, and button_states where the domain
+    has buttons) for `parsed`'s task: how every stored row is labelled, offline (`load_file`) and
+    online (`qgf.online`). `sparse`: 0 at success, -1 otherwise."""
+    rewards, masks = relabel(parsed, arrays, path)
+    if sparse:
+        rewards = -(rewards != 0).astype(np.float32)
+    return rewards, masks
 
 
 def relabel(parsed: OGBenchName, arrays: dict, path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,8 @@ One concern per module, from the bottom up (a module imports only those above it
     conditions `Condition`, the (sampler, N, weight) grid, a run's default samplers and its env
     resume     per-condition partial files, so a killed evaluation resumes
     run        `evaluate_run` / `evaluate_goals`: one `EvaluationOptions`, one shared core
+    curve      learning curves (RUN/curve.json, curve.csv) and `CurveEvaluator`, evaluation
+               during training (imports `run` inside its functions)
 
 The JAX side (a run and its add-ons -> compiled samplers) is `qgf.policy`; only `run` imports it.
 Import the entry points from their modules: `from qgf.evaluation.run import evaluate_run`,

@@ -85,19 +85,28 @@ class StepOutcome(NamedTuple):
     truncated: bool
     success: bool  # info['success'] at the last executed step
     seconds: float  # time spent inside the env
+    # With `record`: per state reached (1 for a reset, one per executed step) its observation and
+    # the info arrays the offline relabelling reads (`RECORDED_INFO`), plus the executed actions.
+    trace: dict[str, np.ndarray] | None = None
+
+
+# The per-state info arrays the online phase labels transitions with (OGBench's relabelling input).
+RECORDED_INFO = ("qpos", "button_states")
 
 
 class EnvHost:
     """A fixed set of envs ("slots") in one process, driven by command lists.
 
     A command is ``(slot, reset_seed, actions)``: reset the slot's env with ``reset_seed``, or (when
-    it is None) execute ``actions`` (h, A) until they run out or the episode ends.
+    it is None) execute ``actions`` (h, A) until they run out or the episode ends. With `record`
+    (the online phase), each outcome carries the trace of the states it reached.
     """
 
-    def __init__(self, make_env: EnvFactory, num_slots: int):
+    def __init__(self, make_env: EnvFactory, num_slots: int, record: bool = False):
         factory = (lambda: make_ogbench_env(make_env)) if isinstance(make_env, str) else make_env
         self.envs = [factory() for _ in range(num_slots)]
         self.description = describe_env(self.envs[0])
+        self.record = record
 
     def run(self, commands: Sequence[tuple[int, int | None, np.ndarray | None]]) -> list[StepOutcome]:
         return [self._run_one(*command) for command in commands]
@@ -108,19 +117,32 @@ class EnvHost:
         if reset_seed is not None:
             # Some OGBench code paths draw from the global np.random; seed it too.
             np.random.seed(reset_seed)
-            observation, _ = env.reset(seed=reset_seed)
+            observation, info = env.reset(seed=reset_seed)
+            trace = _trace([observation], [info], None) if self.record else None
             return StepOutcome(
-                np.asarray(observation, np.float32), 0.0, 0, False, False, False, time.perf_counter() - start
+                np.asarray(observation, np.float32),
+                0.0,
+                0,
+                False,
+                False,
+                False,
+                time.perf_counter() - start,
+                trace,
             )
         reward_sum, steps = 0.0, 0
         terminated = truncated = success = False
+        observations, infos = [], []
         for action in actions:
             observation, reward, terminated, truncated, info = env.step(action)
+            if self.record:
+                observations.append(observation)
+                infos.append(info)
             reward_sum += float(reward)
             steps += 1
             success = bool(info.get("success", False))
             if terminated or truncated:
                 break
+        trace = _trace(observations, infos, actions[:steps]) if self.record else None
         return StepOutcome(
             np.asarray(observation, np.float32),
             reward_sum,
@@ -129,12 +151,23 @@ class EnvHost:
             bool(truncated),
             success,
             time.perf_counter() - start,
+            trace,
         )
 
 
-def _worker_main(connection: Any, make_env: EnvFactory, num_slots: int) -> None:
+def _trace(observations: list, infos: list[dict], actions: np.ndarray | None) -> dict[str, np.ndarray]:
+    trace = {"observations": np.asarray(observations, np.float32)}
+    if actions is not None:
+        trace["actions"] = np.asarray(actions, np.float32)
+    for key in RECORDED_INFO:
+        if infos and key in infos[0]:
+            trace[key] = np.asarray([info[key] for info in infos])
+    return trace
+
+
+def _worker_main(connection: Any, make_env: EnvFactory, num_slots: int, record: bool = False) -> None:
     try:
-        host = EnvHost(make_env, num_slots)
+        host = EnvHost(make_env, num_slots, record)
         connection.send(("ready", host.description))
         while True:
             message = connection.recv()
@@ -152,8 +185,8 @@ def _worker_main(connection: Any, make_env: EnvFactory, num_slots: int) -> None:
 class InProcessPool:
     """All slots in this process; `submit` runs at once. For tests and debugging (workers=0)."""
 
-    def __init__(self, make_env: EnvFactory, slots_per_worker: list[int]):
-        self.hosts = [EnvHost(make_env, n) for n in slots_per_worker]
+    def __init__(self, make_env: EnvFactory, slots_per_worker: list[int], record: bool = False):
+        self.hosts = [EnvHost(make_env, n, record) for n in slots_per_worker]
         # Per worker, replies in submission order (like a pipe: one group's round may be pending
         # while another group's is submitted).
         self.replies: list[deque[list[StepOutcome]]] = [deque() for _ in slots_per_worker]
@@ -185,7 +218,7 @@ class ProcessPool:
     """One spawned process per worker, each hosting its slots; one message per worker per chunk.
     The processes start building their envs at once; `wait_ready` waits for them."""
 
-    def __init__(self, make_env: EnvFactory, slots_per_worker: list[int]):
+    def __init__(self, make_env: EnvFactory, slots_per_worker: list[int], record: bool = False):
         context = spawn_context()
         self.description: EnvDescription | None = None
         self.connections = []
@@ -194,7 +227,7 @@ class ProcessPool:
             for num_slots in slots_per_worker:
                 parent_end, child_end = context.Pipe()
                 process = context.Process(
-                    target=_worker_main, args=(child_end, make_env, num_slots), daemon=True
+                    target=_worker_main, args=(child_end, make_env, num_slots, record), daemon=True
                 )
                 process.start()
                 child_end.close()

@@ -1,4 +1,4 @@
-"""A sweep as a graph of jobs (generate -> train -> evaluate), each writing to a directory derived
+"""A sweep as a graph of jobs (generate -> train [-> addon] -> evaluate), each writing to a directory derived
 from its settings, so re-planning after any interruption finds the same jobs and skips the
 finished ones.
 
@@ -7,6 +7,8 @@ Layout of a sweep directory:
     data/<generation-hash>/<dataset>.npz          generate jobs (one per domain), unless data.dir is set
     runs/<agent>-<config-hash>/<task>/seed<S>/    train jobs (one per agent x grid point x task; its
                                                   seeds are trained as ONE vmapped program)
+    runs/.../seed<S>/addons/<name>/               addon jobs: the add-on an add-on sampler (robustq,
+                                                  cfgrl, qgf-distill, ...) needs, per run
     evals/<stage>/<agent>-<config-hash>/<task>/seed<S>-<hash>/results.json
                                                   evaluate jobs; partial/ holds finished conditions
     protocol.json                                 the protocol's choices and their evidence
@@ -30,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from qgf.errors import QGFError
-from qgf.experiments.spec import AgentSpec, SweepSpec, agent_conditions, method_name, run_config
+from qgf.experiments.spec import (
+    AgentSpec,
+    SweepSpec,
+    agent_conditions,
+    has_behavior_flow,
+    method_name,
+    run_config,
+)
 
 PROTOCOL_FILE = "protocol.json"
 
@@ -38,8 +47,8 @@ PROTOCOL_FILE = "protocol.json"
 @dataclasses.dataclass(frozen=True)
 class Job:
     id: str  # unique, filesystem-safe
-    kind: str  # generate | train | evaluate
-    stage: str  # data | train | tune | final | sweep
+    kind: str  # generate | train | addon | evaluate
+    stage: str  # data | train | addon | tune | final | sweep
     out: str  # the directory it writes
     params: dict[str, Any]
     deps: tuple[str, ...]
@@ -94,7 +103,17 @@ LEGACY_SECTION_VALUES: dict[str, Any] = {
 # once it is set to anything else. Append a field here when you add one to TrainConfig.
 LATER_SHARED_DEFAULTS: dict[str, Any] = {
     "matmul_precision": "default",
+    "actor_layer_norm": True,
+    "network_style": "qgf",
 }
+
+# The same for keys added to an existing config section after sections (the runs of the agents it
+# applies to keep their names while the key holds its default). Append a key here when you add one.
+LATER_SECTION_DEFAULTS: dict[str, Any] = {
+    "q_term_critic": "guidance",
+    "dac_gradient_scale": "none",
+}
+_LATER_DEFAULTS = {**LATER_SHARED_DEFAULTS, **LATER_SECTION_DEFAULTS}
 
 
 def _config_identity(config) -> dict[str, Any]:
@@ -105,9 +124,7 @@ def _config_identity(config) -> dict[str, Any]:
     identity = {
         k: v
         for k, v in config.to_dict().items()
-        if k not in SCHEDULE_FIELDS
-        and k != "seed"
-        and not (k in LATER_SHARED_DEFAULTS and v == LATER_SHARED_DEFAULTS[k])
+        if k not in SCHEDULE_FIELDS and k != "seed" and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])
     }
     return {**LEGACY_SECTION_VALUES, **identity}
 
@@ -195,13 +212,38 @@ def _evaluation_cost(task: str, episodes: int, max_episode_steps: int | None) ->
     return episodes * limit * _EVAL_SECONDS_PER_STEP
 
 
+def _curve_params(spec: SweepSpec, conditions) -> dict[str, Any]:
+    """What a train job's learning curve evaluates (`qgf.evaluation.curve.CurveEvaluator`): the
+    agent's evaluation conditions at every point, curve_episodes each, on curve_seed."""
+    evaluation = spec.evaluation
+    return {
+        "every": evaluation["eval_every"],
+        "episodes": evaluation["curve_episodes"],
+        "seed": evaluation["curve_seed"],
+        "conditions": [{"spec": dataclasses.asdict(c.spec), "weight": float(c.weight)} for c in conditions],
+        "max_episode_steps": evaluation.get("max_episode_steps"),
+    }
+
+
+def _curve_cost(spec: SweepSpec, task: str, config, params: dict[str, Any]) -> float:
+    curve = params.get("curve")
+    if curve is None:
+        return 0.0
+    points = -(-config.steps // curve["every"])
+    episodes = points * curve["episodes"] * len(curve["conditions"]) * len(params["seeds"])
+    return _evaluation_cost(task, episodes, curve["max_episode_steps"])
+
+
 def _condition_key(condition) -> list[Any]:
     return [repr(condition.spec), float(condition.weight)]
 
 
-def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, Any]]:
+def plan(
+    spec: SweepSpec, sweep_dir: str | Path, *, record_protocol: bool = True
+) -> tuple[list[Job], dict[str, Any]]:
     """Every job determinable now (the protocol's second phase appears once its tuning is done)
-    and a note of what is still waiting: {'waiting': text or ''}."""
+    and a note of what is still waiting: {'waiting': text or ''}. `record_protocol`: write the
+    protocol's choices to SWEEP_DIR/protocol.json (a reader such as `qgf report` passes False)."""
     sweep_dir = Path(sweep_dir)
     jobs: list[Job] = []
     resources = spec.resources
@@ -228,29 +270,38 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
             )
     groups = run_groups(spec)
     tune_ids = set(spec.protocol["tune_tasks"]) if spec.protocol else None
+    tune_best_of_n = bool(spec.protocol and spec.protocol.get("tune_best_of_n"))
+    planned_addons: set[str] = set()  # a run evaluated at two stages trains its add-ons once
 
-    def train_job(group: RunGroup, task: str) -> Job:
+    def train_job(group: RunGroup, task: str, seeds: tuple[int, ...] = spec.seeds) -> Job:
         out = sweep_dir / "runs" / group.name / task
         dataset = _domain_dataset(task)
+        # The protocol's fresh tuning seeds train as a job of their own beside the final seeds
+        suffix = "" if set(seeds) == set(spec.seeds) else "/tune-seeds"
+        params = {
+            "config": group.config.to_dict(),
+            "seeds": list(seeds),
+            "task": task,
+            "data_dir": str(data),
+        }
+        if "eval_every" in spec.evaluation:  # learning curves: not part of the run's name or id
+            params["curve"] = _curve_params(spec, conditions_of(group, curve=True))
         return Job(
-            id=f"train/{group.name}/{task}",
+            id=f"train/{group.name}/{task}{suffix}",
             kind="train",
             stage="train",
             out=str(out),
-            params={
-                "config": group.config.to_dict(),
-                "seeds": list(spec.seeds),
-                "task": task,
-                "data_dir": str(data),
-            },
+            params=params,
             deps=(generate_ids[dataset],) if dataset in generate_ids else (),
             cpus=resources["train_cpus"],
             gpus=resources["train_gpus"],
-            cost=_train_cost(group.config, len(spec.seeds)),
+            cost=_train_cost(group.config, len(seeds)) + _curve_cost(spec, task, group.config, params),
         )
 
-    def evaluate_jobs(group: RunGroup, task: str, stage: str, seed: int, conditions) -> list[Job]:
-        train = train_job(group, task)
+    def evaluate_jobs(
+        group: RunGroup, task: str, stage: str, seed: int, conditions, seeds: tuple[int, ...] = spec.seeds
+    ) -> list[Job]:
+        train = train_job(group, task, seeds)
         settings = {
             "conditions": [_condition_key(c) for c in conditions],
             "episodes": spec.evaluation["episodes"],
@@ -258,8 +309,11 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
             "max_episode_steps": spec.evaluation.get("max_episode_steps"),
         }
         out = []
-        for run_seed in spec.seeds:
+        for run_seed in seeds:
             run_dir = Path(train.out) / f"seed{run_seed}"
+            addons = addon_jobs(spec, train, run_dir, conditions)
+            out += [job for job in addons if job.id not in planned_addons]
+            planned_addons.update(job.id for job in addons)
             eval_dir = (
                 sweep_dir / "evals" / stage / group.name / task / f"seed{run_seed}-{settings_hash(settings)}"
             )
@@ -276,6 +330,9 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
                             {"spec": dataclasses.asdict(c.spec), "weight": float(c.weight)}
                             for c in conditions
                         ],
+                        "methods": [
+                            method_name(group.agent, c.spec.label, tune_best_of_n) for c in conditions
+                        ],
                         "episodes": spec.evaluation["episodes"],
                         "seed": seed,
                         "workers": spec.evaluation["workers"],
@@ -289,7 +346,7 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
                         "run_seed": run_seed,
                         "stage": stage,
                     },
-                    deps=(train.id,),
+                    deps=(train.id, *(job.id for job in addons)),
                     cpus=resources["evaluate_cpus"],
                     gpus=resources["evaluate_gpus"],
                     cost=_evaluation_cost(task, episodes, spec.evaluation.get("max_episode_steps")),
@@ -297,12 +354,10 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
             )
         return out
 
-    def conditions_of(group: RunGroup):
-        from qgf.agents import agent_class
-        from qgf.agents.base import Agent
-
-        has_flow = agent_class(group.agent.name).behavior_velocity_fn is not Agent.behavior_velocity_fn
-        return agent_conditions(spec, group.agent, group.config.flow_steps, has_flow)
+    def conditions_of(group: RunGroup, curve: bool = False):
+        return agent_conditions(
+            spec, group.agent, group.config.flow_steps, has_behavior_flow(group.agent.name), curve=curve
+        )
 
     waiting = ""
     if spec.protocol is None:
@@ -314,10 +369,13 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
 
     tune_tasks = [task for task in spec.tasks if _task_id(task) in tune_ids]
     tune_jobs = []
+    tune_seeds = tuple(spec.protocol.get("tune_seeds", spec.seeds))  # spec.json of older sweeps: none
     for group in groups:
         for task in tune_tasks:
-            jobs.append(train_job(group, task))
-            tune_jobs += evaluate_jobs(group, task, "tune", spec.protocol["tune_seed"], conditions_of(group))
+            jobs.append(train_job(group, task, tune_seeds))
+            tune_jobs += evaluate_jobs(
+                group, task, "tune", spec.protocol["tune_seed"], conditions_of(group), tune_seeds
+            )
     jobs += tune_jobs
     if not all(job_done(job) for job in tune_jobs):
         waiting = "the final stage is planned once the tuning evaluations (protocol) have finished"
@@ -325,7 +383,8 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
     choices = protocol_choices(spec, sweep_dir, groups, tune_jobs, conditions_of)
     from qgf.fileio import atomic_write_json
 
-    atomic_write_json(sweep_dir / PROTOCOL_FILE, choices)
+    if record_protocol:
+        atomic_write_json(sweep_dir / PROTOCOL_FILE, choices)
     by_group: dict[str, list[Any]] = {}
     from qgf.evaluation.conditions import Condition
     from qgf.guidance import SamplerSpec
@@ -349,6 +408,25 @@ def plan(spec: SweepSpec, sweep_dir: str | Path) -> tuple[list[Job], dict[str, A
     return jobs, {"waiting": waiting}
 
 
+def spec_from_json(document: dict[str, Any]) -> SweepSpec:
+    """The `SweepSpec` a sweep recorded in SWEEP_DIR/spec.json (`dataclasses.asdict` of it)."""
+    agents = tuple(
+        AgentSpec(
+            **{
+                **agent,
+                "samplers": tuple(agent["samplers"]),
+                "curve_samplers": tuple(agent.get("curve_samplers", ())),
+                "bfn": None if agent.get("bfn") is None else tuple(agent["bfn"]),
+            }
+        )
+        for agent in document["agents"]
+    )
+    names = {field.name for field in dataclasses.fields(SweepSpec)}
+    fields = {key: value for key, value in document.items() if key in names}
+    fields.update(agents=agents, seeds=tuple(document["seeds"]), tasks=tuple(document["tasks"]))
+    return SweepSpec(**fields)
+
+
 def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[Job], conditions_of) -> dict:
     """The paper's choice (QGF App. J): per method and domain, the candidate (grid point, weight)
     with the highest success averaged over the tuning tasks and seeds; ties go to the earlier
@@ -363,7 +441,8 @@ def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[J
         agent = next(g.agent for g in groups if g.name == group)
         domain = _domain(job.params["task"])
         for index, condition in enumerate(results.results):
-            method = method_name(agent, condition.label)
+            methods = job.params.get("methods")
+            method = methods[index] if methods else method_name(agent, condition.label)
             candidate = (group, condition.label, float(condition.weight))
             specs[candidate] = job.params["conditions"][index]["spec"]
             bucket = scores.setdefault((method, domain), {}).setdefault(candidate, {})
@@ -371,11 +450,12 @@ def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[J
     choices = []
     for (method, domain), candidates in sorted(scores.items()):
         evidence = []
-        for (group, _label, weight), per_task in candidates.items():
+        for (group, label, weight), per_task in candidates.items():
             means = {task: sum(v) / len(v) for task, v in per_task.items()}
             evidence.append(
                 {
                     "group": group,
+                    "sampler": label,
                     "point": next(g.point_label for g in groups if g.name == group),
                     "weight": weight,
                     "success_per_task": means,
@@ -391,7 +471,7 @@ def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[J
                 "group": best["group"],
                 "point": best["point"],
                 "weight": best["weight"],
-                "spec": _spec_of(specs, best["group"], method, candidates, best["weight"]),
+                "spec": specs[(best["group"], best["sampler"], best["weight"])],
                 "tune_success": best["success"],
                 "tasks": domain_tasks,
                 "evidence": evidence,
@@ -402,15 +482,42 @@ def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[J
         "tune_tasks": spec.protocol["tune_tasks"],
         "tune_seed": spec.protocol["tune_seed"],
         "final_seed": spec.protocol["final_seed"],
+        "tune_seeds": list(spec.protocol.get("tune_seeds", spec.seeds)),
         "choices": choices,
     }
 
 
-def _spec_of(specs, group, method, candidates, weight) -> dict:
-    for group_name, label, candidate_weight in candidates:
-        if group_name == group and candidate_weight == weight:
-            return specs[(group_name, label, candidate_weight)]
-    raise QGFError(f"internal: no sampler recorded for {method} at {group}, weight {weight}")
+def addon_jobs(spec: SweepSpec, train: Job, run_dir: Path, conditions) -> list[Job]:
+    """The add-on training (`qgf addon train RUN NAME`) that the add-on samplers among
+    `conditions` need on one run: a job of kind 'addon' between its train and evaluate jobs, with
+    the spec's [addons] settings."""
+    from qgf.addons import addons_for_samplers
+    from qgf.addons.base import ADDONS_DIR, AddonConfig
+
+    jobs = []
+    for name in addons_for_samplers([condition.spec for condition in conditions]):
+        settings = spec.addons.get(name, {})
+        steps = AddonConfig.from_dict(settings).steps
+        jobs.append(
+            Job(
+                id=f"addon/{Path(train.id).relative_to('train')}/{run_dir.name}/{name}",
+                kind="addon",
+                stage="addon",
+                out=str(run_dir / ADDONS_DIR / name),
+                params={
+                    "run": str(run_dir),
+                    "name": name,
+                    "settings": settings,
+                    "steps": steps,
+                    "data_dir": train.params["data_dir"],
+                },
+                deps=(train.id,),
+                cpus=spec.resources["train_cpus"],
+                gpus=spec.resources["train_gpus"],
+                cost=steps * 0.01,  # order of magnitude: one small network's update on a CPU
+            )
+        )
+    return jobs
 
 
 # ------------------------------------------------------------------ finished?
@@ -428,7 +535,25 @@ def job_done(job: Job) -> bool:
         from qgf import checkpoint as ckpt
 
         steps = int(job.params["config"]["steps"])
-        return all(ckpt.latest_step(out / f"seed{seed}") == steps for seed in job.params["seeds"])
+        trained = all(ckpt.latest_step(out / f"seed{seed}") == steps for seed in job.params["seeds"])
+        return trained and ("curve" not in job.params or _curves_done(job))
     if job.kind == "evaluate":
         return (out / "results.json").is_file()
+    if job.kind == "addon":
+        from qgf import checkpoint as ckpt
+
+        return ckpt.latest_step(out) == int(job.params["steps"])
     raise QGFError(f"unknown job kind {job.kind!r}")
+
+
+def _curves_done(job: Job) -> bool:
+    """Whether every seed's learning curve has its last point (a sweep given eval_every after its
+    runs finished re-runs their train jobs, which evaluate the kept checkpoints)."""
+    from qgf.evaluation.curve import read_curve
+
+    steps = int(job.params["config"]["steps"])
+    for seed in job.params["seeds"]:
+        document = read_curve(Path(job.out) / f"seed{seed}")
+        if document is None or not document["points"] or document["points"][-1]["step"] != steps:
+            return False
+    return True

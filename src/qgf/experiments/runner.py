@@ -1,12 +1,15 @@
 """Running a sweep's job graph on Ray: a local instance by default (`ray.init(num_cpus=...)`,
-nothing to start by hand) or a cluster (`address`). Each job declares its CPUs/GPUs; a job runs
-in a Ray worker with its output sent to its own log file; a failed job is reported with that log
-and its dependants are skipped while every other job finishes. A file lock refuses a second sweep
-on the same directory. Finished jobs (outputs complete on disk) are never run again.
+nothing to start by hand, killed with its driver) or a cluster (`address`; both in
+`qgf.experiments.cluster`). Each job declares its CPUs/GPUs; a job runs in a Ray worker with its
+output sent to its own log file; a failed job is reported with that log and its dependants are
+skipped while every other job finishes. A file lock refuses a second sweep on the same directory,
+and jobs write nothing once the sweep holding it is gone. Finished jobs (outputs complete on disk)
+are never run again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -14,10 +17,12 @@ import shutil
 import sys
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any
 
 from qgf.errors import QGFError
+from qgf.experiments.cluster import DriverGuard, connect, embedded_instance, node_identity, parse_address
 from qgf.experiments.jobs import Job, job_done, plan
 from qgf.experiments.spec import SweepSpec
 from qgf.fileio import atomic_write_text
@@ -30,8 +35,9 @@ PROGRESS_REFRESH_S = 5.0
 # ------------------------------------------------------------------ one job (runs in a Ray worker)
 
 
-def execute(job: Job) -> None:
-    """Run one job in this process (what a Ray task does)."""
+def execute(job: Job, guard: DriverGuard | None = None) -> None:
+    """Run one job in this process (what a Ray task does); with a `guard`, write nothing once the
+    sweep that started it has gone."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     out = Path(job.out)
     params = job.params
@@ -61,6 +67,17 @@ def execute(job: Job) -> None:
             env=params["task"],
             data_dir=params["data_dir"],
             progress=False,
+            curve=_curve_evaluator(params.get("curve")),
+        )
+    elif job.kind == "addon":
+        from qgf.addons.base import train_addon
+
+        train_addon(
+            params["run"],
+            params["name"],
+            overrides={**params["settings"], "steps": params["steps"]},
+            data_dir=params["data_dir"],
+            progress=False,
         )
     elif job.kind == "evaluate":
         from qgf.evaluation.conditions import Condition
@@ -82,32 +99,62 @@ def execute(job: Job) -> None:
             keep_envs=True,  # this Ray worker reuses the task's envs for its next evaluation job
         )
         results = dataclasses.replace(results, extra={**results.extra, "sweep": _sweep_extra(params)})
+        if guard is not None:
+            guard.check()
         write_json(results, out / "results.json")  # the completion marker: written last, atomically
         shutil.rmtree(out / "partial", ignore_errors=True)
     else:
         raise QGFError(f"unknown job kind {job.kind!r}")
 
 
+def _curve_evaluator(curve: dict[str, Any] | None):
+    """The train job's learning curve (None without evaluation.eval_every); envs in the job's
+    own process, as its evaluation jobs do with one CPU."""
+    if curve is None:
+        return None
+    from qgf.evaluation.conditions import Condition
+    from qgf.evaluation.curve import CurveEvaluator
+    from qgf.guidance import SamplerSpec
+
+    conditions = [Condition(SamplerSpec(**c["spec"]), float(c["weight"])) for c in curve["conditions"]]
+    return CurveEvaluator(
+        every=curve["every"],
+        episodes=curve["episodes"],
+        seed=curve["seed"],
+        conditions=conditions,
+        max_episode_steps=curve["max_episode_steps"],
+    )
+
+
 def _sweep_extra(params: dict[str, Any]) -> dict[str, Any]:
-    return {key: params[key] for key in ("group", "agent", "point", "task", "run_seed", "stage")}
+    keys = ("group", "agent", "point", "task", "run_seed", "stage", "methods")
+    return {key: params[key] for key in keys if key in params}
 
 
-def run_logged(job: Job, log_path: str) -> dict[str, Any]:
+def run_logged(job: Job, log_path: str, guard: DriverGuard | None = None) -> dict[str, Any]:
     """`execute` with stdout and stderr (file descriptors, so subprocesses too) sent to the log.
-    Returns {'ok', 'error', 'seconds'}; never raises, so one failure cannot stop the sweep."""
+    Returns {'ok', 'error', 'seconds', 'node', ...}; never raises, so one failure cannot stop the
+    sweep. With a `guard`, the job does not start, and its process ends, once the sweep has gone."""
     start = time.perf_counter()
     started_at = time.time()
+    node = node_identity()
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     with open(log_path, "a") as log:
-        log.write(f"--- {job.id} started {time.strftime('%Y-%m-%d %H:%M:%S')} (pid {os.getpid()})\n")
+        where = (
+            f"pid {os.getpid()} on {node['host']}, node {node.get('node_ip', '?')} {node.get('node_id', '')}"
+        )
+        log.write(f"--- {job.id} started {time.strftime('%Y-%m-%d %H:%M:%S')} ({where.strip()})\n")
         log.flush()
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            execute(job)
+            if guard is not None:
+                guard.check()  # also fails at once where the sweep directory is not shared
+            with guard.watch() if guard is not None else contextlib.nullcontext():
+                execute(job, guard)
             error = None
         except BaseException as exc:  # noqa: BLE001 - reported to the driver with the log path
             traceback.print_exc()
@@ -126,6 +173,7 @@ def run_logged(job: Job, log_path: str) -> dict[str, Any]:
         "seconds": seconds,
         "started": started_at,
         "ended": time.time(),
+        "node": node,
     }
 
 
@@ -133,7 +181,8 @@ def run_logged(job: Job, log_path: str) -> dict[str, Any]:
 
 
 class SweepLock:
-    """An exclusive `flock` on SWEEP_DIR/.sweep.lock, released when the process ends (even killed)."""
+    """An exclusive `flock` on SWEEP_DIR/.sweep.lock, released when the process ends (even killed).
+    The file names the holder and a fresh token, which jobs check (`guard`) before they write."""
 
     def __init__(self, sweep_dir: Path):
         import fcntl
@@ -153,7 +202,8 @@ class SweepLock:
             ) from None
         self.handle.seek(0)
         self.handle.truncate()
-        self.handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        self.guard = DriverGuard(str(self.path), uuid.uuid4().hex)
+        self.handle.write(f"pid {os.getpid()} on {os.uname().nodename} token {self.guard.token}")
         self.handle.flush()
 
     def release(self) -> None:
@@ -206,34 +256,29 @@ def run_sweep(
     """Run every job of `spec` not yet finished in `sweep_dir` on Ray; returns what happened."""
     import ray
 
+    if address:
+        parse_address(address)  # a malformed address fails before anything starts
     sweep_dir = Path(sweep_dir)
     lock = SweepLock(sweep_dir)
-    started_ray = False
     try:
         atomic_write_text(
             sweep_dir / "spec.json", json.dumps(dataclasses.asdict(spec), indent=1, default=str)
         )
-        if not ray.is_initialized():
-            if address:
-                ray.init(address=address, log_to_driver=False, configure_logging=False)
-            else:
-                cpus = num_cpus or spec.resources.get("num_cpus") or os.cpu_count() or 1
-                ray.init(
-                    num_cpus=cpus,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    configure_logging=False,
-                    object_store_memory=100 * 2**20,
-                )
-            started_ray = True
-        return _drive(spec, sweep_dir, progress)
+        if ray.is_initialized():
+            return _drive(spec, sweep_dir, progress, lock.guard)
+        if address:
+            connect(address)
+            try:
+                return _drive(spec, sweep_dir, progress, lock.guard)
+            finally:
+                ray.shutdown()
+        with embedded_instance(num_cpus or spec.resources.get("num_cpus") or os.cpu_count() or 1):
+            return _drive(spec, sweep_dir, progress, lock.guard)
     finally:
-        if started_ray:
-            ray.shutdown()
         lock.release()
 
 
-def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool) -> SweepOutcome:
+def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool, guard: DriverGuard) -> SweepOutcome:
     import ray
 
     from qgf.progress import progress_bar
@@ -277,7 +322,7 @@ def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool) -> SweepOutcome:
                         "num_cpus": min(job.cpus, cluster_cpus),
                         "num_gpus": min(job.gpus, cluster_gpus),
                     }
-                    ref = remote.options(**options).remote(job, log_path)
+                    ref = remote.options(**options).remote(job, log_path, guard)
                     running[ref] = (job, time.perf_counter())
                     active.add(job.id)
             bar.set_postfix_str(_stage_summary(jobs, done, active, failed), refresh=True)
@@ -287,6 +332,7 @@ def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool) -> SweepOutcome:
             while not ready:  # redraw every few seconds, so elapsed time and ETA move during long jobs
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=PROGRESS_REFRESH_S)
                 bar.refresh()
+                guard.beat()
             for ref in ready:
                 job, submitted = running.pop(ref)
                 report = ray.get(ref)
@@ -295,6 +341,7 @@ def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool) -> SweepOutcome:
                     "observed": time.perf_counter() - submitted,
                     "started": report["started"],
                     "ended": report["ended"],
+                    "node": report["node"],
                 }
                 if report["ok"]:
                     done.add(job.id)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,12 @@ from qgf.errors import QGFError
 from qgf.registry import suggest
 
 TOP_KEYS = {"name", "description", "preset", "seeds", "tasks", "overrides", "data", "agents"}
-TOP_KEYS |= {"evaluation", "protocol", "resources", "report"}
+TOP_KEYS |= {"evaluation", "protocol", "resources", "report", "addons"}
 DATA_KEYS = {"dir", "episodes", "val_episodes", "episode_length", "seed", "workers"}
-AGENT_KEYS = {"name", "label", "preset", "overrides", "grid", "samplers", "bfn"}
+AGENT_KEYS = {"name", "label", "preset", "overrides", "grid", "samplers", "bfn", "curve_samplers"}
 EVALUATION_KEYS = {"episodes", "weights", "bfn", "seed", "workers", "num_envs", "groups", "max_episode_steps"}
-PROTOCOL_KEYS = {"tune_tasks", "tune_seed", "final_seed"}
+PROTOCOL_KEYS = {"tune_tasks", "tune_seed", "final_seed", "tune_seeds", "tune_best_of_n"}
+EVALUATION_KEYS |= {"eval_every", "curve_episodes", "curve_seed"}  # learning curves (qgf.evaluation.curve)
 RESOURCE_KEYS = {"generate_cpus", "train_cpus", "train_gpus", "evaluate_cpus", "evaluate_gpus", "num_cpus"}
 REPORT_KEYS = {"reference", "offline", "offline_tolerance", "offline_observations"}
 # Plain BC is a method of its own in every table (QGF paper Fig. 5 "BC").
@@ -59,6 +61,8 @@ class AgentSpec:
     grid: dict[str, list[Any]]  # training-time hyperparameters
     samplers: tuple[Any, ...]  # names or SamplerSpec-field tables; empty = the run's default
     bfn: tuple[int, ...] | None  # per-agent best-of-N (default: the evaluation's)
+    # What its learning curve evaluates (same syntax as samplers; default: its samplers)
+    curve_samplers: tuple[Any, ...] = ()
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every combination of the grid ({} when there is none), in a fixed order."""
@@ -84,6 +88,7 @@ class SweepSpec:
     resources: dict[str, Any]
     report: dict[str, Any]
     source: str = "<spec>"
+    addons: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # add-on settings by name
 
 
 SHIPPED_SPECS = Path(__file__).parent / "specs"
@@ -178,6 +183,14 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
             _positive_int(source, f"data.{key}", data[key])
     if "dir" in data and not isinstance(data["dir"], str):
         raise _fail(source, "data.dir must be a path string")
+    generation = sorted(set(data) - {"dir"})
+    if "dir" in data and generation:
+        raise _fail(
+            source,
+            f"data.dir names existing datasets, so nothing is generated and "
+            f"data.{', data.'.join(generation)} would be ignored; "
+            "remove them, or remove data.dir to generate data with them",
+        )
 
     raw_agents = document["agents"]
     if not isinstance(raw_agents, list) or not raw_agents:
@@ -210,6 +223,21 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
         for sampler in samplers:
             _sampler_spec(source, where, sampler, steps=10, best_of_n=1)  # validates
         bfn = _int_list(source, f"{where}.bfn", raw["bfn"], 1) if "bfn" in raw else None
+        curve_samplers = raw.get("curve_samplers", [])
+        if not isinstance(curve_samplers, list):
+            raise _fail(source, f"{where}.curve_samplers must be a list of sampler names or tables")
+        for sampler in curve_samplers:
+            curve_spec = _sampler_spec(source, where, sampler, steps=10, best_of_n=1)
+            if curve_spec.needs:
+                from qgf.guidance.estimators import ESTIMATOR_ADDONS
+
+                raise _fail(
+                    source,
+                    f"{where}.curve_samplers: {curve_spec.label!r} needs the "
+                    f"{ESTIMATOR_ADDONS[curve_spec.estimator]!r} add-on, "
+                    "which is trained after the run; evaluate it along the curve afterwards "
+                    "(qgf evaluate RUN --step S on the pinned checkpoints)",
+                )
         agents.append(
             AgentSpec(
                 name=name,
@@ -219,6 +247,7 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
                 grid={key: list(values) for key, values in grid.items()},
                 samplers=tuple(samplers),
                 bfn=bfn,
+                curve_samplers=tuple(curve_samplers),
             )
         )
         _check_configs(source, where, agents[-1], overrides)
@@ -231,12 +260,7 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
     # policy call in two (docs/performance.md)
     evaluation = {"episodes": 50, "weights": [0.0], "bfn": [1], "seed": 1000, "groups": 1, **evaluation}
     _positive_int(source, "evaluation.episodes", evaluation["episodes"])
-    weights = evaluation["weights"]
-    if not isinstance(weights, list) or not weights:
-        raise _fail(source, "evaluation.weights must be a non-empty list of numbers >= 0")
-    for weight in weights:
-        if not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
-            raise _fail(source, f"evaluation.weights must be numbers >= 0, got {weight!r}")
+    _weight_list(source, "evaluation.weights", evaluation["weights"])
     evaluation["bfn"] = list(_int_list(source, "evaluation.bfn", evaluation["bfn"], 1))
     for key in ("num_envs", "groups"):
         if key in evaluation:
@@ -245,7 +269,17 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
     protocol = None
     if "protocol" in document:
         protocol = _check_keys(source, "[protocol]", document["protocol"], PROTOCOL_KEYS)
-        protocol = {"tune_tasks": [2, 4], "tune_seed": 1000, "final_seed": 2000, **protocol}
+        protocol = {
+            "tune_tasks": [2, 4],
+            "tune_seed": 1000,
+            "final_seed": 2000,
+            "tune_best_of_n": False,
+            **protocol,
+        }
+        if not isinstance(protocol["tune_best_of_n"], bool):
+            raise _fail(
+                source, f"protocol.tune_best_of_n must be true or false, got {protocol['tune_best_of_n']!r}"
+            )
         tune = _int_list(source, "protocol.tune_tasks", protocol["tune_tasks"], 1)
         task_ids = {parse_name(task).task for task in tasks}
         missing = sorted(set(tune) - task_ids)
@@ -255,7 +289,19 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
             )
         if protocol["tune_seed"] == protocol["final_seed"]:
             raise _fail(source, "protocol.final_seed must differ from tune_seed (fresh evaluation seeds)")
+        # Training seeds of the tuning stage (QGF App. J tunes, then "re-runs all seeds"): by default
+        # the final seeds, whose tuning-task runs the final stage then reuses.
+        tune_seeds = protocol.get("tune_seeds", list(seeds))
+        protocol["tune_seeds"] = list(_int_list(source, "protocol.tune_seeds", tune_seeds))
+        shared = sorted(set(protocol["tune_seeds"]) & set(seeds))
+        if shared and set(protocol["tune_seeds"]) != set(seeds):
+            raise _fail(
+                source,
+                f"protocol.tune_seeds shares {shared} with seeds but is not the same set; give fresh "
+                "training seeds for tuning (seeds not reported) or leave tune_seeds out to reuse seeds",
+            )
 
+    _check_curve(source, evaluation, protocol)
     resources = _check_keys(source, "[resources]", document.get("resources", {}), RESOURCE_KEYS)
     resources = {
         "generate_cpus": 1,
@@ -283,7 +329,7 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
         raise _fail(source, f"report.offline_tolerance must be a number > 0, got {tolerance!r}")
     if "offline_observations" in report:
         _positive_int(source, "report.offline_observations", report["offline_observations"])
-    return SweepSpec(
+    spec = SweepSpec(
         name=str(document.get("name", Path(source).stem)),
         description=str(document.get("description", "")),
         preset=preset,
@@ -297,7 +343,38 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
         resources=resources,
         report=dict(report),
         source=source,
+        addons=_addon_settings(source, document.get("addons", {})),
     )
+    check_plannable(spec)
+    return spec
+
+
+def _check_curve(source: str, evaluation: dict[str, Any], protocol: dict[str, Any] | None) -> None:
+    """Learning-curve keys: eval_every (no curves without it), curve_episodes, curve_seed (never a
+    seed a choice is made on); fills in the defaults when eval_every is set."""
+    from qgf.evaluation.curve import DEFAULT_CURVE_EPISODES, DEFAULT_CURVE_SEED, check_curve_seed
+
+    if "eval_every" not in evaluation:
+        extra = sorted({"curve_episodes", "curve_seed"} & set(evaluation))
+        if extra:
+            raise _fail(
+                source, f"evaluation.{extra[0]} needs evaluation.eval_every (the steps between points)"
+            )
+        return
+    _positive_int(source, "evaluation.eval_every", evaluation["eval_every"])
+    evaluation.setdefault("curve_episodes", DEFAULT_CURVE_EPISODES)
+    _positive_int(source, "evaluation.curve_episodes", evaluation["curve_episodes"])
+    evaluation.setdefault("curve_seed", DEFAULT_CURVE_SEED)
+    taken = {evaluation["seed"]: "the sweep evaluation's seed"}
+    if protocol is not None:
+        taken |= {
+            protocol["tune_seed"]: "the protocol's tune_seed",
+            protocol["final_seed"]: "the protocol's final_seed",
+        }
+    try:
+        check_curve_seed(evaluation["curve_seed"], taken)
+    except QGFError as exc:
+        raise _fail(source, f"evaluation.curve_seed: {exc}") from None
 
 
 def _check_config_keys(source: str, where: str, table: Any) -> None:
@@ -315,6 +392,12 @@ def _check_configs(source: str, where: str, agent: AgentSpec, overrides: dict[st
             config = run_config(agent, overrides, point)
         except QGFError as exc:
             raise _fail(source, f"{where} (grid point {point or 'default'}): {exc}") from None
+        if config.steps < 1:
+            raise _fail(
+                source,
+                f"{where} (grid point {point or 'default'}): steps = {config.steps} trains nothing, so every "
+                "evaluation would fail with 'train it first'; set overrides.steps (or the grid's) to >= 1",
+            )
         ignored = sorted(key for key in point if key not in config.to_dict())
         if ignored:
             raise _fail(
@@ -336,46 +419,166 @@ def run_config(agent: AgentSpec, overrides: dict[str, Any], point: dict[str, Any
         return load_preset(agent.preset, {**overrides, **agent.overrides, **point, "agent": agent.name})
 
 
-def _sampler_spec(source: str, where: str, sampler: Any, *, steps: int, best_of_n: int):
+# Keys of a sampler table that are not SamplerSpec fields: its own weight grid (instead of the
+# evaluation's `weights`, e.g. CFGRL's tau_cfg range), and a list of best-of-N values to expand.
+SAMPLER_TABLE_KEYS = {"weights"}
+
+
+def _sampler_specs(source: str, where: str, sampler: Any, *, steps: int, best_of_n: int) -> list:
+    """The SamplerSpecs of one `samplers` entry: a name, or a table of SamplerSpec fields whose
+    `best_of_n` may be a list (one spec per N) and which may carry its own `weights`."""
     from qgf.guidance import SamplerSpec
 
-    try:
-        if isinstance(sampler, str):
-            return SamplerSpec(estimator=sampler, steps=steps, best_of_n=best_of_n)
-        if isinstance(sampler, dict):
-            return SamplerSpec(**{"steps": steps, **sampler})
-    except (QGFError, TypeError) as exc:
-        raise _fail(source, f"{where}.samplers: {exc}") from None
+    if isinstance(sampler, dict):
+        fields = {key: value for key, value in sampler.items() if key not in SAMPLER_TABLE_KEYS}
+        if "weights" in sampler:
+            _weight_list(
+                source, f"{where}.samplers[{sampler.get('estimator')!r}].weights", sampler["weights"]
+            )
+        counts = fields.pop("best_of_n", 1)
+        if isinstance(counts, list):
+            counts = _int_list(source, f"{where}.samplers[{sampler.get('estimator')!r}].best_of_n", counts, 1)
+        else:
+            counts = [counts]
+        try:
+            return [SamplerSpec(**{"steps": steps, **fields, "best_of_n": n}) for n in counts]
+        except (QGFError, TypeError) as exc:
+            raise _fail(source, f"{where}.samplers: {exc}") from None
+    if isinstance(sampler, str):
+        try:
+            return [SamplerSpec(estimator=sampler, steps=steps, best_of_n=best_of_n)]
+        except (QGFError, TypeError) as exc:
+            raise _fail(source, f"{where}.samplers: {exc}") from None
     raise _fail(source, f"{where}.samplers entries must be names or tables, got {sampler!r}")
 
 
-def agent_conditions(spec: SweepSpec, agent: AgentSpec, flow_steps: int, has_behavior_flow: bool):
+def _sampler_spec(source: str, where: str, sampler: Any, *, steps: int, best_of_n: int):
+    """The first SamplerSpec of one `samplers` entry (validates the whole entry)."""
+    return _sampler_specs(source, where, sampler, steps=steps, best_of_n=best_of_n)[0]
+
+
+def _weight_list(source: str, where: str, weights: Any) -> list[float]:
+    if not isinstance(weights, list) or not weights:
+        raise _fail(source, f"{where} must be a non-empty list of numbers >= 0")
+    for weight in weights:
+        if not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
+            raise _fail(source, f"{where} must be numbers >= 0, got {weight!r}")
+    return [float(weight) for weight in weights]
+
+
+def agent_conditions(
+    spec: SweepSpec, agent: AgentSpec, flow_steps: int, has_behavior_flow: bool, *, curve: bool = False
+):
     """The (SamplerSpec, weight) conditions evaluated for one agent: samplers x best-of-N x weights
-    (`qgf.evaluation.conditions.sweep_conditions`; BC and a policy are evaluated once, at weight 0)."""
+    (`qgf.evaluation.conditions.sweep_conditions`; BC and a policy are evaluated once, at weight 0).
+    `curve`: those of its learning curve (`curve_samplers`, default its samplers)."""
     from qgf.evaluation.conditions import sweep_conditions
 
-    samplers = list(agent.samplers) or (["none", "qgf"] if has_behavior_flow else ["policy"])
+    samplers = list(agent.curve_samplers) if curve and agent.curve_samplers else list(agent.samplers)
+    samplers = samplers or (["none", "qgf"] if has_behavior_flow else ["policy"])
     bfn = list(agent.bfn or spec.evaluation["bfn"])
     names = [s for s in samplers if isinstance(s, str)]
-    specs = [
-        _sampler_spec(spec.source, agent.label, s, steps=flow_steps, best_of_n=1)
-        for s in samplers
-        if not isinstance(s, str)
-    ]
     conditions = []
     if names:
         conditions += sweep_conditions(names, spec.evaluation["weights"], bfn, flow_steps)
-    if specs:
-        conditions += sweep_conditions(specs, spec.evaluation["weights"], [1], flow_steps)
+    for table in (s for s in samplers if not isinstance(s, str)):
+        specs = _sampler_specs(spec.source, agent.label, table, steps=flow_steps, best_of_n=1)
+        weights = table.get("weights", spec.evaluation["weights"])
+        conditions += [c for c in sweep_conditions(specs, weights, [1], flow_steps) if c not in conditions]
     return conditions
 
 
-def method_name(agent: AgentSpec, sampler_label: str) -> str:
+def method_name(agent: AgentSpec, sampler_label: str, tune_best_of_n: bool = False) -> str:
     """A method's display name: the reference agent's samplers by their own names (BC, QGF, BFN-4),
-    another agent's own policy by the agent's label, anything else as label/sampler."""
+    another agent's own policy by the agent's label, anything else as label/sampler. With
+    `tune_best_of_n` (the protocol tunes N like a weight) best-of-N is one method: BFN, QGF+BFN."""
+    if tune_best_of_n:
+        sampler_label = re.sub(r"bfn-\d+$", "bfn", sampler_label)
     sampler_label = METHOD_RENAMES.get(sampler_label, sampler_label)
     if agent.name == "qgf" and agent.label == "qgf":
         return sampler_label
     if sampler_label == "policy":
         return agent.label
     return f"{agent.label}/{sampler_label}"
+
+
+# ------------------------------------------------------------------ plan-time checks
+
+
+def has_behavior_flow(agent_name: str) -> bool:
+    """Whether the agent trains a behaviour-cloning flow (what every sampler but 'policy' guides)."""
+    from qgf.agents import agent_class
+    from qgf.agents.base import Agent
+
+    return agent_class(agent_name).behavior_velocity_fn is not Agent.behavior_velocity_fn
+
+
+def _addon_settings(source: str, table: Any) -> dict[str, dict[str, Any]]:
+    """[addons]: settings of the add-ons that add-on samplers need, by add-on name
+    (`robustq = { steps = 2000 }`; `qgf addon train --help` lists the settings)."""
+    if not table:
+        return {}
+    from qgf.addons import ADDON_NAMES
+    from qgf.addons.base import AddonConfig
+
+    _check_keys(source, "[addons]", table, set(ADDON_NAMES))
+    settings = {}
+    for name, values in table.items():
+        _check_keys(source, f"addons.{name}", values, set(AddonConfig.__dataclass_fields__))
+        try:
+            AddonConfig.from_dict(values)
+        except QGFError as exc:
+            raise _fail(source, f"addons.{name}: {exc}") from None
+        settings[name] = dict(values)
+    return settings
+
+
+def check_plannable(spec: SweepSpec) -> None:
+    """What would otherwise fail only after training: seeds, episode limits, resources, each
+    sampler against its agent (a guided sampler needs a BC flow), the report's reference."""
+    source = spec.source
+    for key in ("seed",):
+        value = spec.evaluation[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _fail(source, f"evaluation.{key} must be an integer >= 0 (a numpy seed), got {value!r}")
+    if spec.protocol:
+        for key in ("tune_seed", "final_seed"):
+            value = spec.protocol[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise _fail(source, f"protocol.{key} must be an integer >= 0 (a numpy seed), got {value!r}")
+    if spec.evaluation.get("max_episode_steps") is not None:
+        steps = spec.evaluation["max_episode_steps"]
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise _fail(
+                source,
+                f"evaluation.max_episode_steps must be an integer >= 1, got {steps!r}; leave it out for the "
+                "env's own limit",
+            )
+    for key, value in spec.resources.items():
+        minimum = 1 if key == "num_cpus" else 0
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
+            raise _fail(
+                source, f"resources.{key} must be a number >= {minimum}, got {value!r} (docs/experiments.md)"
+            )
+    methods = []
+    for agent in spec.agents:
+        flow = has_behavior_flow(agent.name)
+        for sampler in agent.samplers + agent.curve_samplers:
+            sampler_spec = _sampler_spec(source, agent.label, sampler, steps=10, best_of_n=1)
+            if sampler_spec.estimator != "policy" and not flow:
+                raise _fail(
+                    source,
+                    f"agent {agent.label!r}: sampler {sampler_spec.label!r} guides a behaviour-cloning flow, "
+                    f"and agent {agent.name!r} trains none; use samplers = ['policy'] (its own policy) or an "
+                    "agent with a BC flow (qgf)",
+                )
+        flow_steps = run_config(agent, spec.overrides, {}).flow_steps
+        for condition in agent_conditions(spec, agent, flow_steps, flow):
+            methods.append(method_name(agent, condition.spec.label))
+    reference = spec.report.get("reference")
+    if reference is not None and reference not in methods:
+        raise _fail(
+            source,
+            f"report.reference {reference!r} is not a method of this sweep, so the probability of "
+            f"improvement would be dropped; choose one of {', '.join(dict.fromkeys(methods))}",
+        )

@@ -49,6 +49,16 @@ def _maybe_clip_hat(a1_hat: Array, spec: SamplerSpec) -> Array:
     return jnp.clip(a1_hat, -1.0, 1.0) if spec.clip_hat else a1_hat
 
 
+def _chained_critic_gradient(q_fn: QFn, obs: Any, a1_hat: Array, spec: SamplerSpec) -> Array:
+    """The cotangent a Jacobian estimator pulls back to a_t: ∇Q at the (clipped) â₁, and with
+    `spec.clip_jacobian` times the clip's derivative D = 1[|â₁| < 1] (without it the clip is
+    straight-through)."""
+    q_grad = critic_gradient(q_fn, obs, _maybe_clip_hat(a1_hat, spec))
+    if spec.clip_hat and spec.clip_jacobian:
+        q_grad = jnp.where(jnp.abs(a1_hat) < 1.0, q_grad, 0.0)
+    return q_grad
+
+
 def nearest_orthogonal(matrices: Array) -> Array:
     """U Vᵀ from the SVD U Σ Vᵀ of each (…, d, d) matrix: its polar factor, the nearest orthogonal
     matrix in Frobenius norm (qgf-jacobian-ortho)."""
@@ -147,7 +157,7 @@ def estimate_qgf(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
 def _jacobian_pullback(velocity_fn, q_fn, obs, a_t, t, spec):
     """One forward pass of â₁(a_t) with its VJP: returns (grad Q at â₁, pullback = u -> Jᵀu, v)."""
     a1_hat, pullback, velocity = jax.vjp(_one_step_denoiser(velocity_fn, obs, t), a_t, has_aux=True)
-    return critic_gradient(q_fn, obs, _maybe_clip_hat(a1_hat, spec)), pullback, velocity
+    return _chained_critic_gradient(q_fn, obs, a1_hat, spec), pullback, velocity
 
 
 def estimate_qgf_jacobian(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
@@ -165,7 +175,7 @@ def estimate_qgf_regularized(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
 def estimate_qgf_jacobian_smooth(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
     velocity = velocity_fn(obs, a_t, t)
     a1_hat = a_t + per_row(1.0 - t) * velocity
-    q_grad = critic_gradient(q_fn, obs, _maybe_clip_hat(a1_hat, spec))
+    q_grad = _chained_critic_gradient(q_fn, obs, a1_hat, spec)
     # (1/K Σ_k J_k)ᵀ u = 1/K Σ_k J_kᵀ u: K VJPs, done as one VJP over K stacked copies of the batch.
     k, (batch, dim) = spec.smooth_k, a_t.shape
     perturbed = a_t[None] + spec.smooth_sigma * jax.random.normal(key, (k, batch, dim), a_t.dtype)
@@ -184,7 +194,7 @@ def estimate_qgf_jacobian_ortho(velocity_fn, q_fn, obs, a_t, t, spec, key, extra
     jacobians = jax.vmap(jax.jacfwd(denoise_row, argnums=1))(obs, a_t, t)  # (B, d, d)
     velocity = velocity_fn(obs, a_t, t)
     a1_hat = a_t + per_row(1.0 - t) * velocity
-    q_grad = critic_gradient(q_fn, obs, _maybe_clip_hat(a1_hat, spec))
+    q_grad = _chained_critic_gradient(q_fn, obs, a1_hat, spec)
     return jnp.einsum("bij,bi->bj", nearest_orthogonal(jacobians), q_grad), velocity
 
 
@@ -202,7 +212,7 @@ def estimate_bptt(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
     velocity, first_pullback = jax.vjp(lambda a: velocity_fn(obs, a, t), a_t)
     first_scale = per_row(ode.step_scale(0))
     a1, states = ode.integrate_rest(a_t + first_scale * velocity)
-    u = ode.pull_back_rest(critic_gradient(q_fn, obs, _maybe_clip_hat(a1, spec)), states)
+    u = ode.pull_back_rest(_chained_critic_gradient(q_fn, obs, a1, spec), states)
     return u + first_pullback(first_scale * u)[0], velocity
 
 
@@ -233,9 +243,9 @@ def estimate_qgf_distill(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
 
 def estimate_qgf_jacobian_distill(velocity_fn, q_fn, obs, a_t, t, spec, key, extras):
     # QGF-Jacobian-Distill (App. C): Jᵀ grad Q with J = d v_d / d a_t, one VJP through the denoiser;
-    # the clip is straight-through, as for qgf-jacobian.
+    # the clip is straight-through (or differentiated with clip_jacobian), as for qgf-jacobian.
     a1_hat, pullback = jax.vjp(lambda a: extras["denoiser"](obs, a, t), a_t)
-    (g,) = pullback(critic_gradient(q_fn, obs, _maybe_clip_hat(a1_hat, spec)))
+    (g,) = pullback(_chained_critic_gradient(q_fn, obs, a1_hat, spec))
     return g, velocity_fn(obs, a_t, t)
 
 

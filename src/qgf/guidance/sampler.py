@@ -25,6 +25,18 @@ from qgf.guidance.gradients import Extras, QFn, VelocityFn, critic_gradient, per
 Array = jax.Array
 
 
+def row_weights(weight: Array | float, batch: int, dtype: Any) -> Array:
+    """`weight` as one guidance weight per row, (B,): a scalar is repeated; an array must hold one
+    weight per observation row (a one-line error otherwise, not a broadcasting error)."""
+    weight = jnp.asarray(weight, dtype)
+    if weight.ndim > 1 or (weight.ndim == 1 and weight.shape[0] not in (1, batch)):
+        raise QGFError(
+            f"weight has shape {tuple(weight.shape)} for {batch} observation rows; give a scalar or one "
+            f"weight per row (shape ({batch},))"
+        )
+    return jnp.broadcast_to(weight, (batch,))
+
+
 def _repeat_rows(tree: Any, n: int) -> Any:
     """Each row repeated n times in place: rows [x0, x0, ..., x1, x1, ...] (jnp.repeat on axis 0)."""
     return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), tree)
@@ -116,7 +128,7 @@ def _sample(velocity_fn, q_fn, obs, key, weight, spec, action_dim, noise, trajec
     first_obs = jax.tree.leaves(obs)[0]
     batch, n = first_obs.shape[0], spec.best_of_n
     dtype = first_obs.dtype if jnp.issubdtype(first_obs.dtype, jnp.floating) else jnp.result_type(float)
-    weight = jnp.broadcast_to(jnp.asarray(weight, dtype), (batch,))
+    weight = row_weights(weight, batch, dtype)
     noise_key, estimator_key = jax.random.split(key)
     if noise is None:
         # Row i * N + j is copy j of row i; N = 1 is the plain sampler on the same stream.
@@ -203,6 +215,6 @@ def make_sampler(
 
     def sampler(obs, key, weight=0.0):
         batch = jax.tree.leaves(obs)[0].shape[0]
-        return compiled(obs, key, jnp.broadcast_to(jnp.asarray(weight, jnp.result_type(float)), (batch,)))
+        return compiled(obs, key, row_weights(weight, batch, jnp.result_type(float)))
 
     return sampler

@@ -84,6 +84,7 @@ def train(
     sample_fn: Callable | None = None,
     device_data: Any = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    curve: Any = None,
 ) -> TrainResult:
     """Train (or resume) the run in `out_dir` up to `config.steps` steps.
 
@@ -95,7 +96,9 @@ def train(
     If `out_dir` already holds a run, its config must equal `config` except for the schedule
     fields (steps, log_every, ckpt_every, keep_checkpoints) and its dataset must have the same
     identity; training then continues from the latest checkpoint. `on_log(record)` is called
-    after each log line (after the checkpoint of that step, if any).
+    after each log line (after the checkpoint of that step, if any). `curve` (a
+    `qgf.evaluation.curve.CurveEvaluator`, or any `qgf.training.loop.CurveHook`) evaluates the run
+    during training: its points and their pinned checkpoints resume with the run.
     """
     run_dir = Path(out_dir)
     check_sinks(tensorboard, wandb)
@@ -118,6 +121,7 @@ def train(
         last_saved=resumed_from,
         progress=progress,
         on_log=on_log,
+        curve=curve,
     )
     return TrainResult(run_dir=run_dir, agent=agent, step=step, resumed_from=resumed_from, metrics=records[0])
 
@@ -142,6 +146,7 @@ def train_seeds(
     sample_fn: Callable | None = None,
     device_data: Any = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    curve: Any = None,
 ) -> list[TrainResult]:
     """Train (or resume) S seeds of one config as ONE compiled program, writing S ordinary run
     directories (`out_dirs[i]` holds seed `seeds[i]`, with `config.seed = seeds[i]`).
@@ -150,7 +155,8 @@ def train_seeds(
     loop over them: each seed keeps its own parameters, optimiser states and RNG, and so samples
     its own batches; the dataset is shared. Each run directory equals what `train` would write for
     that seed, up to floating-point reassociation of the batched kernels. Runs that stopped at
-    different steps are first brought to the furthest one separately (each with `train`)."""
+    different steps are first brought to the furthest one separately (each with `train`). With
+    `curve`, each seed's learning curve is written into its own run directory."""
     seeds = [int(seed) for seed in seeds]
     run_dirs = [Path(out_dir) for out_dir in out_dirs]
     if not seeds or len(set(seeds)) != len(seeds) or len(run_dirs) != len(seeds):
@@ -177,6 +183,7 @@ def train_seeds(
                 progress=False,
                 sample_fn=sample_fn,
                 device_data=device_data,
+                curve=None if curve is None else curve.until(config.steps),
             )
             ckpt.atomic_write_json(run_dir / ckpt.CONFIG_FILE, seed_config.to_dict())
             opened[index] = open_run(run_dir, seed_config, identity, obs_dim, action_dim, env)
@@ -201,6 +208,7 @@ def train_seeds(
         last_saved=common if common else None,
         progress=progress,
         on_log=on_log,
+        curve=curve,
     )
     finals = stack.unstack()
     return [

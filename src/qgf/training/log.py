@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import hashlib
 import importlib.util
 import io
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from qgf.errors import QGFError
-from qgf.fileio import atomic_write_bytes
+from qgf.fileio import atomic_write_bytes, no_space_error
 from qgf.training.steps import metric_kind
 
 LOG_JSONL = "log.jsonl"
@@ -80,9 +81,14 @@ class MetricLog:
             atomic_write_bytes(self.csv_path, buffer.getvalue().encode())
 
     def write(self, record: dict[str, Any]) -> None:
-        with self.jsonl_path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        self._write_csv(record)
+        try:
+            with self.jsonl_path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            self._write_csv(record)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise no_space_error(self.jsonl_path.parent) from None
+            raise
         for writer in self._writers:
             writer(record)
 

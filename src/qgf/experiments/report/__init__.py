@@ -10,6 +10,7 @@ The package, in the order the data flows; each module may import only those abov
 - `rows`: a sweep's finished evaluations as flat rows (stage, task, method, weight, seed, success);
 - `stats`: per task and across-task numbers with CIs, improvement, profiles, Fig. 7/9 points (rliable);
 - `weight_choice`: the offline weight choice next to the rollout choice;
+- `curves`: the learning-curve views (curves, the plateau rule and table, the compute view);
 - `tables`: CSV and report.md text (standard library only);
 - `figures`: the PNG views (through `qgf.plots`);
 - this file: `write_report`, which reads the sweep directory and writes every file.
@@ -21,27 +22,32 @@ import json
 from pathlib import Path
 
 from qgf.errors import QGFError
-from qgf.experiments.report import figures
-from qgf.experiments.report.rows import collect_rows
+from qgf.experiments.report import curves, figures
+from qgf.experiments.report.rows import collect_rows, planned_results, planned_runs
 from qgf.experiments.report.stats import aggregate, compute_points, model_size_points
 from qgf.experiments.report.tables import csv_text, markdown
 from qgf.experiments.report.weight_choice import offline_report
 from qgf.fileio import atomic_write_json, atomic_write_text
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "IGNORED_FILE"]
+
+IGNORED_FILE = "ignored.txt"  # the results.json under evals/ that spec.json does not expand to
 
 
 def write_report(
     sweep_dir: str | Path, *, reps: int = 2000, reference: str | None = None, offline: bool | None = None
 ) -> list[Path]:
     """Write SWEEP_DIR/report/{report.md, runs.csv, per_task.csv, aggregate.csv, improvement.csv,
-    performance_profiles.csv, model_size.csv, offline_choice.csv, offline_tables.json, *.png};
+    performance_profiles.csv, model_size.csv, offline_choice.csv, offline_tables.json, curves.csv,
+    plateau.csv, *.png};
     returns the paths written. `offline` (default: the spec's report.offline, else true) measures
     the offline weight choice on the tuning runs when the sweep has a protocol."""
     sweep_dir = Path(sweep_dir)
-    rows = collect_rows(sweep_dir)
+    paths, ignored = planned_results(sweep_dir)
+    rows = collect_rows(sweep_dir, paths)
     if not rows:
-        raise QGFError(f"{sweep_dir} holds no finished evaluation of a sweep; run qgf sweep first")
+        stale = f" ({len(ignored)} evaluations of other specs or settings ignored)" if ignored else ""
+        raise QGFError(f"{sweep_dir} holds no finished evaluation of its sweep{stale}; run qgf sweep first")
     stages = {row["stage"] for row in rows}
     stage = "final" if "final" in stages else "sweep" if "sweep" in stages else "tune"
     spec_path = sweep_dir / "spec.json"
@@ -68,6 +74,9 @@ def write_report(
     ]
     compute = compute_points(rows, stage)
     tables.append(("compute.csv", compute))
+    plateaus, curve_numbers = _curve_tables(sweep_dir, compute)
+    if curve_numbers:
+        tables += [("curves.csv", curve_numbers), ("plateau.csv", plateaus)]
     if model_size:
         tables.append(("model_size.csv", model_size))
     if choice is not None:
@@ -91,6 +100,27 @@ def write_report(
         drawn.append("fig7_compute.png")
     if figures.figure_model_size(model_size, out / "fig9_model_size.png"):
         drawn.append("fig9_model_size.png")
-    atomic_write_text(out / "report.md", markdown(numbers, protocol, drawn, choice))
-    written += [out / name for name in drawn] + [out / "report.md"]
+    ignored_text = [str(path.relative_to(sweep_dir)) for path in ignored]
+    text = markdown(numbers, protocol, drawn, choice, ignored_text)
+    if curve_numbers:
+        text += "\n" + "\n".join(curves.plateau_markdown(plateaus))
+        for name, draw, data in (
+            ("learning_curves.png", curves.figure_curves, curve_numbers),
+            ("curve_compute.png", curves.figure_curve_compute, plateaus),
+        ):
+            if draw(data, out / name):
+                drawn.append(name)
+                text += f"\n![{name[:-4]}]({name})\n"
+    atomic_write_text(out / "report.md", text)
+    atomic_write_text(out / IGNORED_FILE, "".join(f"{path}\n" for path in ignored_text))
+    written += [out / name for name in drawn] + [out / "report.md", out / IGNORED_FILE]
     return written
+
+
+def _curve_tables(sweep_dir: Path, compute: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(the plateau table, the seed-mean curves) of the runs' learning curves; empty without."""
+    rows = curves.collect_curve_rows(sweep_dir, planned_runs(sweep_dir))
+    if not rows:
+        return [], []
+    numbers = curves.curve_table(rows)
+    return curves.plateau_table(numbers, compute), numbers

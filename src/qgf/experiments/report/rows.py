@@ -1,8 +1,9 @@
 """A sweep's finished evaluations as flat rows: the input of every table and figure of `qgf report`.
 
-One row per (evaluation, condition) read from SWEEP_DIR/evals/*/*/*/*/results.json, and the
-method name a row carries in the tables of a stage. May import `qgf.envs`,
-`qgf.evaluation.results` and `qgf.experiments.spec`; nothing else of this package.
+One row per (evaluation, condition) read from the results.json of the evaluate jobs that the
+sweep's spec.json expands to (`planned_results`; every other SWEEP_DIR/evals/*/*/*/*/results.json
+is ignored and listed), and the method name a row carries in the tables of a stage. May import
+`qgf.envs`, `qgf.evaluation.results` and `qgf.experiments.{spec,jobs}`; nothing else of this package.
 """
 
 from __future__ import annotations
@@ -11,28 +12,83 @@ import types
 from pathlib import Path
 from typing import Any
 
+from qgf.errors import QGFError
 from qgf.experiments.spec import method_name
 
+RESULTS_GLOB = "evals/*/*/*/*/results.json"
 
-def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per (evaluation, condition): stage, task, domain, method, weight, seed, success."""
+
+def planned_results(sweep_dir: str | Path) -> tuple[list[Path], list[Path]]:
+    """(the results.json of the evaluate jobs that SWEEP_DIR/spec.json expands to, every other
+    results.json under evals/): evaluations of an earlier spec, or of other settings, are ignored.
+    A sweep directory without a full spec.json (hand-made, or written before sweeps recorded it)
+    has every results.json read."""
+    import json
+
+    sweep_dir = Path(sweep_dir)
+    found = sorted(sweep_dir.glob(RESULTS_GLOB))
+    spec_path = sweep_dir / "spec.json"
+    document = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
+    if "agents" not in document:
+        return found, []
+    from qgf.experiments.jobs import plan, spec_from_json
+
+    jobs, _ = plan(spec_from_json(document), sweep_dir, record_protocol=False)
+    expected = {Path(job.out) / "results.json" for job in jobs if job.kind == "evaluate"}
+    return [p for p in found if p in expected], [p for p in found if p not in expected]
+
+
+def planned_runs(sweep_dir: str | Path) -> list[Path] | None:
+    """The run directories (RUN/seed<S>) of the train jobs SWEEP_DIR/spec.json expands to, for
+    the seeds it reports (`seeds`; the protocol's tuning seeds are left out); None for a sweep
+    directory without a full spec.json (every run is read)."""
+    import json
+
+    sweep_dir = Path(sweep_dir)
+    spec_path = sweep_dir / "spec.json"
+    document = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
+    if "agents" not in document:
+        return None
+    from qgf.experiments.jobs import plan, spec_from_json
+
+    spec = spec_from_json(document)
+    jobs, _ = plan(spec, sweep_dir, record_protocol=False)
+    reported = set(spec.seeds)
+    runs = {
+        Path(job.out) / f"seed{seed}"
+        for job in jobs
+        if job.kind == "train"
+        for seed in job.params["seeds"]
+        if seed in reported
+    }
+    return sorted(runs)
+
+
+def collect_rows(sweep_dir: str | Path, paths: list[Path] | None = None) -> list[dict[str, Any]]:
+    """One row per (evaluation, condition): stage, task, domain, method, weight, seed, success;
+    from `paths` (default: `planned_results`). Two evaluations of one (stage, method, grid point,
+    weight, task, seed) are an error naming both files."""
     from qgf.envs import parse_name
     from qgf.evaluation.results import read_results
 
+    if paths is None:
+        paths, _ = planned_results(sweep_dir)
     rows = []
-    for path in sorted(Path(sweep_dir).glob("evals/*/*/*/*/results.json")):
+    source: dict[tuple, Path] = {}
+    for path in paths:
         results = read_results(path)
         sweep = results.extra.get("sweep") or {}
         if not sweep:
             continue
         agent = types.SimpleNamespace(name=results.extra.get("agent"), label=sweep["agent"])
-        for condition in results.results:
+        methods = sweep.get("methods") or [method_name(agent, c.label) for c in results.results]
+        for condition, method in zip(results.results, methods, strict=True):
             rows.append(
                 {
                     "stage": sweep["stage"],
                     "task": sweep["task"],
                     "domain": parse_name(sweep["task"]).domain,
-                    "method": method_name(agent, condition.label),
+                    "method": method,
                     "sampler": condition.sampler,
                     "bfn": condition.bfn,
                     "weight": condition.weight,
@@ -45,6 +101,14 @@ def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
                     "actions": condition.episodes * condition.length_mean,  # env steps executed
                 }
             )
+            row = rows[-1]
+            key = tuple(row[k] for k in ("stage", "method", "point", "weight", "bfn", "task", "seed"))
+            if key in source and source[key] != path:
+                raise QGFError(
+                    f"two evaluations of {row['method']} at weight {row['weight']:g} on {row['task']}, seed "
+                    f"{row['seed']} ({row['stage']}): {source[key]} and {path}; delete the stale one"
+                )
+            source[key] = path
     return rows
 
 

@@ -29,9 +29,16 @@ def pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def markdown(numbers: dict, protocol: dict | None, figures: list[str], offline: dict | None = None) -> str:
+def markdown(
+    numbers: dict,
+    protocol: dict | None,
+    figures: list[str],
+    offline: dict | None = None,
+    ignored: list[str] = (),
+) -> str:
     """report.md: the tables of `numbers` (`stats.aggregate`), the protocol's choices, the offline
-    weight choice (`weight_choice.offline_report`) and links to `figures`."""
+    weight choice (`weight_choice.offline_report`), links to `figures` and the `ignored`
+    evaluations (results.json of no job of the sweep's spec)."""
     lines = [f"# Sweep report (stage: {numbers['stage']})", ""]
     lines += ["Success rates in %; 95% bootstrap CIs over seeds (rliable; across tasks: stratified).", ""]
     lines += [
@@ -111,6 +118,14 @@ def markdown(numbers: dict, protocol: dict | None, figures: list[str], offline: 
         lines += offline_markdown(offline)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
+    if ignored:
+        lines += ["", "## Ignored evaluations", ""]
+        lines += [
+            f"{len(ignored)} results.json under evals/ belong to no job of this sweep's spec.json (an "
+            "earlier spec, or other evaluation settings) and are left out of every table:",
+            "",
+        ]
+        lines += [f"- `{path}`" for path in ignored]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,311 @@
+"""The learning-curve views of `qgf report`: curves (success against training steps, mean and 95% CI
+over seeds, per task and over tasks: the QAM paper's Fig. 2 style), the plateau table (each
+method at its plateau, and which methods did not reach one within the budget), and the compute
+view (success at the plateau against training time and test-time milliseconds per action).
+
+Inputs: the `RUN/curve.json` of every seed of the sweep's train jobs (`qgf.evaluation.curve`).
+The plateau rule (`plateau`, docs/experiments.md "Learning curves") reads the seed-mean curve and
+its 95% CIs. May import numpy, `qgf.evaluation.curve`, `qgf.experiments.spec` (method names) and
+`qgf.plots` (on first use); nothing else of this package.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qgf.experiments.spec import method_name
+
+CONFIDENCE = 0.95
+
+
+# ------------------------------------------------------------------ rows
+
+
+def collect_curve_rows(sweep_dir: str | Path, run_dirs: list[Path] | None = None) -> list[dict[str, Any]]:
+    """One row per (run, point, condition): task, method, seed, step, success, its Wilson CI, the
+    training seconds so far. `run_dirs` (default: every SWEEP/runs/<group>/<task>/seed<S>) are the
+    runs to read; a run without a curve is skipped."""
+    from qgf.envs import parse_name
+    from qgf.evaluation.curve import read_curve
+
+    sweep_dir = Path(sweep_dir)
+    if run_dirs is None:
+        run_dirs = sorted(sweep_dir.glob("runs/*/*/seed*"))
+    groups_per_label: dict[str, set[str]] = {}
+    for run_dir in run_dirs:
+        group = run_dir.parent.parent.name
+        groups_per_label.setdefault(group.rsplit("-", 1)[0], set()).add(group)
+    rows = []
+    for run_dir in run_dirs:
+        document = read_curve(run_dir)
+        if document is None:
+            continue
+        group, task = run_dir.parent.parent.name, run_dir.parent.name
+        label = group.rsplit("-", 1)[0]
+        config = _read_json(run_dir / "config.json")
+        agent = types.SimpleNamespace(name=config.get("agent"), label=label)
+        for point in document["points"]:
+            for result in point["results"]:
+                method = method_name(agent, result["label"])
+                if result["estimator"] not in ("none", "policy"):
+                    method = f"{method}@{result['weight']:g}"
+                if len(groups_per_label[label]) > 1:  # grid points of one agent: one method each
+                    method = f"{method}[{group.rsplit('-', 1)[1]}]"
+                rows.append(
+                    {
+                        "task": task,
+                        "domain": parse_name(task).domain,
+                        "method": method,
+                        "seed": int(run_dir.name.removeprefix("seed")),
+                        "step": point["step"],
+                        "success": result["success_rate"],
+                        "ci_low": result["ci_low"],
+                        "ci_high": result["ci_high"],
+                        "episodes": result["episodes"],
+                        "train_seconds": point.get("train_seconds"),
+                    }
+                )
+    return rows
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def seed_interval(values: list[float], single: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The 95% CI of the mean of per-seed successes: Student's t over seeds (clipped to [0, 1]);
+    with one seed, `single` (that run's own Wilson interval over its episodes)."""
+    values = np.asarray(values, np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return single if single is not None else (mean, mean)
+    from scipy.stats import t
+
+    half = (
+        float(t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1))
+        * float(values.std(ddof=1))
+        / math.sqrt(len(values))
+    )
+    return max(0.0, mean - half), min(1.0, mean + half)
+
+
+def curve_table(rows: list[dict]) -> list[dict]:
+    """The seed-mean curves: per (task, method, step), and per (method, step) over tasks ('all':
+    each seed's mean over the tasks, then mean and CI over seeds, at the steps every task has).
+    Each record: task, method, step, success, ci_low, ci_high, seeds, train_seconds (seed mean)."""
+    cells: dict[tuple[str, str, int], dict[int, dict]] = {}
+    for row in rows:
+        cells.setdefault((row["task"], row["method"], row["step"]), {})[row["seed"]] = row
+    table = [
+        _record(task, method, step, list(by_seed.values())) for (task, method, step), by_seed in cells.items()
+    ]
+    tasks = sorted({row["task"] for row in rows})
+    if len(tasks) > 1:
+        for method in sorted({row["method"] for row in rows}):
+            steps = sorted({row["step"] for row in rows if row["method"] == method})
+            for step in steps:
+                per_task = [cells.get((task, method, step)) for task in tasks]
+                if any(cell is None for cell in per_task):
+                    continue
+                seeds = sorted(set.intersection(*(set(cell) for cell in per_task)))
+                if not seeds:
+                    continue
+                merged = [
+                    {
+                        "success": float(np.mean([cell[seed]["success"] for cell in per_task])),
+                        "train_seconds": _mean([cell[seed]["train_seconds"] for cell in per_task]),
+                    }
+                    for seed in seeds
+                ]
+                table.append(_record("all", method, step, merged))
+    return sorted(table, key=lambda r: (r["task"], r["method"], r["step"]))
+
+
+def _mean(values: list[Any]) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _record(task: str, method: str, step: int, runs: list[dict]) -> dict:
+    successes = [run["success"] for run in runs]
+    single = (runs[0]["ci_low"], runs[0]["ci_high"]) if len(runs) == 1 and "ci_low" in runs[0] else None
+    low, high = seed_interval(successes, single)
+    return {
+        "task": task,
+        "method": method,
+        "step": step,
+        "success": float(np.mean(successes)),
+        "ci_low": low,
+        "ci_high": high,
+        "seeds": len(runs),
+        "train_seconds": _mean([run.get("train_seconds") for run in runs]),
+    }
+
+
+def plateau(points: list[dict]) -> dict[str, Any]:
+    """The plateau rule on one seed-mean curve (`points`: step, success, ci_low, ci_high, sorted
+    by step). The curve has reached its plateau within the budget when its last two points' means
+    lie within each other's 95% CIs. The plateau then starts at the first point from which every
+    later point's mean lies within the last point's CI (a curve still rising by more than its CI
+    never qualifies; a flat or merely noisy one starts at its first point). Without a plateau the
+    step is the budget (the last point) and `reached` is False. Returns {reached, step, index}."""
+    if not points:
+        raise ValueError("a plateau needs at least one point")
+    last = points[-1]
+
+    def inside(value: float, point: dict) -> bool:
+        return point["ci_low"] - 1e-12 <= value <= point["ci_high"] + 1e-12
+
+    reached = len(points) >= 2 and inside(points[-2]["success"], last) and inside(last["success"], points[-2])
+    if not reached:
+        return {"reached": False, "step": last["step"], "index": len(points) - 1}
+    start = len(points) - 1
+    while start > 0 and inside(points[start - 1]["success"], last):
+        start -= 1
+    return {"reached": True, "step": points[start]["step"], "index": start}
+
+
+def plateau_table(curves: list[dict], compute: list[dict] | None = None) -> list[dict]:
+    """Per (task or 'all', method): success at the plateau with its 95% CI over seeds, steps to
+    the plateau, whether it was reached within the budget, training steps/s (the last point's
+    step ÷ its training seconds, seeds trained as one program sharing that time), the final
+    point's success, and the test-time ms per action where the sweep's evaluations measured it."""
+    ms = {point["method"]: point.get("ms_per_action") for point in compute or []}
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for record in curves:
+        grouped.setdefault((record["task"], record["method"]), []).append(record)
+    table = []
+    for (task, method), points in sorted(grouped.items()):
+        points = sorted(points, key=lambda p: p["step"])
+        found = plateau(points)
+        at, last = points[found["index"]], points[-1]
+        rate = last["step"] / last["train_seconds"] if last.get("train_seconds") else None
+        table.append(
+            {
+                "task": task,
+                "method": method,
+                "success": at["success"],
+                "ci_low": at["ci_low"],
+                "ci_high": at["ci_high"],
+                "plateau_step": found["step"],
+                "reached_plateau": found["reached"],
+                "budget": last["step"],
+                "final_success": last["success"],
+                "steps_per_s": rate,
+                "train_seconds_to_plateau": at.get("train_seconds"),
+                "ms_per_action": ms.get(method, ms.get(method.split("@")[0])),
+                "seeds": at["seeds"],
+            }
+        )
+    return table
+
+
+def plateau_markdown(table: list[dict]) -> list[str]:
+    """The report.md section: the plateau table over tasks (or the one task), and the methods
+    that did not reach a plateau."""
+    tasks = {row["task"] for row in table}
+    shown = [row for row in table if row["task"] == ("all" if "all" in tasks else next(iter(sorted(tasks))))]
+    lines = [
+        "## At each method's plateau (learning curves)",
+        "",
+        "Success at the first point of the plateau (docs/experiments.md, 'Learning curves'), "
+        "95% CI over seeds.",
+        "",
+        "| method | success | 95% CI | steps to plateau | plateau reached | steps/s | ms/action |",
+        "|---|---:|---|---:|---|---:|---:|",
+    ]
+    for row in shown:
+        rate = f"{row['steps_per_s']:.0f}" if row["steps_per_s"] else "-"
+        ms = f"{row['ms_per_action']:.2f}" if row["ms_per_action"] is not None else "-"
+        reached = "yes" if row["reached_plateau"] else f"**no** (budget {row['budget']})"
+        lines.append(
+            f"| {row['method']} | {100 * row['success']:.1f}% | [{100 * row['ci_low']:.1f}, "
+            f"{100 * row['ci_high']:.1f}] | {row['plateau_step']} | {reached} | {rate} | {ms} |"
+        )
+    missing = sorted({row["method"] for row in table if not row["reached_plateau"]})
+    lines += ["", f"Did not reach a plateau within the budget: {', '.join(missing) or 'none'}.", ""]
+    return lines
+
+
+# ------------------------------------------------------------------ figures
+
+
+def figure_curves(curves: list[dict], path: Path) -> bool:
+    """Success against training steps, one line per method with its 95% CI band over seeds, one
+    panel per task and one over tasks ('all')."""
+    from qgf.plots import pyplot, save_figure
+
+    tasks = sorted({r["task"] for r in curves}, key=lambda t: (t != "all", t))
+    if not tasks:
+        return False
+    plt = pyplot()
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for axis, task in zip(axes[0], tasks, strict=True):
+        mine = [r for r in curves if r["task"] == task]
+        for method in sorted({r["method"] for r in mine}):
+            points = sorted((r for r in mine if r["method"] == method), key=lambda r: r["step"])
+            steps = [p["step"] for p in points]
+            (line,) = axis.plot(steps, [p["success"] for p in points], marker="o", ms=3, label=method)
+            axis.fill_between(
+                steps,
+                [p["ci_low"] for p in points],
+                [p["ci_high"] for p in points],
+                color=line.get_color(),
+                alpha=0.15,
+            )
+        axis.set_title("over tasks" if task == "all" else task, fontsize=8)
+        axis.set_xlabel("training steps")
+        axis.set_ylabel("success")
+        axis.set_ylim(-0.02, 1.02)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    save_figure(figure, path, dpi=120, bbox_inches="tight")
+    return True
+
+
+def figure_curve_compute(table: list[dict], path: Path) -> bool:
+    """The compute view: success at the plateau against training seconds to the plateau (left)
+    and against test-time ms per action (right, where measured); hollow markers: no plateau."""
+    from qgf.plots import pyplot, save_figure
+
+    task = "all" if any(r["task"] == "all" for r in table) else (table[0]["task"] if table else None)
+    rows = [r for r in table if r["task"] == task and r.get("train_seconds_to_plateau") is not None]
+    if not rows:
+        return False
+    plt = pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.4), sharey=True)
+    for row in rows:
+        face = None if row["reached_plateau"] else "none"
+        error = [[row["success"] - row["ci_low"]], [row["ci_high"] - row["success"]]]
+        marker = left.errorbar(
+            row["train_seconds_to_plateau"], row["success"], yerr=error, fmt="o", label=row["method"]
+        )
+        if face:
+            marker[0].set_markerfacecolor(face)
+        if row.get("ms_per_action"):
+            right.errorbar(
+                row["ms_per_action"], row["success"], yerr=error, fmt="o", color=marker[0].get_color()
+            )
+    left.set_xlabel("training seconds to the plateau")
+    right.set_xlabel("test-time ms per action")
+    right.set_xscale("log")
+    left.set_ylabel("success at the plateau")
+    for axis in (left, right):
+        axis.set_ylim(-0.02, 1.02)
+        axis.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    save_figure(figure, path, dpi=120, bbox_inches="tight")
+    return True
