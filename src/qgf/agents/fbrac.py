@@ -72,7 +72,7 @@ class FBRACAgent(Agent):
 
 
 # ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
-AGENTS = {"fbrac": {"class": "FBRACAgent", "order": 94, "sections": ["fbrac", "policy-optimiser"]}}
+AGENTS = {"fbrac": {"class": "FBRACAgent", "order": 92, "sections": ["fbrac", "policy-optimiser"]}}
 CONFIG_SECTIONS = {
     "fbrac": {
         "title": "FBRAC's flow policy (QAM paper Eq. 36)",

@@ -59,7 +59,7 @@ class IFQLAgent(QGFAgent):
 
 
 # ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
-AGENTS = {"ifql": {"class": "IFQLAgent", "order": 98, "sections": ["ifql"]}}
+AGENTS = {"ifql": {"class": "IFQLAgent", "order": 94, "sections": ["ifql"]}}
 CONFIG_SECTIONS = {
     "ifql": {
         "title": "IFQL's best-of-N policy extraction (QAM paper Eq. 86)",

@@ -49,25 +49,20 @@ Open choices (time grid, clipping, co-training of f_beta, ...): docs/fidelity.md
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import ClassVar, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from qgf.agents.base import Agent, Batch, Params
 from qgf.agents.fql import OneStepPolicy, build_onestep_policy
+from qgf.agents.gaussian_policy import GaussianEdit, tanh_gaussian_sample  # noqa: F401 (re-exported)
 from qgf.config import TrainConfig
 from qgf.flow import bc_flow_loss, build_velocity_field, flow_policy_actions, init_velocity_field
-from qgf.nets import MLP, mlp_style, policy_layer_norm
 
 VelocityFn = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
-
-# Bounds of the edit policy's log standard deviation (before tanh): keeps exp() and log pi finite.
-EDIT_LOG_STD_RANGE = (-5.0, 2.0)
-
 
 # ------------------------------------------------------------------------------ the memoryless SDE
 
@@ -216,39 +211,6 @@ def adjoint_matching_loss(
 
 
 # ------------------------------------------------------------------------------ extra policy networks
-
-
-class EditPolicy(nn.Module):
-    """qam-edit's Gaussian pi_omega(. | s, a~) before the tanh: (mean, log_std), each (B, d)."""
-
-    hidden_dims: Sequence[int]
-    chunk_dim: int
-    layer_norm: bool = True
-    style: str = "qgf"
-
-    @nn.compact
-    def __call__(self, observations: jnp.ndarray, base_actions: jnp.ndarray):
-        inputs = jnp.concatenate([observations, base_actions], axis=-1)
-        outputs = MLP(self.hidden_dims, 2 * self.chunk_dim, self.layer_norm, self.style)(inputs)
-        mean, log_std = jnp.split(outputs, 2, axis=-1)
-        return mean, jnp.clip(log_std, *EDIT_LOG_STD_RANGE)
-
-
-def build_edit_policy(config: TrainConfig, chunk_dim: int) -> EditPolicy:
-    return EditPolicy(
-        config.actor_hidden_dims, chunk_dim, policy_layer_norm(config), mlp_style(config, "policy")
-    )
-
-
-def tanh_gaussian_sample(mean: jnp.ndarray, log_std: jnp.ndarray, key: jax.Array):
-    """Delta = tanh(mean + std * eps) in (-1, 1)^d and log pi(Delta) (B,), with the tanh change of
-    variables: log pi = sum [log N(x; mean, std) - log(1 - tanh(x)^2)]."""
-    std = jnp.exp(log_std)
-    pre_tanh = mean + std * jax.random.normal(key, mean.shape, mean.dtype)
-    gaussian_log_prob = -0.5 * jnp.square((pre_tanh - mean) / std) - log_std - 0.5 * jnp.log(2.0 * jnp.pi)
-    # log(1 - tanh(x)^2) = 2 (log 2 - x - softplus(-2x)), stable for large |x|
-    log_jacobian = 2.0 * (jnp.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
-    return jnp.tanh(pre_tanh), jnp.sum(gaussian_log_prob - log_jacobian, axis=-1)
 
 
 def _zero_output_layer(params):
@@ -429,32 +391,21 @@ class QAMFQLAgent(QAMAgent):
         return jnp.clip(self.onestep().apply(params["onestep"], observations, noise), -1.0, 1.0)
 
 
-class QAMEditAgent(QAMAgent):
+class QAMEditAgent(GaussianEdit, QAMAgent):
     """QAM + a tanh-Gaussian edit policy within an L-infinity ball of radius sigma_a around the
-    QAM flow's action (Eq. 30, App. C Eq. 78), with SAC's entropy temperature."""
+    QAM flow's action (Eq. 30, App. C Eq. 78), with SAC's entropy temperature; the edit policy is
+    `qgf.agents.gaussian_policy.GaussianEdit`, shared with FEdit."""
 
     name = "qam-edit"
     summary = "QAM + Gaussian edit policy in an L-inf ball around the QAM flow's action (QAM paper Eq. 30)"
     clipped_networks = ("residual", "edit")
     contract_fixed_critic_losses = ("adjoint_matching_loss", "edit_loss")
-
-    def edit_policy(self) -> EditPolicy:
-        return build_edit_policy(self.config, self.chunk_dim)
+    edit_sigma_field = "qam_edit_sigma"
+    edit_entropy_field = "qam_edit_target_entropy"
 
     @classmethod
     def init_extra_params(cls, config: TrainConfig, key, observations, actions) -> Params:
-        network = build_edit_policy(config, actions.shape[-1])
-        return {
-            "edit": network.init(key, observations, actions),
-            # log alpha_ent, alpha_ent = 1 at the start
-            "edit_temperature": {"log_alpha": jnp.zeros((), jnp.float32)},
-        }
-
-    def edited_actions(self, params: Params, observations, base_actions, key):
-        """(clip(a~ + sigma_a Delta), log pi(Delta)) with Delta ~ pi_omega(. | s, a~)."""
-        mean, log_std = self.edit_policy().apply(params["edit"], observations, base_actions)
-        edit, log_prob = tanh_gaussian_sample(mean, log_std, key)
-        return jnp.clip(base_actions + self.config.qam_edit_sigma * edit, -1.0, 1.0), log_prob
+        return cls.init_edit_params(config, key, observations, actions)
 
     def extra_losses(self, params: Params, batch: Batch, key):
         observations = batch["observations"]
@@ -462,21 +413,7 @@ class QAMEditAgent(QAMAgent):
         base_actions = jax.lax.stop_gradient(
             self.flow_actions(jax.lax.stop_gradient(params), observations, flow_key)
         )
-        actions, log_prob = self.edited_actions(params, observations, base_actions, edit_key)
-        log_alpha = params["edit_temperature"]["log_alpha"]
-        alpha = jax.lax.stop_gradient(jnp.exp(log_alpha))
-        q = self.target_q(observations, actions)
-        edit_loss = jnp.mean(alpha * log_prob - q)
-        # SAC temperature: alpha_ent rises while the entropy is below its target, falls above it
-        entropy = -jnp.mean(jax.lax.stop_gradient(log_prob))
-        target_entropy = self.config.qam_edit_target_entropy * self.chunk_dim
-        temperature_loss = jnp.exp(log_alpha) * (entropy - target_entropy)
-        return edit_loss + temperature_loss, {
-            "edit_loss": edit_loss,
-            "edit_q": jnp.mean(q),
-            "edit_entropy": entropy,
-            "edit_temperature": jnp.exp(log_alpha),
-        }
+        return self.edit_terms(params, observations, base_actions, edit_key, self.target_q)
 
     def policy_actions_from(self, params: Params, observations, key):
         flow_key, edit_key = jax.random.split(key)

@@ -40,13 +40,16 @@ class QGFAgent(Agent):
     # The QGF run's only policy network is the BC flow; the name predates the agent family.
     velocity_fn = behavior_velocity_fn
 
+    def velocity_from(self, params: Params) -> Callable:
+        """v(obs, a_t, t) of the BC flow at `params` (the subclasses' flow at any parameters)."""
+        return functools.partial(build_velocity_field(self.config, self.chunk_dim).apply, params["actor"])
+
     def policy_losses(self, params: Params, batch: Batch, key: jax.Array):
         bc_loss, _, _ = bc_flow_loss(self, params, batch, key)
         return bc_loss, {"bc_loss": bc_loss}
 
     def policy_actions_from(self, params: Params, observations, key):
-        velocity = functools.partial(build_velocity_field(self.config, self.chunk_dim).apply, params["actor"])
-        return flow_policy_actions(velocity, observations, key, self.config, self.chunk_dim)
+        return flow_policy_actions(self.velocity_from(params), observations, key, self.config, self.chunk_dim)
 
 
 # ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----

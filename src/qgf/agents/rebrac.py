@@ -135,7 +135,7 @@ class ReBRACAgent(Agent):
 
 
 # ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
-AGENTS = {"rebrac": {"class": "ReBRACAgent", "order": 92, "sections": ["rebrac", "policy-optimiser"]}}
+AGENTS = {"rebrac": {"class": "ReBRACAgent", "order": 91, "sections": ["rebrac", "policy-optimiser"]}}
 CONFIG_SECTIONS = {
     "rebrac": {
         "title": "ReBRAC's TD3+BC actor (QAM paper App. C, Tables 4-5)",

@@ -154,7 +154,7 @@ class RLPDAgent(Agent):
 
 
 # ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
-AGENTS = {"rlpd": {"class": "RLPDAgent", "order": 90, "sections": ["rlpd"]}}
+AGENTS = {"rlpd": {"class": "RLPDAgent", "order": 99.5, "sections": ["rlpd"]}}
 CONFIG_SECTIONS = {
     "rlpd": {
         "title": "RLPD's soft actor-critic (Ball et al. 2023)",
