@@ -61,6 +61,12 @@ def _jaxpr_dense_flops(jaxpr) -> int:
     return total
 
 
+def addon_networks(model) -> dict[str, Callable]:
+    """The add-on networks among a policy's extras, all (obs, a_t, t) -> ...; the critic's own
+    heads (`q_heads`, for gated guidance) are the critic, which `critic_forward` counts."""
+    return {name: extra for name, extra in model.extras.items() if name != "q_heads"}
+
+
 def dense_flops(fn: Callable[..., Any], *args: Any) -> int:
     """Matrix-product FLOPs (2 per multiply-add) of ``fn(*args)``, counted on its traced program.
 
@@ -166,7 +172,7 @@ def network_costs(model: PolicyAndCritic, observation_row: Any) -> dict[str, Any
         "critic_forward_backward": (critic_gradient, (observation_row, a)),
         "actor_forward_backward": (velocity_pullback, (observation_row, a, t)),
     }
-    for name, extra in model.extras.items():  # add-on networks, all (obs, a_t, t) -> ...
+    for name, extra in addon_networks(model).items():
         passes[f"{name}_forward"] = (extra, (observation_row, a, t))
     report: dict[str, Any] = {}
     for name, (fn, args) in passes.items():
@@ -210,7 +216,7 @@ def compute_report(
     networks = network_costs(model, first_row)
     actor_flops = networks["actor_forward"]["dense_flops"]
     critic_flops = networks["critic_forward"]["dense_flops"]
-    extra_flops = {name: networks[f"{name}_forward"]["dense_flops"] for name in model.extras}
+    extra_flops = {name: networks[f"{name}_forward"]["dense_flops"] for name in addon_networks(model)}
     methods_report = {}
     for method in methods:
         noise_batch = method_noise(method, noise)
