@@ -27,6 +27,8 @@ from qgf.training import fit, read_log, train
 
 OBS_DIM, ACTION_DIM = 4, 2
 H_A, H_C = SMALL["horizon"], 4
+# Online-only SAC on a single-task env (its preset pins the td critic, which is single-task only).
+SINGLE_TASK_AGENTS = ("rlpd",)
 GOAL_SETTINGS = {"goal_conditioned": True, "dqc_horizon": H_C, "distill_expectile": 0.7}
 CONFIG = small_config(**GOAL_SETTINGS)
 pytestmark = pytest.mark.filterwarnings("ignore:log_every=2")
@@ -192,6 +194,8 @@ def test_every_agent_traces_its_policy_loss_on_a_goal_batch(trained):
     _, raw = trained
     batch = goal_training_batch(raw, H_A)
     for name in AGENT_NAMES:
+        if name in SINGLE_TASK_AGENTS:
+            continue
         config = small_config(**GOAL_SETTINGS, agent=name)
         cls = agent_class(name)
         agent = jax.eval_shape(lambda c=config, cls=cls: cls.create(0, 2 * OBS_DIM, ACTION_DIM, c))

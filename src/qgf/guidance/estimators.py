@@ -276,7 +276,7 @@ def estimator_figure_color(label: str, default: str = "#000000") -> str:
 
 
 # SamplerSpec fields added after evaluation directories were named by repr(spec); append new ones.
-LATER_SPEC_DEFAULTS = ("clip_jacobian",)
+LATER_SPEC_DEFAULTS = ("clip_jacobian", "gate")
 
 
 @dataclasses.dataclass(frozen=True)
