@@ -387,3 +387,70 @@ def test_protocol_tunes_best_of_n_as_one_method(tmp_path, monkeypatch):
     final = [job for job in jobs if job.stage == "final"]
     assert final and all(job.params["methods"] == ["bc", "bfn"] for job in final)
     assert all([c["spec"]["best_of_n"] for c in job.params["conditions"]] == [1, 4] for job in final)
+
+
+def test_each_agent_reaches_its_final_stage_when_its_own_tuning_is_done(tmp_path, monkeypatch):
+    """A slow agent's tuning does not hold back another's final stage; a choice on the edge of its
+    grid (here fql_alpha = 3, the grid's top, and qgf's weight 0.1, its top weight) is flagged."""
+    from qgf.evaluation import results as results_module
+    from qgf.experiments import jobs as jobs_module
+
+    agents = [
+        {"name": "qgf", "samplers": ["none", "qgf"]},
+        {"name": "fql", "samplers": ["policy"], "grid": {"fql_alpha": [1, 3]}},
+        {"name": "edp", "samplers": ["policy"]},
+    ]
+    spec = parse_spec(toy_spec(agents=agents, protocol={"tune_tasks": [2]}))
+    tune = [job for job in plan(spec, tmp_path)[0] if job.stage == "tune"]
+    success = {("fql", 3.0): 0.5, ("fql", 1.0): 0.2, ("qgf", 0.1): 0.4}
+
+    def fake_read(path):
+        job = next(job for job in tune if str(path).startswith(job.out))
+        alpha = job.params["point"].get("fql_alpha") if job.params["agent"] == "fql" else None
+        rows = []
+        for condition in job.params["conditions"]:
+            label = "policy" if job.params["agent"] != "qgf" else condition["spec"]["estimator"]
+            key = (job.params["agent"], float(alpha) if alpha is not None else condition["weight"])
+            score = success.get(key, 0)
+            rows.append(types.SimpleNamespace(label=label, weight=condition["weight"], success_rate=score))
+        return types.SimpleNamespace(results=rows)
+
+    monkeypatch.setattr(results_module, "read_results", fake_read)
+    monkeypatch.setattr(
+        jobs_module,
+        "job_done",
+        lambda job: job.kind == "generate" or (job.stage == "tune" and job.params["agent"] != "edp"),
+    )
+    jobs, note = plan(spec, tmp_path)
+    assert "edp" in note["waiting"] and "fql" not in note["waiting"]
+    final_agents = {job.params["agent"] for job in jobs if job.stage == "final"}
+    assert final_agents == {"qgf", "fql"}
+    protocol = json.loads((tmp_path / "protocol.json").read_text())
+    assert protocol["pending"] == ["edp"]
+    by_method = {choice["method"]: choice for choice in protocol["choices"]}
+    assert by_method["fql"]["point"] == "fql_alpha=3" and by_method["fql"]["on_grid_edge"] == ["fql_alpha"]
+    assert by_method["qgf"]["weight"] == 0.1 and by_method["qgf"]["on_grid_edge"] == ["weight"]
+
+
+def test_ready_jobs_start_evaluations_first_then_final_training_longest_first():
+    from qgf.experiments.jobs import Job
+    from qgf.experiments.runner import submission_priority
+
+    def job(job_id, kind, cost):
+        return Job(id=job_id, kind=kind, stage="x", out="", params={}, deps=(), cpus=1, gpus=0, cost=cost)
+
+    jobs = [
+        job("train/a/t2/tune-seeds", "train", 500),
+        job("train/b/t1", "train", 10),
+        job("train/c/t1", "train", 90),
+        job("evaluate/tune/a/t2/seed100", "evaluate", 5),
+        job("addon/a/t2/seed100/robustq", "addon", 1),
+    ]
+    order = [j.id for j in sorted(jobs, key=submission_priority)]
+    assert order == [
+        "evaluate/tune/a/t2/seed100",
+        "addon/a/t2/seed100/robustq",
+        "train/c/t1",
+        "train/b/t1",
+        "train/a/t2/tune-seeds",
+    ]

@@ -377,10 +377,22 @@ def plan(
                 group, task, "tune", spec.protocol["tune_seed"], conditions_of(group), tune_seeds
             )
     jobs += tune_jobs
-    if not all(job_done(job) for job in tune_jobs):
-        waiting = "the final stage is planned once the tuning evaluations (protocol) have finished"
+    # Each agent's final stage is planned once ITS tuning evaluations have finished, so a slow
+    # method's tuning does not hold back the others' final runs.
+    pending = sorted(
+        {job.params["agent"] for job in tune_jobs if not job_done(job)},
+        key=[agent.label for agent in spec.agents].index,
+    )
+    if pending:
+        waiting = (
+            f"the final stage of {', '.join(pending)} is planned once its tuning evaluations "
+            "(protocol) have finished"
+        )
+    finished = [job for job in tune_jobs if job.params["agent"] not in pending]
+    if not finished:
         return jobs, {"waiting": waiting}
-    choices = protocol_choices(spec, sweep_dir, groups, tune_jobs, conditions_of)
+    choices = protocol_choices(spec, sweep_dir, groups, finished, conditions_of)
+    choices["pending"] = pending
     from qgf.fileio import atomic_write_json
 
     if record_protocol:
@@ -464,6 +476,16 @@ def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[J
             )
         best = max(evidence, key=lambda e: e["success"])  # max keeps the first of equals
         domain_tasks = [task for task in spec.tasks if _domain(task) == domain]
+        # A choice on the edge of its grid may lie beyond it (issue 20: grids wide enough that the
+        # choice is interior): the report flags it.
+        edge = []
+        weights = sorted({e["weight"] for e in evidence if e["group"] == best["group"]})
+        if len(weights) > 1 and best["weight"] in (weights[0], weights[-1]):
+            edge.append("weight")
+        chosen = next(g for g in groups if g.name == best["group"])
+        for key, values in chosen.agent.grid.items():
+            if len(values) > 1 and chosen.point[key] in (min(values), max(values)):
+                edge.append(key)
         choices.append(
             {
                 "method": method,
@@ -473,6 +495,7 @@ def protocol_choices(spec: SweepSpec, sweep_dir: Path, groups, tune_jobs: list[J
                 "weight": best["weight"],
                 "spec": specs[(best["group"], best["sampler"], best["weight"])],
                 "tune_success": best["success"],
+                "on_grid_edge": edge,
                 "tasks": domain_tasks,
                 "evidence": evidence,
             }

@@ -245,6 +245,16 @@ def format_plan(jobs: list[Job], note: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_KIND_PRIORITY = {"evaluate": 0, "addon": 1, "online": 2, "train": 3, "generate": 4}
+
+
+def submission_priority(job: Job) -> tuple:
+    """The order in which ready jobs are started: evaluations and add-ons first (they finish
+    what is trained), then training for the final stage before the protocol's tuning seeds, the
+    longest first within a kind (it bounds the sweep's wall-clock)."""
+    return (_KIND_PRIORITY.get(job.kind, 5), job.id.endswith("/tune-seeds"), -job.cost, job.id)
+
+
 def run_sweep(
     spec: SweepSpec,
     sweep_dir: str | Path,
@@ -310,6 +320,7 @@ def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool, guard: DriverGuard)
             already = set(skipped)
             bar.total = max(sum(job.cost for job in jobs if job.id not in already), 1)
             bar.n = sum(job.cost for job in jobs if job.id in done and job.id not in already)
+            ready = []
             for job in jobs:
                 if job.id in done or job.id in active or job.id in failed or job.id in blocked:
                     continue
@@ -317,14 +328,25 @@ def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool, guard: DriverGuard)
                     blocked.add(job.id)
                     continue
                 if all(dep in done for dep in job.deps):
-                    log_path = str(sweep_dir / "logs" / job.log_name)
-                    options = {
-                        "num_cpus": min(job.cpus, cluster_cpus),
-                        "num_gpus": min(job.gpus, cluster_gpus),
-                    }
-                    ref = remote.options(**options).remote(job, log_path, guard)
-                    running[ref] = (job, time.perf_counter())
-                    active.add(job.id)
+                    ready.append(job)
+            # Only what the cluster can run now is handed to Ray, in priority order, so that jobs
+            # planned later (a method's final stage once its tuning is done) do not queue behind
+            # every job planned earlier.
+            used_cpus = sum(min(job.cpus, cluster_cpus) for job, _ in running.values())
+            used_gpus = sum(min(job.gpus, cluster_gpus) for job, _ in running.values())
+            for job in sorted(ready, key=submission_priority):
+                options = {"num_cpus": min(job.cpus, cluster_cpus), "num_gpus": min(job.gpus, cluster_gpus)}
+                fits = used_cpus + options["num_cpus"] <= cluster_cpus and (
+                    used_gpus + options["num_gpus"] <= cluster_gpus
+                )
+                if running and not fits:
+                    continue
+                log_path = str(sweep_dir / "logs" / job.log_name)
+                ref = remote.options(**options).remote(job, log_path, guard)
+                running[ref] = (job, time.perf_counter())
+                active.add(job.id)
+                used_cpus += options["num_cpus"]
+                used_gpus += options["num_gpus"]
             bar.set_postfix_str(_stage_summary(jobs, done, active, failed), refresh=True)
             if not running:
                 break

@@ -108,12 +108,24 @@ def markdown(
             f"{protocol['tune_seed']}), final evaluation seed {protocol['final_seed']}."
         )
         lines += ["", "## Protocol choices (QGF App. J)", "", rule, ""]
-        lines += ["| method | domain | chosen | weight | tuning success |", "|---|---|---|---|---|"]
+        lines += [
+            "| method | domain | chosen | weight | tuning success | on the grid's edge |",
+            "|---|---|---|---|---|---|",
+        ]
         for choice in protocol["choices"]:
+            edge = ", ".join(choice.get("on_grid_edge", [])) or "no"
             lines.append(
                 f"| {choice['method']} | {choice['domain']} | {choice['point']} | {choice['weight']:g} "
-                f"| {pct(choice['tune_success'])} |"
+                f"| {pct(choice['tune_success'])} | {edge} |"
             )
+        if protocol.get("pending"):
+            lines += ["", f"Still tuning (no final runs yet): {', '.join(protocol['pending'])}."]
+        if any(choice.get("on_grid_edge") for choice in protocol["choices"]):
+            lines += [
+                "",
+                "A choice on its grid's edge may lie beyond the grid: widen the grid before trusting "
+                "that method's row.",
+            ]
     if offline is not None:
         lines += offline_markdown(offline)
     if figures:
