@@ -396,12 +396,13 @@ def test_each_agent_reaches_its_final_stage_when_its_own_tuning_is_done(tmp_path
     from qgf.experiments import jobs as jobs_module
 
     agents = [
-        {"name": "qgf", "samplers": ["none", "qgf"]},
+        {"name": "qgf", "samplers": ["none", "qgf", "robustq"]},  # an add-on job among the tuning jobs
         {"name": "fql", "samplers": ["policy"], "grid": {"fql_alpha": [1, 3]}},
         {"name": "edp", "samplers": ["policy"]},
     ]
     spec = parse_spec(toy_spec(agents=agents, protocol={"tune_tasks": [2]}))
     tune = [job for job in plan(spec, tmp_path)[0] if job.stage == "tune"]
+    assert any(job.kind == "addon" for job in plan(spec, tmp_path)[0])
     success = {("fql", 3.0): 0.5, ("fql", 1.0): 0.2, ("qgf", 0.1): 0.4}
 
     def fake_read(path):
@@ -419,7 +420,8 @@ def test_each_agent_reaches_its_final_stage_when_its_own_tuning_is_done(tmp_path
     monkeypatch.setattr(
         jobs_module,
         "job_done",
-        lambda job: job.kind == "generate" or (job.stage == "tune" and job.params["agent"] != "edp"),
+        lambda job: job.kind in ("generate", "addon")
+        or (job.stage == "tune" and job.params["agent"] != "edp"),
     )
     jobs, note = plan(spec, tmp_path)
     assert "edp" in note["waiting"] and "fql" not in note["waiting"]

@@ -379,8 +379,9 @@ def plan(
     jobs += tune_jobs
     # Each agent's final stage is planned once ITS tuning evaluations have finished, so a slow
     # method's tuning does not hold back the others' final runs.
+    tune_evaluations = [job for job in tune_jobs if job.kind == "evaluate"]  # not the add-on jobs
     pending = sorted(
-        {job.params["agent"] for job in tune_jobs if not job_done(job)},
+        {job.params["agent"] for job in tune_evaluations if not job_done(job)},
         key=[agent.label for agent in spec.agents].index,
     )
     if pending:
@@ -388,7 +389,7 @@ def plan(
             f"the final stage of {', '.join(pending)} is planned once its tuning evaluations "
             "(protocol) have finished"
         )
-    finished = [job for job in tune_jobs if job.params["agent"] not in pending]
+    finished = [job for job in tune_evaluations if job.params["agent"] not in pending]
     if not finished:
         return jobs, {"waiting": waiting}
     choices = protocol_choices(spec, sweep_dir, groups, finished, conditions_of)
