@@ -4,6 +4,8 @@ evaluation), and the rliable report."""
 
 import dataclasses
 import json
+import os
+import re
 import types
 from pathlib import Path
 
@@ -267,6 +269,12 @@ def sweep_twice(spec, sweep_dir):
     assert "dataset file not found" in error and "dataset file not found" in open(log_path).read()
     assert first.blocked == [f"evaluate/sweep/{job_group(sweep_dir)}/{MISSING}/seed0"]
     assert len(first.ran) == 4 and not first.ok  # 2 trainings, 2 evaluations finished despite the failure
+    # Each job ran in a process of its own (a reused worker accumulates every job's memory).
+    pids = [
+        re.search(r"\(pid (\d+) ", (sweep_dir / "logs").joinpath(name).read_text()).group(1)
+        for name in sorted(os.listdir(sweep_dir / "logs"))
+    ]
+    assert len(pids) == 5 and len(set(pids)) == 5, pids
 
     # Kill an evaluation after its first condition: its results are gone, one condition is saved.
     jobs, _ = plan(spec, sweep_dir)
@@ -420,8 +428,9 @@ def test_each_agent_reaches_its_final_stage_when_its_own_tuning_is_done(tmp_path
     monkeypatch.setattr(
         jobs_module,
         "job_done",
-        lambda job: job.kind in ("generate", "addon")
-        or (job.stage == "tune" and job.params["agent"] != "edp"),
+        lambda job: (
+            job.kind in ("generate", "addon") or (job.stage == "tune" and job.params["agent"] != "edp")
+        ),
     )
     jobs, note = plan(spec, tmp_path)
     assert "edp" in note["waiting"] and "fql" not in note["waiting"]
