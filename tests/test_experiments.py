@@ -443,12 +443,13 @@ def test_each_agent_reaches_its_final_stage_when_its_own_tuning_is_done(tmp_path
     assert by_method["qgf"]["weight"] == 0.1 and by_method["qgf"]["on_grid_edge"] == ["weight"]
 
 
-def test_ready_jobs_start_evaluations_first_then_final_training_longest_first():
+def test_ready_jobs_start_evaluations_first_then_final_training_by_spec_order_then_longest_first():
     from qgf.experiments.jobs import Job
     from qgf.experiments.runner import submission_priority
 
-    def job(job_id, kind, cost):
-        return Job(id=job_id, kind=kind, stage="x", out="", params={}, deps=(), cpus=1, gpus=0, cost=cost)
+    def job(job_id, kind, cost, agent="x"):
+        params = {"agent": agent}
+        return Job(id=job_id, kind=kind, stage="x", out="", params=params, deps=(), cpus=1, gpus=0, cost=cost)
 
     jobs = [
         job("train/a/t2/tune-seeds", "train", 500),
@@ -464,4 +465,18 @@ def test_ready_jobs_start_evaluations_first_then_final_training_longest_first():
         "train/c/t1",
         "train/b/t1",
         "train/a/t2/tune-seeds",
+    ]
+    # Among tuning runs, the agent listed first in the spec goes first, even when it is shorter.
+    jobs = [
+        job("train/late/t2/tune-seeds", "train", 900, agent="rebrac"),
+        job("train/early/t4/tune-seeds", "train", 100, agent="fql"),
+        job("train/early/t2/tune-seeds", "train", 200, agent="fql"),
+        job("train/unlisted/t2/tune-seeds", "train", 5000, agent="gone"),
+    ]
+    order = [j.id for j in sorted(jobs, key=lambda j: submission_priority(j, {"fql": 0, "rebrac": 1}))]
+    assert order == [
+        "train/early/t2/tune-seeds",
+        "train/early/t4/tune-seeds",
+        "train/late/t2/tune-seeds",
+        "train/unlisted/t2/tune-seeds",
     ]

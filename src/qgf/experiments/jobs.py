@@ -283,6 +283,7 @@ def plan(
             "seeds": list(seeds),
             "task": task,
             "data_dir": str(data),
+            "agent": group.agent.label,
         }
         if "eval_every" in spec.evaluation:  # learning curves: not part of the run's name or id
             params["curve"] = _curve_params(spec, conditions_of(group, curve=True))

@@ -248,11 +248,14 @@ def format_plan(jobs: list[Job], note: dict[str, Any]) -> str:
 _KIND_PRIORITY = {"evaluate": 0, "addon": 1, "online": 2, "train": 3, "generate": 4}
 
 
-def submission_priority(job: Job) -> tuple:
+def submission_priority(job: Job, agent_order: dict[str, int] | None = None) -> tuple:
     """The order in which ready jobs are started: evaluations and add-ons first (they finish
-    what is trained), then training for the final stage before the protocol's tuning seeds, the
-    longest first within a kind (it bounds the sweep's wall-clock)."""
-    return (_KIND_PRIORITY.get(job.kind, 5), job.id.endswith("/tune-seeds"), -job.cost, job.id)
+    what is trained), then training for the final stage before the protocol's tuning seeds; within
+    those, the agents in the spec's order (a study whose compute runs out has its first agents
+    complete rather than every agent half done), the longest job first for one agent (it bounds
+    the sweep's wall-clock)."""
+    rank = (agent_order or {}).get(job.params.get("agent"), len(agent_order or {}))
+    return (_KIND_PRIORITY.get(job.kind, 5), job.id.endswith("/tune-seeds"), rank, -job.cost, job.id)
 
 
 def run_sweep(
@@ -298,6 +301,7 @@ def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool, guard: DriverGuard)
     # One process per job: a Ray worker reused for job after job keeps every job's compiled JAX
     # programs and buffers, and grew past 13 GB in a 300-job study on this 24 GB machine.
     remote = ray.remote(max_calls=1)(run_logged)
+    agent_order = {agent.label: i for i, agent in enumerate(spec.agents)}
     start = time.perf_counter()
     wall_start = time.time()
     done: set[str] = set()
@@ -336,7 +340,7 @@ def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool, guard: DriverGuard)
             # every job planned earlier.
             used_cpus = sum(min(job.cpus, cluster_cpus) for job, _ in running.values())
             used_gpus = sum(min(job.gpus, cluster_gpus) for job, _ in running.values())
-            for job in sorted(ready, key=submission_priority):
+            for job in sorted(ready, key=lambda job: submission_priority(job, agent_order)):
                 options = {"num_cpus": min(job.cpus, cluster_cpus), "num_gpus": min(job.gpus, cluster_gpus)}
                 fits = used_cpus + options["num_cpus"] <= cluster_cpus and (
                     used_gpus + options["num_gpus"] <= cluster_gpus
