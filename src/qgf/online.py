@@ -205,11 +205,12 @@ class OnlinePhase:
         self, agent, offline_data, buffer, settings, env_name, labeller, counters=(0, 0, 0), seconds=0.0
     ):
         settings = settings.resolved(agent.name)
+        self.spec = SamplerSpec(estimator=settings.sampler, steps=agent.config.flow_steps)
+        agent = with_acting_backup(agent, self.spec, settings.weight)
         self.agent, self.offline_data, self.buffer, self.settings = agent, offline_data, buffer, settings
         self.labeller = labeller
         self.env_steps, self.episodes, self.chunks = (int(value) for value in counters)
         self.sample_fn = MixedSampler(settings.sampling)
-        self.spec = SamplerSpec(estimator=settings.sampler, steps=agent.config.flow_steps)
         pool_class = ProcessPool if settings.workers else InProcessPool
         self.pool = pool_class(env_name, [1], record=True)
         self.description = self.pool.wait_ready()
@@ -316,6 +317,17 @@ class OnlinePhase:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def with_acting_backup(agent, spec: SamplerSpec, weight: float):
+    """`agent` whose td critic backs up on the acting sampler's guided actions: online QGF with a
+    critic that needs next actions (critic=td) bootstraps on the guided policy's own actions
+    a' = `qgf.guidance.sample`(BC flow, guidance critic, s', spec, weight), not on the BC flow's
+    unguided samples it trains on offline. Other agents, critics and the 'policy' sampler: unchanged."""
+    guided = spec.estimator != "policy"
+    if agent.name not in TEST_TIME_AGENTS or not agent.critic.needs_next_actions or not guided:
+        return agent
+    return agent.replace(backup_sampler=(spec, float(weight)))
 
 
 def _combine(window: list[tuple[int, dict]]) -> dict[str, float]:
@@ -449,6 +461,8 @@ def run_online(
     finally:
         phase.close()
     final = phase.agent.replace(frozen_networks=())
+    if hasattr(final, "backup_sampler"):
+        final = final.replace(backup_sampler=None)
     ckpt.save_checkpoint(run_dir, final, metrics={"env_steps": step, **records[0]})
     return OnlineResult(run_dir, final, step, phase.episodes, resumed_from, records[0], phase.buffer)
 
