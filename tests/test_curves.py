@@ -155,26 +155,61 @@ def test_each_seed_of_a_stack_gets_its_points(tmp_path):
 # ------------------------------------------------------------------ the plateau rule and the curve statistics
 
 
-def hand_curve(successes, half_width, steps=None):
-    steps = steps or [1000 * (i + 1) for i in range(len(successes))]
-    return [
-        {"step": s, "success": m, "ci_low": m - half_width, "ci_high": m + half_width}
-        for s, m in zip(steps, successes, strict=True)
-    ]
+def seed_curve(per_seed, half_width=0.05):
+    """A curve from per-seed success lists (one list per seed, one value per 1000 steps)."""
+    points = []
+    for i, values in enumerate(zip(*per_seed, strict=True)):
+        mean = sum(values) / len(values)
+        points.append(
+            {
+                "step": 1000 * (i + 1),
+                "success": mean,
+                "ci_low": mean - half_width,
+                "ci_high": mean + half_width,
+                "by_seed": dict(enumerate(values)),
+            }
+        )
+    return points
 
 
 def test_plateau_rule_on_hand_made_curves():
     from qgf.experiments.report.curves import plateau
 
-    rising = hand_curve([0.1, 0.3, 0.5, 0.7, 0.9], 0.05)
-    assert plateau(rising) == {"reached": False, "step": 5000, "index": 4}  # capped at the budget
-    flat = hand_curve([0.5] * 5, 0.1)
-    assert plateau(flat) == {"reached": True, "step": 1000, "index": 0}
-    noisy = hand_curve([0.5, 0.55, 0.45, 0.52, 0.48], 0.1)  # every wiggle inside the CIs
-    assert plateau(noisy) == {"reached": True, "step": 1000, "index": 0}
-    rise_then_flat = hand_curve([0.1, 0.3, 0.6, 0.62, 0.6], 0.05)
-    assert plateau(rise_then_flat) == {"reached": True, "step": 3000, "index": 2}
-    assert plateau(hand_curve([0.4], 0.1))["reached"] is False  # one point: nothing to compare
+    t2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom
+
+    def interval(values):
+        mean = sum(values) / 3
+        sd = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5
+        return mean, mean - t2 * sd / 3**0.5, mean + t2 * sd / 3**0.5
+
+    # Rising steadily: the last two points (k = 6 // 3) against the two before do not overlap.
+    base = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    rising = seed_curve([base, [v + 0.02 for v in base], [v + 0.04 for v in base]])
+    found = plateau(rising)
+    assert (found["reached"], found["step"], found["window"]) == (False, 6000, 2)
+    assert found["level"] == pytest.approx(0.47)  # seeds' window means 0.45, 0.47, 0.49
+
+    # Rises, then noisy: window levels (0.5, 0.5, 0.425) and (0.5, 0.4, 0.45) overlap.
+    noisy = seed_curve(
+        [[0.0, 0.2, 0.4, 0.6, 0.4, 0.6], [0.0, 0.0, 0.4, 0.4, 0.6, 0.4], [0.0, 0.1, 0.4, 0.5, 0.35, 0.5]]
+    )
+    found = plateau(noisy)
+    mean, low, high = interval([0.5, 0.5, 0.425])
+    assert (found["level"], found["level_low"], found["level_high"]) == pytest.approx((mean, low, high))
+    # From the third point on, no seed-mean (0.4, 0.5, 0.45, 0.5) falls below low = 0.367.
+    assert (found["reached"], found["step"], found["index"]) == (True, 3000, 2)
+
+    # A collapse after a peak is not a plateau.
+    peak = [0.6, 0.6, 0.6, 0.6, 0.1, 0.1]
+    assert plateau(seed_curve([peak, peak, [v + 0.02 for v in peak]]))["reached"] is False
+
+    # A final-window point below the level's CI: the plateau starts at the window, not earlier.
+    wobble = [0.5, 0.5, 0.3, 0.7, 0.3, 0.7]
+    found = plateau(seed_curve([wobble] * 3))
+    assert (found["reached"], found["index"], found["level"]) == (True, 4, pytest.approx(0.5))
+
+    one = plateau(seed_curve([[0.4]], half_width=0.1))  # one point: nothing to compare
+    assert one["reached"] is False and (one["level_low"], one["level_high"]) == pytest.approx((0.3, 0.5))
 
 
 def test_seed_intervals_and_the_curve_over_tasks_against_hand_numbers():

@@ -123,4 +123,5 @@ def _curve_tables(sweep_dir: Path, compute: list[dict]) -> tuple[list[dict], lis
     if not rows:
         return [], []
     numbers = curves.curve_table(rows)
-    return curves.plateau_table(numbers, compute), numbers
+    csv_rows = [{key: value for key, value in row.items() if key != "by_seed"} for row in numbers]
+    return curves.plateau_table(numbers, compute), csv_rows

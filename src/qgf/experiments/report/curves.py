@@ -109,9 +109,7 @@ def curve_table(rows: list[dict]) -> list[dict]:
     cells: dict[tuple[str, str, int], dict[int, dict]] = {}
     for row in rows:
         cells.setdefault((row["task"], row["method"], row["step"]), {})[row["seed"]] = row
-    table = [
-        _record(task, method, step, list(by_seed.values())) for (task, method, step), by_seed in cells.items()
-    ]
+    table = [_record(task, method, step, by_seed) for (task, method, step), by_seed in cells.items()]
     tasks = sorted({row["task"] for row in rows})
     if len(tasks) > 1:
         for method in sorted({row["method"] for row in rows}):
@@ -123,13 +121,13 @@ def curve_table(rows: list[dict]) -> list[dict]:
                 seeds = sorted(set.intersection(*(set(cell) for cell in per_task)))
                 if not seeds:
                     continue
-                merged = [
-                    {
+                merged = {
+                    seed: {
                         "success": float(np.mean([cell[seed]["success"] for cell in per_task])),
                         "train_seconds": _mean([cell[seed]["train_seconds"] for cell in per_task]),
                     }
                     for seed in seeds
-                ]
+                }
                 table.append(_record("all", method, step, merged))
     return sorted(table, key=lambda r: (r["task"], r["method"], r["step"]))
 
@@ -139,7 +137,8 @@ def _mean(values: list[Any]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _record(task: str, method: str, step: int, runs: list[dict]) -> dict:
+def _record(task: str, method: str, step: int, by_seed: dict[int, dict]) -> dict:
+    runs = list(by_seed.values())
     successes = [run["success"] for run in runs]
     single = (runs[0]["ci_low"], runs[0]["ci_high"]) if len(runs) == 1 and "ci_low" in runs[0] else None
     low, high = seed_interval(successes, single)
@@ -152,34 +151,55 @@ def _record(task: str, method: str, step: int, runs: list[dict]) -> dict:
         "ci_high": high,
         "seeds": len(runs),
         "train_seconds": _mean([run.get("train_seconds") for run in runs]),
+        "by_seed": {seed: run["success"] for seed, run in by_seed.items()},  # read by the plateau rule
     }
 
 
 def plateau(points: list[dict]) -> dict[str, Any]:
-    """The plateau rule on one seed-mean curve (`points`: step, success, ci_low, ci_high, sorted
-    by step). The curve has reached its plateau within the budget when its last two points' means
-    lie within each other's 95% CIs. The plateau then starts at the first point from which every
-    later point's mean lies within the last point's CI (a curve still rising by more than its CI
-    never qualifies; a flat or merely noisy one starts at its first point). Without a plateau the
-    step is the budget (the last point) and `reached` is False. Returns {reached, step, index}."""
+    """The plateau rule on one curve (`points`: step, success, ci_low, ci_high and by_seed, the
+    per-seed successes, sorted by step). A single curve point of a few episodes is too noisy to
+    judge (at 5 episodes and 3 seeds its 95% CI spans tens of points), so the rule pools windows:
+    the last k = max(1, n // 3) points of the n, and the k points before them. Each seed's mean
+    over a window is one number; the window's *level* is their mean over seeds with a Student-t
+    95% CI over seeds (one seed: the last point's own CI). The curve has reached its plateau within
+    the budget when the two windows' levels lie within each other's CIs. The plateau starts at the
+    first point from which no later point of the seed-mean curve falls below the final level's CI
+    (at the latest, the final window's first point). Without a plateau the step is the budget (the
+    last point). Returns {reached, step, index, level, level_low, level_high, window}."""
     if not points:
         raise ValueError("a plateau needs at least one point")
-    last = points[-1]
+    n = len(points)
+    k = max(1, n // 3)
+    level = _window_level(points[n - k :], single=points[-1])
+    out = {"level": level[0], "level_low": level[1], "level_high": level[2], "window": k}
+    if n < 2:
+        return {"reached": False, "step": points[-1]["step"], "index": n - 1, **out}
+    before = _window_level(points[max(0, n - 2 * k) : n - k], single=points[n - k - 1])
 
-    def inside(value: float, point: dict) -> bool:
-        return point["ci_low"] - 1e-12 <= value <= point["ci_high"] + 1e-12
+    def inside(value: float, interval: tuple[float, float, float]) -> bool:
+        return interval[1] - 1e-12 <= value <= interval[2] + 1e-12
 
-    reached = len(points) >= 2 and inside(points[-2]["success"], last) and inside(last["success"], points[-2])
-    if not reached:
-        return {"reached": False, "step": last["step"], "index": len(points) - 1}
-    start = len(points) - 1
-    while start > 0 and inside(points[start - 1]["success"], last):
+    if not (inside(before[0], level) and inside(level[0], before)):
+        return {"reached": False, "step": points[-1]["step"], "index": n - 1, **out}
+    start = n - k
+    while start > 0 and all(point["success"] >= level[1] - 1e-12 for point in points[start - 1 :]):
         start -= 1
-    return {"reached": True, "step": points[start]["step"], "index": start}
+    return {"reached": True, "step": points[start]["step"], "index": start, **out}
+
+
+def _window_level(window: list[dict], single: dict) -> tuple[float, float, float]:
+    """(mean, CI low, CI high) over seeds of each seed's mean success over the window's points,
+    for the seeds present at every point of the window."""
+    seeds = set.intersection(*(set(point["by_seed"]) for point in window))
+    values = [float(np.mean([point["by_seed"][seed] for point in window])) for seed in sorted(seeds)]
+    mean = float(np.mean(values))
+    low, high = seed_interval(values, (single["ci_low"], single["ci_high"]))
+    return mean, low, high
 
 
 def plateau_table(curves: list[dict], compute: list[dict] | None = None) -> list[dict]:
-    """Per (task or 'all', method): success at the plateau with its 95% CI over seeds, steps to
+    """Per (task or 'all', method): success at the plateau (the level of the curve's final window,
+    `plateau`) with its 95% CI over seeds, steps to
     the plateau, whether it was reached within the budget, training steps/s (the last point's
     step ÷ its training seconds, seeds trained as one program sharing that time), the final
     point's success, and the test-time ms per action where the sweep's evaluations measured it."""
@@ -197,9 +217,10 @@ def plateau_table(curves: list[dict], compute: list[dict] | None = None) -> list
             {
                 "task": task,
                 "method": method,
-                "success": at["success"],
-                "ci_low": at["ci_low"],
-                "ci_high": at["ci_high"],
+                "success": found["level"],
+                "ci_low": found["level_low"],
+                "ci_high": found["level_high"],
+                "window_points": found["window"],
                 "plateau_step": found["step"],
                 "reached_plateau": found["reached"],
                 "budget": last["step"],
@@ -221,8 +242,9 @@ def plateau_markdown(table: list[dict]) -> list[str]:
     lines = [
         "## At each method's plateau (learning curves)",
         "",
-        "Success at the first point of the plateau (docs/experiments.md, 'Learning curves'), "
-        "95% CI over seeds.",
+        "Success on the plateau: each seed's mean over the curve's last third of points, then mean "
+        "and 95% CI over seeds (docs/experiments.md, 'Plateau rule'); the main tables above are the "
+        "final evaluations at the budget, with more episodes.",
         "",
         "| method | success | 95% CI | steps to plateau | plateau reached | steps/s | ms/action |",
         "|---|---:|---|---:|---|---:|---:|",
@@ -235,9 +257,24 @@ def plateau_markdown(table: list[dict]) -> list[str]:
             f"| {row['method']} | {100 * row['success']:.1f}% | [{100 * row['ci_low']:.1f}, "
             f"{100 * row['ci_high']:.1f}] | {row['plateau_step']} | {reached} | {rate} | {ms} |"
         )
-    missing = sorted({row["method"] for row in table if not row["reached_plateau"]})
-    lines += ["", f"Did not reach a plateau within the budget: {', '.join(missing) or 'none'}.", ""]
-    return lines
+    missing = [row["method"] for row in shown if not row["reached_plateau"]]
+    lines += ["", f"Did not reach a plateau within the budget: {', '.join(missing) or 'none'}."]
+    if len(tasks) > 1:
+        per_task: dict[str, list[str]] = {}
+        for row in table:
+            if row["task"] != "all" and not row["reached_plateau"]:
+                per_task.setdefault(row["method"], []).append(_short_task(row["task"]))
+        listed = "; ".join(f"{method} ({', '.join(names)})" for method, names in sorted(per_task.items()))
+        lines.append(f"On single tasks (plateau.csv): {listed or 'none'}.")
+    return lines + [""]
+
+
+def _short_task(task: str) -> str:
+    """'cube-single-play-singletask-task3-v0' -> 'task3'; other names unchanged."""
+    for part in task.split("-"):
+        if part.startswith("task") and part[4:].isdigit():
+            return part
+    return task
 
 
 # ------------------------------------------------------------------ figures
@@ -253,18 +290,18 @@ def figure_curves(curves: list[dict], path: Path) -> bool:
         return False
     plt = pyplot()
     figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    methods = sorted({r["method"] for r in curves})
+    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    colors = {method: palette(i % palette.N) for i, method in enumerate(methods)}  # one per method
     for axis, task in zip(axes[0], tasks, strict=True):
         mine = [r for r in curves if r["task"] == task]
         for method in sorted({r["method"] for r in mine}):
             points = sorted((r for r in mine if r["method"] == method), key=lambda r: r["step"])
             steps = [p["step"] for p in points]
-            (line,) = axis.plot(steps, [p["success"] for p in points], marker="o", ms=3, label=method)
+            color = colors[method]
+            axis.plot(steps, [p["success"] for p in points], marker="o", ms=3, label=method, color=color)
             axis.fill_between(
-                steps,
-                [p["ci_low"] for p in points],
-                [p["ci_high"] for p in points],
-                color=line.get_color(),
-                alpha=0.15,
+                steps, [p["ci_low"] for p in points], [p["ci_high"] for p in points], color=color, alpha=0.15
             )
         axis.set_title("over tasks" if task == "all" else task, fontsize=8)
         axis.set_xlabel("training steps")
