@@ -58,7 +58,8 @@ def test_smoke_training_speed_and_its_table6_ratio(smoke):
     assert raw["compiled"] and raw["finite"] and raw["ms_per_step"] > 0
     assert raw["actor_hidden_dims"] == [32, 32] and raw["batch_size"] == 32  # the tiny preset
     name = "speed:paper:qgf ms/step ÷ Table 6 ReBRAC (2.97 ms)"
-    assert report["ratios"][name]["value"] == pytest.approx(raw["ms_per_step"] / 2.97, rel=1e-3)
+    # The report rounds ratios to 3 decimals: within half a unit of the last digit.
+    assert report["ratios"][name]["value"] == pytest.approx(raw["ms_per_step"] / 2.97, abs=5.01e-4)
     assert report["ratios"][name]["target"] is None  # paper preset: not the Table 6 setting
     assert "## Training speed" in markdown and "ReBRAC 2.97" in markdown
 
