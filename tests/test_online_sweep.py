@@ -236,3 +236,13 @@ def test_online_curve_statistics_against_hand_numbers():
     csv_rows = online_csv_rows(list(table.values()), list(references.values()))
     assert [r["kind"] for r in csv_rows].count("frozen offline") == 3
     assert all(tuple(r) == ONLINE_COLUMNS for r in csv_rows)  # one header for both kinds
+
+
+def test_shipped_online_cube_spec_plans_every_method(tmp_path):
+    from qgf.experiments.jobs import plan
+    from qgf.experiments.spec import load_spec
+
+    jobs, _ = plan(load_spec("online-cube"), tmp_path)
+    online = {job.params["agent"] for job in jobs if job.kind == "online"}
+    assert online == {"qgf-td", "fql", "qam-edit", "rlpd"}  # qgf (iql) stays the frozen reference
+    assert sum(job.kind == "online" for job in jobs) == 12 and 0 < sum(job.cost for job in jobs) < 5 * 3600
