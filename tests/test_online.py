@@ -177,7 +177,8 @@ def test_online_phase_kill_and_resume_labels_and_frozen_flow(offline_run, tmp_pa
     assert (full.env_steps, full.episodes) == (100, 4)
     curve = json.loads((online.online_dir(tmp_path / "full") / "curve.json").read_text())
     assert curve["version"] == 1 and curve["settings"]["eval_every"] == 50
-    assert [(p["step"], p["env_steps"]) for p in curve["points"]] == [(60, 50), (110, 100)]
+    # the first point is the offline agent, before any env step (where Fig. 2's curves start)
+    assert [(p["step"], p["env_steps"]) for p in curve["points"]] == [(10, 0), (60, 50), (110, 100)]
     (result,) = curve["points"][-1]["results"]
     assert result["estimator"] == "qgf" and result["episodes"] == 1 and 0 <= result["success_rate"] <= 1
 

@@ -474,17 +474,24 @@ def finetune(run_dir: str | Path, out_dir: str | Path, settings: OnlineSettings,
     if source.resolve() == out.resolve():
         raise QGFError("qgf finetune writes a new run: --out must differ from the run it starts from")
     if not ckpt.is_run_dir(out):
-        run = ckpt.load_run(source)  # checks the source before anything is written
+        # checks the source before anything is written; a run trained 0 offline steps has no
+        # checkpoint to copy (run_online starts it from a fresh agent)
+        fresh = ckpt.is_run_dir(source) and not ckpt.list_checkpoints(source)
+        if fresh:
+            config, meta = ckpt.read_config(source), ckpt.read_meta(source)
+        else:
+            run = ckpt.load_run(source)
+            config, meta = run.config, run.meta
         out.mkdir(parents=True, exist_ok=True)
-        checkpoint = ckpt.checkpoint_path(source, run.step)
-        (out / ckpt.CHECKPOINT_DIR).mkdir(exist_ok=True)
-        for suffix in (".msgpack", ".json"):
-            shutil.copyfile(
-                checkpoint.with_suffix(suffix), ckpt.checkpoint_path(out, run.step).with_suffix(suffix)
-            )
-        meta = {**run.meta, "finetuned_from": str(source.resolve())}
-        atomic_write_json(out / ckpt.META_FILE, meta)
-        atomic_write_json(out / ckpt.CONFIG_FILE, run.config.to_dict())  # last: marks a run dir
+        if not fresh:
+            checkpoint = ckpt.checkpoint_path(source, run.step)
+            (out / ckpt.CHECKPOINT_DIR).mkdir(exist_ok=True)
+            for suffix in (".msgpack", ".json"):
+                shutil.copyfile(
+                    checkpoint.with_suffix(suffix), ckpt.checkpoint_path(out, run.step).with_suffix(suffix)
+                )
+        atomic_write_json(out / ckpt.META_FILE, {**meta, "finetuned_from": str(source.resolve())})
+        atomic_write_json(out / ckpt.CONFIG_FILE, config.to_dict())  # last: marks a run dir
     return run_online(out, settings, **kwargs)
 
 
@@ -493,9 +500,10 @@ def finetune(run_dir: str | Path, out_dir: str | Path, settings: OnlineSettings,
 
 def _with_curve(on_log, phase: OnlinePhase, run, settings: OnlineSettings):
     """`on_log` that first evaluates the current agent at every multiple of `eval_every` env
-    steps and at the end, and appends the point to RUN/online/curve.json (the learning-curve
-    format of `qgf.evaluation.curve`, with env_steps)."""
-    from qgf.evaluation.curve import append_point, curve_settings, point_from_results
+    steps (0 included: the starting agent) and at the end, and appends the point to
+    RUN/online/curve.json (the learning-curve format of `qgf.evaluation.curve`, with env_steps).
+    A missing point at the step the phase starts or resumes at is evaluated first."""
+    from qgf.evaluation.curve import append_point, curve_settings, point_from_results, read_curve
     from qgf.evaluation.run import evaluate_run
 
     directory = online_dir(run.path)
@@ -508,22 +516,35 @@ def _with_curve(on_log, phase: OnlinePhase, run, settings: OnlineSettings):
         settings.max_episode_steps,
     )
 
+    def evaluate(step: int) -> None:
+        agent = phase.agent.replace(frozen_networks=())
+        current = ckpt.Run(run.path, agent, run.config, run.meta, int(agent.step))
+        results = evaluate_run(
+            current,
+            samplers=[settings.sampler],
+            weights=[settings.weight],
+            episodes=settings.eval_episodes,
+            seed=settings.eval_seed,
+            workers=0,
+            max_episode_steps=settings.max_episode_steps,
+        )
+        point = point_from_results(int(agent.step), results, phase.seconds, env_steps=step)
+        append_point(directory, point, recorded)
+
+    def is_point(step: int) -> bool:
+        return step % settings.eval_every == 0 or step == settings.steps
+
+    # Catch up: the point where the phase starts (env step 0: the offline agent, where Fig. 2's
+    # curves begin) or resumes (a kill between that step's checkpoint and its point), if missing.
+    document = read_curve(directory)
+    have = {point.get("env_steps") for point in document["points"]} if document else set()
+    if is_point(phase.step) and phase.step not in have:
+        evaluate(phase.step)
+
     def hook(record):
         step = int(record["step"])
-        if step % settings.eval_every == 0 or step == settings.steps:
-            agent = phase.agent.replace(frozen_networks=())
-            current = ckpt.Run(run.path, agent, run.config, run.meta, int(agent.step))
-            results = evaluate_run(
-                current,
-                samplers=[settings.sampler],
-                weights=[settings.weight],
-                episodes=settings.eval_episodes,
-                seed=settings.eval_seed,
-                workers=0,
-                max_episode_steps=settings.max_episode_steps,
-            )
-            point = point_from_results(int(agent.step), results, phase.seconds, env_steps=step)
-            append_point(directory, point, recorded)
+        if is_point(step):
+            evaluate(step)
         if on_log is not None:
             on_log(record)
 

@@ -1,6 +1,6 @@
-"""A sweep as a graph of jobs (generate -> train [-> addon] -> evaluate), each writing to a directory derived
-from its settings, so re-planning after any interruption finds the same jobs and skips the
-finished ones.
+"""A sweep as a graph of jobs (generate -> train [-> addon] -> evaluate; train -> online), each
+writing to a directory derived from its settings, so re-planning after any interruption finds the
+same jobs and skips the finished ones.
 
 Layout of a sweep directory:
 
@@ -11,6 +11,8 @@ Layout of a sweep directory:
                                                   cfgrl, qgf-distill, ...) needs, per run
     evals/<stage>/<agent>-<config-hash>/<task>/seed<S>-<hash>/results.json
                                                   evaluate jobs; partial/ holds finished conditions
+    online/<agent>-<config-hash>/<task>/seed<S>-<hash>/   online jobs ([online]: a fine-tuned copy of
+                                                  the run, qgf.experiments.online_sweep)
     protocol.json                                 the protocol's choices and their evidence
     logs/<job>.log                                one log per job
 
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from qgf.errors import QGFError
+from qgf.experiments.online_sweep import online_done, online_job_fields
 from qgf.experiments.spec import (
     AgentSpec,
     SweepSpec,
@@ -47,8 +50,8 @@ PROTOCOL_FILE = "protocol.json"
 @dataclasses.dataclass(frozen=True)
 class Job:
     id: str  # unique, filesystem-safe
-    kind: str  # generate | train | addon | evaluate
-    stage: str  # data | train | addon | tune | final | sweep
+    kind: str  # generate | train | addon | evaluate | online
+    stage: str  # data | train | addon | tune | final | sweep | online
     out: str  # the directory it writes
     params: dict[str, Any]
     deps: tuple[str, ...]
@@ -234,6 +237,14 @@ def _curve_cost(spec: SweepSpec, task: str, config, params: dict[str, Any]) -> f
     return _evaluation_cost(task, episodes, curve["max_episode_steps"])
 
 
+def _online_cost(task: str, config, online: dict[str, Any]) -> float:
+    """Per env step: the env and the policy's share, plus `utd` updates; plus the curve's points."""
+    per_step = _EVAL_SECONDS_PER_STEP + online["utd"] * _train_cost(config.replace(steps=1), 1)
+    points = online["steps"] // online["eval_every"] + 2  # env step 0 and the last step too
+    episodes = points * online["eval_episodes"]
+    return online["steps"] * per_step + _evaluation_cost(task, episodes, online["max_episode_steps"])
+
+
 def _condition_key(condition) -> list[Any]:
     return [repr(condition.spec), float(condition.weight)]
 
@@ -285,7 +296,7 @@ def plan(
             "data_dir": str(data),
             "agent": group.agent.label,
         }
-        if "eval_every" in spec.evaluation:  # learning curves: not part of the run's name or id
+        if "eval_every" in spec.evaluation and group.config.steps:  # curves: not in the run's name or id
             params["curve"] = _curve_params(spec, conditions_of(group, curve=True))
         return Job(
             id=f"train/{group.name}/{task}{suffix}",
@@ -303,6 +314,8 @@ def plan(
         group: RunGroup, task: str, stage: str, seed: int, conditions, seeds: tuple[int, ...] = spec.seeds
     ) -> list[Job]:
         train = train_job(group, task, seeds)
+        if not group.config.steps:  # online only: nothing trained offline to evaluate
+            return []
         settings = {
             "conditions": [_condition_key(c) for c in conditions],
             "episodes": spec.evaluation["episodes"],
@@ -360,13 +373,28 @@ def plan(
             spec, group.agent, group.config.flow_steps, has_behavior_flow(group.agent.name), curve=curve
         )
 
+    def online_jobs(group: RunGroup, train: Job) -> list[Job]:
+        """The online phase of each seed of `train` ([online]; its agents only)."""
+        if spec.online is None or group.agent.label not in spec.online["agents"]:
+            return []
+        cost = _online_cost(train.params["task"], group.config, spec.online)
+        return [
+            Job(kind="online", stage="online", deps=(train.id,), cpus=resources["train_cpus"],
+                gpus=resources["train_gpus"], cost=cost,
+                **online_job_fields(spec.online, group.config.agent, group.name, train, seed, sweep_dir))
+            for seed in spec.seeds
+        ]  # fmt: skip
+
     waiting = ""
+    untuned = [group for group in groups if spec.protocol is None or not group.config.steps]
+    for group in untuned:  # with a protocol: the online-only runs (0 offline steps: nothing to tune)
+        for task in spec.tasks:
+            jobs.append(train_job(group, task))
+            jobs += evaluate_jobs(group, task, "sweep", spec.evaluation["seed"], conditions_of(group))
+            jobs += online_jobs(group, train_job(group, task))
     if spec.protocol is None:
-        for group in groups:
-            for task in spec.tasks:
-                jobs.append(train_job(group, task))
-                jobs += evaluate_jobs(group, task, "sweep", spec.evaluation["seed"], conditions_of(group))
         return jobs, {"waiting": waiting}
+    groups = [group for group in groups if group.config.steps]
 
     tune_tasks = [task for task in spec.tasks if _task_id(task) in tune_ids]
     tune_jobs = []
@@ -419,6 +447,7 @@ def plan(
             jobs.append(train)
             known.add(train.id)
         jobs += evaluate_jobs(group, task, "final", spec.protocol["final_seed"], conditions)
+        jobs += online_jobs(group, train)  # the chosen configuration's runs
     return jobs, {"waiting": waiting}
 
 
@@ -560,10 +589,14 @@ def job_done(job: Job) -> bool:
         from qgf import checkpoint as ckpt
 
         steps = int(job.params["config"]["steps"])
+        if steps == 0:  # online only: the run directories, which the online jobs start from
+            return all(ckpt.is_run_dir(out / f"seed{seed}") for seed in job.params["seeds"])
         trained = all(ckpt.latest_step(out / f"seed{seed}") == steps for seed in job.params["seeds"])
         return trained and ("curve" not in job.params or _curves_done(job))
     if job.kind == "evaluate":
         return (out / "results.json").is_file()
+    if job.kind == "online":
+        return online_done(out, job.params)
     if job.kind == "addon":
         from qgf import checkpoint as ckpt
 

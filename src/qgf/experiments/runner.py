@@ -79,6 +79,10 @@ def execute(job: Job, guard: DriverGuard | None = None) -> None:
             data_dir=params["data_dir"],
             progress=False,
         )
+    elif job.kind == "online":
+        from qgf.experiments.online_sweep import run_online_job
+
+        run_online_job(out, params)
     elif job.kind == "evaluate":
         from qgf.evaluation.conditions import Condition
         from qgf.evaluation.results import write_json

@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from qgf.errors import QGFError
+from qgf.experiments.online_sweep import online_labels, parse_online
 from qgf.registry import suggest
 
 TOP_KEYS = {"name", "description", "preset", "seeds", "tasks", "overrides", "data", "agents"}
-TOP_KEYS |= {"evaluation", "protocol", "resources", "report", "addons"}
+TOP_KEYS |= {"evaluation", "protocol", "resources", "report", "addons", "online"}
 DATA_KEYS = {"dir", "episodes", "val_episodes", "episode_length", "seed", "workers"}
 AGENT_KEYS = {"name", "label", "preset", "overrides", "grid", "samplers", "bfn", "curve_samplers"}
 EVALUATION_KEYS = {"episodes", "weights", "bfn", "seed", "workers", "num_envs", "groups", "max_episode_steps"}
@@ -89,6 +90,7 @@ class SweepSpec:
     report: dict[str, Any]
     source: str = "<spec>"
     addons: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # add-on settings by name
+    online: dict[str, Any] | None = None  # the [online] table (qgf.experiments.online_sweep)
 
 
 SHIPPED_SPECS = Path(__file__).parent / "specs"
@@ -196,6 +198,7 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
     if not isinstance(raw_agents, list) or not raw_agents:
         raise _fail(source, "agents must be a non-empty array of tables ([[agents]])")
     agents = []
+    fine_tuned = online_labels(document) or set()  # these may train 0 offline steps
     for index, raw in enumerate(raw_agents):
         where = f"agents[{index}]"
         _check_keys(source, where, raw, AGENT_KEYS)
@@ -250,7 +253,7 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
                 curve_samplers=tuple(curve_samplers),
             )
         )
-        _check_configs(source, where, agents[-1], overrides)
+        _check_configs(source, where, agents[-1], overrides, online_only_ok=agents[-1].label in fine_tuned)
     labels = [agent.label for agent in agents]
     if len(set(labels)) != len(labels):
         raise _fail(source, f"agent labels must be unique, got {labels}; give repeated agents a label")
@@ -302,6 +305,13 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
             )
 
     _check_curve(source, evaluation, protocol)
+    online = None
+    if "online" in document:
+        configs = [(a.label, a.name, run_config(a, overrides, p)) for a in agents for p in a.grid_points()]
+        try:
+            online = parse_online(document["online"], configs, evaluation, protocol)
+        except QGFError as exc:
+            raise _fail(source, str(exc)) from None
     resources = _check_keys(source, "[resources]", document.get("resources", {}), RESOURCE_KEYS)
     resources = {
         "generate_cpus": 1,
@@ -344,6 +354,7 @@ def parse_spec(document: dict[str, Any], source: str = "<spec>") -> SweepSpec:
         report=dict(report),
         source=source,
         addons=_addon_settings(source, document.get("addons", {})),
+        online=online,
     )
     check_plannable(spec)
     return spec
@@ -383,16 +394,19 @@ def _check_config_keys(source: str, where: str, table: Any) -> None:
     _check_keys(source, where, table, set(field_names()) - {"seed", "agent"})
 
 
-def _check_configs(source: str, where: str, agent: AgentSpec, overrides: dict[str, Any]) -> None:
+def _check_configs(
+    source: str, where: str, agent: AgentSpec, overrides: dict[str, Any], online_only_ok: bool = False
+) -> None:
     """Build every grid point's config once, so a bad value fails now rather than in a job. A grid
     key of a config section that does not apply to the agent is refused: it is ignored (qgf.config),
-    so every grid point would be the same run."""
+    so every grid point would be the same run. `online_only_ok`: the agent is fine-tuned online,
+    so 0 offline steps (online from a fresh agent) is allowed."""
     for point in agent.grid_points():
         try:
             config = run_config(agent, overrides, point)
         except QGFError as exc:
             raise _fail(source, f"{where} (grid point {point or 'default'}): {exc}") from None
-        if config.steps < 1:
+        if config.steps < 1 and not (online_only_ok and config.steps == 0):
             raise _fail(
                 source,
                 f"{where} (grid point {point or 'default'}): steps = {config.steps} trains nothing, so every "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from qgf.errors import QGFError
 from qgf.experiments.report import curves, figures
-from qgf.experiments.report.rows import collect_rows, planned_results, planned_runs
+from qgf.experiments.report.rows import collect_rows, planned_results, planned_runs, stage_method
 from qgf.experiments.report.stats import aggregate, compute_points, model_size_points
 from qgf.experiments.report.tables import csv_text, markdown
 from qgf.experiments.report.weight_choice import offline_report
@@ -77,6 +77,9 @@ def write_report(
     plateaus, curve_numbers = _curve_tables(sweep_dir, compute)
     if curve_numbers:
         tables += [("curves.csv", curve_numbers), ("plateau.csv", plateaus)]
+    online = _online_tables(sweep_dir, rows, stage)
+    if online:
+        tables.append(("online_curves.csv", curves.online_csv_rows(*online)))
     if model_size:
         tables.append(("model_size.csv", model_size))
     if choice is not None:
@@ -111,6 +114,11 @@ def write_report(
             if draw(data, out / name):
                 drawn.append(name)
                 text += f"\n![{name[:-4]}]({name})\n"
+    if online:
+        text += "\n" + "\n".join(curves.online_markdown(*online))
+        if curves.figure_online_curves(*online, out / "online_curves.png"):
+            drawn.append("online_curves.png")
+            text += "\n![online_curves](online_curves.png)\n"
     atomic_write_text(out / "report.md", text)
     atomic_write_text(out / IGNORED_FILE, "".join(f"{path}\n" for path in ignored_text))
     written += [out / name for name in drawn] + [out / "report.md", out / IGNORED_FILE]
@@ -125,3 +133,28 @@ def _curve_tables(sweep_dir: Path, compute: list[dict]) -> tuple[list[dict], lis
     numbers = curves.curve_table(rows)
     csv_rows = [{key: value for key, value in row.items() if key != "by_seed"} for row in numbers]
     return curves.plateau_table(numbers, compute), csv_rows
+
+
+def _online_tables(sweep_dir: Path, rows: list[dict], stage: str) -> tuple[list[dict], list[dict]] | None:
+    """(the online phases' curves, the flat references) of the online jobs spec.json plans; the
+    references are the `stage` evaluations of the agents [online] does not fine-tune (else the
+    last point of their offline curves). None without online curves."""
+    planned = planned_runs(sweep_dir, online=True)
+    online = curves.collect_curve_rows(sweep_dir, planned and planned["runs"], online=True)
+    if not online:
+        return None
+    frozen_methods = planned["frozen_methods"] if planned else set()
+    frozen = [
+        {**row, "method": f"{stage_method(row, stage)} offline"}
+        for row in rows
+        if row["stage"] == stage and row["method"] in frozen_methods
+    ]
+    if not frozen:  # no evaluation: the last point of each frozen run's offline curve
+        fine_tuned = planned["fine_tuned"] if planned else {row["agent"] for row in online}
+        last: dict[tuple, dict] = {}
+        for row in curves.collect_curve_rows(sweep_dir, planned_runs(sweep_dir)):
+            key = (row["task"], row["method"], row["seed"])
+            if row["agent"] not in fine_tuned and row["step"] >= last.get(key, row)["step"]:
+                last[key] = {**row, "method": f"{row['method']} offline"}
+        frozen = list(last.values())
+    return curves.online_curve_table(online), curves.frozen_references(frozen)

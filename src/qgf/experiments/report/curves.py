@@ -26,23 +26,27 @@ CONFIDENCE = 0.95
 # ------------------------------------------------------------------ rows
 
 
-def collect_curve_rows(sweep_dir: str | Path, run_dirs: list[Path] | None = None) -> list[dict[str, Any]]:
-    """One row per (run, point, condition): task, method, seed, step, success, its Wilson CI, the
-    training seconds so far. `run_dirs` (default: every SWEEP/runs/<group>/<task>/seed<S>) are the
-    runs to read; a run without a curve is skipped."""
+def collect_curve_rows(
+    sweep_dir: str | Path, run_dirs: list[Path] | None = None, online: bool = False
+) -> list[dict[str, Any]]:
+    """One row per (run, point, condition): task, method, agent (label), seed, step, env_steps,
+    success, its Wilson CI, the training seconds so far. `run_dirs` (default: every
+    SWEEP/runs/<group>/<task>/seed<S>) are the runs to read; a run without a curve is skipped.
+    `online`: the online phases' curves (RUN/online/curve.json) of the sweep's online jobs
+    (default: every SWEEP/online/<group>/<task>/seed<S>-<hash>), each method named '<m> online'."""
     from qgf.envs import parse_name
     from qgf.evaluation.curve import read_curve
 
     sweep_dir = Path(sweep_dir)
     if run_dirs is None:
-        run_dirs = sorted(sweep_dir.glob("runs/*/*/seed*"))
+        run_dirs = sorted(sweep_dir.glob("online/*/*/seed*" if online else "runs/*/*/seed*"))
     groups_per_label: dict[str, set[str]] = {}
     for run_dir in run_dirs:
         group = run_dir.parent.parent.name
         groups_per_label.setdefault(group.rsplit("-", 1)[0], set()).add(group)
     rows = []
     for run_dir in run_dirs:
-        document = read_curve(run_dir)
+        document = read_curve(run_dir / "online" if online else run_dir)
         if document is None:
             continue
         group, task = run_dir.parent.parent.name, run_dir.parent.name
@@ -60,9 +64,11 @@ def collect_curve_rows(sweep_dir: str | Path, run_dirs: list[Path] | None = None
                     {
                         "task": task,
                         "domain": parse_name(task).domain,
-                        "method": method,
-                        "seed": int(run_dir.name.removeprefix("seed")),
+                        "method": f"{method} online" if online else method,
+                        "agent": label,
+                        "seed": int(run_dir.name.removeprefix("seed").split("-")[0]),
                         "step": point["step"],
+                        "env_steps": point.get("env_steps"),
                         "success": result["success_rate"],
                         "ci_low": result["ci_low"],
                         "ci_high": result["ci_high"],
@@ -102,18 +108,19 @@ def seed_interval(values: list[float], single: tuple[float, float] | None = None
     return max(0.0, mean - half), min(1.0, mean + half)
 
 
-def curve_table(rows: list[dict]) -> list[dict]:
-    """The seed-mean curves: per (task, method, step), and per (method, step) over tasks ('all':
-    each seed's mean over the tasks, then mean and CI over seeds, at the steps every task has).
-    Each record: task, method, step, success, ci_low, ci_high, seeds, train_seconds (seed mean)."""
+def curve_table(rows: list[dict], x: str = "step") -> list[dict]:
+    """The seed-mean curves against `x` (a row key: 'step', the training steps, or 'env_steps'):
+    per (task, method, x), and per (method, x) over tasks ('all': each seed's mean over the tasks,
+    then mean and CI over seeds, at the x every task has). Each record: task, method, x, success,
+    ci_low, ci_high, seeds, train_seconds (seed mean)."""
     cells: dict[tuple[str, str, int], dict[int, dict]] = {}
     for row in rows:
-        cells.setdefault((row["task"], row["method"], row["step"]), {})[row["seed"]] = row
-    table = [_record(task, method, step, by_seed) for (task, method, step), by_seed in cells.items()]
+        cells.setdefault((row["task"], row["method"], row[x]), {})[row["seed"]] = row
+    table = [_record(task, method, step, by_seed, x) for (task, method, step), by_seed in cells.items()]
     tasks = sorted({row["task"] for row in rows})
     if len(tasks) > 1:
         for method in sorted({row["method"] for row in rows}):
-            steps = sorted({row["step"] for row in rows if row["method"] == method})
+            steps = sorted({row[x] for row in rows if row["method"] == method})
             for step in steps:
                 per_task = [cells.get((task, method, step)) for task in tasks]
                 if any(cell is None for cell in per_task):
@@ -128,8 +135,8 @@ def curve_table(rows: list[dict]) -> list[dict]:
                     }
                     for seed in seeds
                 }
-                table.append(_record("all", method, step, merged))
-    return sorted(table, key=lambda r: (r["task"], r["method"], r["step"]))
+                table.append(_record("all", method, step, merged, x))
+    return sorted(table, key=lambda r: (r["task"], r["method"], r[x]))
 
 
 def _mean(values: list[Any]) -> float | None:
@@ -137,7 +144,7 @@ def _mean(values: list[Any]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _record(task: str, method: str, step: int, by_seed: dict[int, dict]) -> dict:
+def _record(task: str, method: str, step: int, by_seed: dict[int, dict], x: str = "step") -> dict:
     runs = list(by_seed.values())
     successes = [run["success"] for run in runs]
     single = (runs[0]["ci_low"], runs[0]["ci_high"]) if len(runs) == 1 and "ci_low" in runs[0] else None
@@ -145,7 +152,7 @@ def _record(task: str, method: str, step: int, by_seed: dict[int, dict]) -> dict
     return {
         "task": task,
         "method": method,
-        "step": step,
+        x: step,
         "success": float(np.mean(successes)),
         "ci_low": low,
         "ci_high": high,
@@ -283,6 +290,12 @@ def _short_task(task: str) -> str:
 def figure_curves(curves: list[dict], path: Path) -> bool:
     """Success against training steps, one line per method with its 95% CI band over seeds, one
     panel per task and one over tasks ('all')."""
+    return _draw_curves(curves, path, "step", "training steps")
+
+
+def _draw_curves(curves: list[dict], path: Path, x: str, xlabel: str, references: list[dict] = ()) -> bool:
+    """`curves` (curve_table records against `x`) as one line per method with its CI band, and
+    each of `references` (task, method, success, ci_low, ci_high) as a flat dashed line and band."""
     from qgf.plots import pyplot, save_figure
 
     tasks = sorted({r["task"] for r in curves}, key=lambda t: (t != "all", t))
@@ -290,21 +303,25 @@ def figure_curves(curves: list[dict], path: Path) -> bool:
         return False
     plt = pyplot()
     figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
-    methods = sorted({r["method"] for r in curves})
+    methods = sorted({r["method"] for r in [*curves, *references]})
     palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
     colors = {method: palette(i % palette.N) for i, method in enumerate(methods)}  # one per method
     for axis, task in zip(axes[0], tasks, strict=True):
         mine = [r for r in curves if r["task"] == task]
         for method in sorted({r["method"] for r in mine}):
-            points = sorted((r for r in mine if r["method"] == method), key=lambda r: r["step"])
-            steps = [p["step"] for p in points]
+            points = sorted((r for r in mine if r["method"] == method), key=lambda r: r[x])
+            steps = [p[x] for p in points]
             color = colors[method]
             axis.plot(steps, [p["success"] for p in points], marker="o", ms=3, label=method, color=color)
             axis.fill_between(
                 steps, [p["ci_low"] for p in points], [p["ci_high"] for p in points], color=color, alpha=0.15
             )
+        for reference in (r for r in references if r["task"] == task):
+            color = colors[reference["method"]]
+            axis.axhline(reference["success"], ls="--", color=color, label=reference["method"])
+            axis.axhspan(reference["ci_low"], reference["ci_high"], color=color, alpha=0.08)
         axis.set_title("over tasks" if task == "all" else task, fontsize=8)
-        axis.set_xlabel("training steps")
+        axis.set_xlabel(xlabel)
         axis.set_ylabel("success")
         axis.set_ylim(-0.02, 1.02)
         axis.grid(alpha=0.3)
@@ -346,3 +363,81 @@ def figure_curve_compute(table: list[dict], path: Path) -> bool:
     left.legend(fontsize=7)
     save_figure(figure, path, dpi=120, bbox_inches="tight")
     return True
+
+
+# ------------------------------------------------------------------ the online phase (Fig. 2)
+
+
+def online_curve_table(rows: list[dict]) -> list[dict]:
+    """The online phases' seed-mean curves against env steps (`curve_table` with x = 'env_steps':
+    per task and over tasks, mean and 95% CI over seeds), each record with env_steps_per_s: its env
+    steps ÷ the seed-mean wall-clock of the phase so far (acting, env steps, updates; the curve's
+    evaluations left out; None at env step 0)."""
+    table = curve_table(rows, x="env_steps")
+    for record in table:
+        seconds = record["train_seconds"]
+        record["env_steps_per_s"] = record["env_steps"] / seconds if seconds else None
+    return table
+
+
+def frozen_references(rows: list[dict]) -> list[dict]:
+    """The flat reference lines of the offline methods that were not fine-tuned: per (task, method)
+    of `rows` (one success per task, method and seed) and per method over tasks ('all'), the mean
+    over seeds and its 95% CI (`seed_interval`, as the curves)."""
+    table = curve_table([{**row, "at": 0, "train_seconds": None} for row in rows], x="at")
+    return [{key: value for key, value in r.items() if key not in ("at", "by_seed")} for r in table]
+
+
+ONLINE_COLUMNS = ("task", "method", "kind", "env_steps", "success", "ci_low", "ci_high", "seeds")
+ONLINE_COLUMNS += ("train_seconds", "env_steps_per_s")
+
+
+def online_csv_rows(curves: list[dict], references: list[dict]) -> list[dict]:
+    """online_curves.csv: the curves' points (kind 'online') and the flat references (kind
+    'frozen offline', no env_steps)."""
+    rows = [{key: record.get(key) for key in ONLINE_COLUMNS} | {"kind": "online"} for record in curves]
+    return rows + [
+        {key: record.get(key) for key in ONLINE_COLUMNS} | {"kind": "frozen offline"} for record in references
+    ]
+
+
+def online_markdown(curves: list[dict], references: list[dict]) -> list[str]:
+    """The report.md section: per online method (over tasks, or the one task) its success at env
+    step 0 and at its last point with 95% CIs over seeds and its env steps/s; then the references."""
+    tasks = {record["task"] for record in curves}
+    task = "all" if "all" in tasks else sorted(tasks)[0]
+    lines = [
+        "## Online phase (QAM Fig. 2 view)",
+        "",
+        f"Success against env steps ({'over tasks' if task == 'all' else task}): mean and 95% CI over "
+        "seeds (Student's t); env steps/s over the whole phase (acting, env and updates, the curve's "
+        "evaluations left out). Frozen offline methods (not fine-tuned) are flat references.",
+        "",
+        "| method | at env step 0 | env steps | success | 95% CI | env steps/s |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for method in sorted({record["method"] for record in curves if record["task"] == task}):
+        points = sorted((r for r in curves if r["task"] == task and r["method"] == method), key=_env_steps)
+        first, last = points[0], points[-1]
+        rate = f"{last['env_steps_per_s']:.1f}" if last.get("env_steps_per_s") else "-"
+        start = f"{100 * first['success']:.1f}%" if first["env_steps"] == 0 else "-"
+        lines.append(
+            f"| {method} | {start} | {last['env_steps']} | {100 * last['success']:.1f}% | "
+            f"[{100 * last['ci_low']:.1f}, {100 * last['ci_high']:.1f}] | {rate} |"
+        )
+    for record in (r for r in references if r["task"] == task):
+        lines.append(
+            f"| {record['method']} (flat) | | | {100 * record['success']:.1f}% | "
+            f"[{100 * record['ci_low']:.1f}, {100 * record['ci_high']:.1f}] | - |"
+        )
+    return lines + [""]
+
+
+def _env_steps(record: dict) -> int:
+    return record["env_steps"]
+
+
+def figure_online_curves(curves: list[dict], references: list[dict], path: Path) -> bool:
+    """Fig. 2's view: success against env steps, one line per online method with its 95% CI band
+    over seeds, a dashed flat line per frozen offline method; a panel per task and over tasks."""
+    return _draw_curves(curves, path, "env_steps", "env steps", references)

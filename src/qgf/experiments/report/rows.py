@@ -38,10 +38,12 @@ def planned_results(sweep_dir: str | Path) -> tuple[list[Path], list[Path]]:
     return [p for p in found if p in expected], [p for p in found if p not in expected]
 
 
-def planned_runs(sweep_dir: str | Path) -> list[Path] | None:
+def planned_runs(sweep_dir: str | Path, online: bool = False) -> Any:
     """The run directories (RUN/seed<S>) of the train jobs SWEEP_DIR/spec.json expands to, for
     the seeds it reports (`seeds`; the protocol's tuning seeds are left out); None for a sweep
-    directory without a full spec.json (every run is read)."""
+    directory without a full spec.json (every run is read). `online`: instead {"runs": the
+    directories of its online jobs, "fine_tuned": the agent labels of [online], "frozen_methods":
+    the methods of the other agents' evaluate jobs}."""
     import json
 
     sweep_dir = Path(sweep_dir)
@@ -53,6 +55,18 @@ def planned_runs(sweep_dir: str | Path) -> list[Path] | None:
 
     spec = spec_from_json(document)
     jobs, _ = plan(spec, sweep_dir, record_protocol=False)
+    if online:
+        fine_tuned = set(spec.online["agents"]) if spec.online else set()
+        return {
+            "runs": sorted(Path(job.out) for job in jobs if job.kind == "online"),
+            "frozen_methods": {
+                method
+                for job in jobs
+                if job.kind == "evaluate" and job.params["agent"] not in fine_tuned
+                for method in job.params["methods"]
+            },
+            "fine_tuned": fine_tuned,
+        }
     reported = set(spec.seeds)
     runs = {
         Path(job.out) / f"seed{seed}"
