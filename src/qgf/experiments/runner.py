@@ -258,7 +258,8 @@ def submission_priority(job: Job, agent_order: dict[str, int] | None = None) -> 
     those, the agents in the spec's order (a study whose compute runs out has its first agents
     complete rather than every agent half done), the longest job first for one agent (it bounds
     the sweep's wall-clock)."""
-    rank = (agent_order or {}).get(job.params.get("agent"), len(agent_order or {}))
+    order = agent_order or {}
+    rank = order.get(job.params.get("agent"), len(order))  # agents the spec does not list go last
     return (_KIND_PRIORITY.get(job.kind, 5), job.id.endswith("/tune-seeds"), rank, -job.cost, job.id)
 
 
