@@ -21,7 +21,7 @@ from qgf import config as config_module
 from qgf.agents import agent_class, agent_sections
 from qgf.config import TrainConfig, help_sections, load_preset, parse_overrides
 from qgf.errors import QGFError
-from qgf.experiments.jobs import run_groups
+from qgf.experiments.naming import run_groups
 from qgf.experiments.spec import parse_spec
 from qgf.training import fit as training_fit
 from qgf.training import runs as training_runs

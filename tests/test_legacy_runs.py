@@ -14,7 +14,8 @@ import pytest
 from helpers import make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf.config import TrainConfig
-from qgf.experiments.jobs import LATER_SECTION_DEFAULTS, LATER_SHARED_DEFAULTS, job_done, plan, run_groups
+from qgf.experiments.jobs import job_done, plan
+from qgf.experiments.naming import LATER_SECTION_DEFAULTS, LATER_SHARED_DEFAULTS, run_groups
 from qgf.experiments.spec import load_spec, parse_spec, shipped_spec_names
 from qgf.guidance import SamplerSpec
 from qgf.training import resume

@@ -58,7 +58,7 @@ def test_the_setting_is_recorded_validated_and_part_of_the_identity():
 
 
 def test_sweep_run_names_leave_the_default_precision_out():
-    from qgf.experiments.jobs import _config_identity
+    from qgf.experiments.naming import _config_identity
 
     assert "matmul_precision" not in _config_identity(small_config())
     assert _config_identity(small_config(matmul_precision="highest"))["matmul_precision"] == "highest"

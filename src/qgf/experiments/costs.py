@@ -1,0 +1,65 @@
+"""The planner's rough cost model, in CPU-seconds per job: what `qgf sweep --plan` prints and the
+progress bar's ETA uses. Each constant says what it was fitted to; refit it when a measurement
+disagrees (docs/experiments.md)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+# ~300 oracle rollout steps per CPU-second (OGBench's scripted oracles, MuJoCo on one core)
+GENERATE_SECONDS_PER_STEP = 3e-3
+
+
+def generate_cost(episodes: int, episode_length: int) -> float:
+    return episodes * episode_length * GENERATE_SECONDS_PER_STEP
+
+
+def train_cost(config, seeds: int) -> float:
+    width = max(config.actor_hidden_dims + config.critic_hidden_dims)
+    # CPU-seconds per seed-step: 9.5 ms fixed plus 4e-10 s per (batch row x width^2 x layer), fitted
+    # to sweep training jobs (one CPU each, two side by side on 2 cores, seeds vmapped; the
+    # calibration and domains sweeps of docs/results.md): 10.5-12.3 ms at cpu-small, 34-44 ms at
+    # cpu. Other agents run 1-2x that (docs/agents.md).
+    depth = len(config.actor_hidden_dims)
+    return config.steps * seeds * (0.0095 + 4e-10 * config.batch_size * width * width * depth)
+
+
+@functools.cache
+def episode_limit(task: str) -> int:
+    """The env's own episode limit, from the gymnasium registry OGBench fills (500 if unknown)."""
+    import gymnasium
+    import ogbench  # noqa: F401  (registers the envs)
+
+    from qgf.envs import parse_name
+
+    name = parse_name(task).env_name
+    limit = gymnasium.registry[name].max_episode_steps if name in gymnasium.registry else None
+    return int(limit or 500)
+
+
+# CPU-seconds per env step of an evaluation: MuJoCo with OGBench's wrappers (~1.5 ms) plus the
+# policy's share (one chunk query per h steps), measured order of magnitude on 2 cores.
+EVAL_SECONDS_PER_STEP = 2.5e-3
+
+
+def evaluation_cost(task: str, episodes: int, max_episode_steps: int | None) -> float:
+    limit = max_episode_steps or episode_limit(task)
+    return episodes * limit * EVAL_SECONDS_PER_STEP
+
+
+def curve_cost(task: str, config, params: dict[str, Any]) -> float:
+    curve = params.get("curve")
+    if curve is None:
+        return 0.0
+    points = -(-config.steps // curve["every"])
+    episodes = points * curve["episodes"] * len(curve["conditions"]) * len(params["seeds"])
+    return evaluation_cost(task, episodes, curve["max_episode_steps"])
+
+
+def online_cost(task: str, config, online: dict[str, Any]) -> float:
+    """Per env step: the env and the policy's share, plus `utd` updates; plus the curve's points."""
+    per_step = EVAL_SECONDS_PER_STEP + online["utd"] * train_cost(config.replace(steps=1), 1)
+    points = online["steps"] // online["eval_every"] + 2  # env step 0 and the last step too
+    episodes = points * online["eval_episodes"]
+    return online["steps"] * per_step + evaluation_cost(task, episodes, online["max_episode_steps"])
