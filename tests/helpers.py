@@ -111,3 +111,31 @@ def fake_sinks(monkeypatch):
         module.__spec__ = importlib.machinery.ModuleSpec(name, None)
         monkeypatch.setitem(sys.modules, name, module)
     return seen
+
+
+class SimulatedKill(Exception):
+    """What a test raises to stand in for a job killed part-way (SIGKILL leaves no handler to run)."""
+
+
+def run_killed(monkeypatch, module, name, run, *, before=None, after=None):
+    """Run `run()` with `module.name` wrapped to raise SimulatedKill when `before(*args, **kwargs)`
+    holds (instead of the call) or `after(...)` holds (once the real call has returned), check that
+    the kill happened, and put the real function back."""
+    import pytest
+
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        if before is not None and before(*args, **kwargs):
+            raise SimulatedKill
+        out = real(*args, **kwargs)
+        if after is not None and after(*args, **kwargs):
+            raise SimulatedKill
+        return out
+
+    monkeypatch.setattr(module, name, wrapper)
+    try:
+        with pytest.raises(SimulatedKill):
+            run()
+    finally:
+        monkeypatch.setattr(module, name, real)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import make_dataset, small_config
+from helpers import make_dataset, run_killed, small_config
 from qgf import checkpoint as ckpt
 from qgf.errors import QGFError
 from qgf.evaluation import curve as curves
@@ -260,10 +260,6 @@ def test_seed_intervals_and_the_curve_over_tasks_against_hand_numbers():
 # ------------------------------------------------- a tiny sweep with curves, killed and resumed
 
 
-class SimulatedKill(Exception):
-    """Stands in for SIGKILL: nothing in the loop handles it, so nothing is saved on the way out."""
-
-
 @pytest.mark.slow
 def test_tiny_sweep_with_curves_killed_and_resumed_then_reported(tmp_path, monkeypatch):
     import dataclasses
@@ -317,26 +313,13 @@ def test_tiny_sweep_with_curves_killed_and_resumed_then_reported(tmp_path, monke
 
     killed, straight = trains[0], dataclasses.replace(trains[0], out=str(tmp_path / "straight"))
     execute(straight)
-    real_append, real_evaluate = curves.append_point, evaluation_run.evaluate_run
+    # a kill right after the point at step 2 was written, then one in the middle of the evaluation at step 4
+    run_killed(monkeypatch, curves, "append_point", lambda: execute(killed), after=lambda *args: True)
 
-    def append_then_kill(run_dir, point):  # a kill right after the point at step 2 was written
-        real_append(run_dir, point)
-        raise SimulatedKill
+    def at_step_4(run, *args, **kwargs):
+        return run.step == 4
 
-    monkeypatch.setattr(curves, "append_point", append_then_kill)
-    with pytest.raises(SimulatedKill):
-        execute(killed)
-    monkeypatch.setattr(curves, "append_point", real_append)
-
-    def kill_at_step_4(run, *args, **kwargs):  # a kill in the middle of the evaluation at step 4
-        if run.step == 4:
-            raise SimulatedKill
-        return real_evaluate(run, *args, **kwargs)
-
-    monkeypatch.setattr(evaluation_run, "evaluate_run", kill_at_step_4)
-    with pytest.raises(SimulatedKill):
-        execute(killed)
-    monkeypatch.setattr(evaluation_run, "evaluate_run", real_evaluate)
+    run_killed(monkeypatch, evaluation_run, "evaluate_run", lambda: execute(killed), before=at_step_4)
     assert not job_done(killed)
     for job in jobs:
         if not job_done(job):

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from helpers import run_killed
 from qgf.errors import QGFError
 
 TASK = "cube-single-play-singletask-task1-v0"
@@ -100,10 +101,6 @@ def test_online_jobs_follow_their_train_jobs_with_directories_from_the_settings(
     assert "online" in format_plan(jobs, {})
 
 
-class SimulatedKill(Exception):
-    """Stands in for SIGKILL: nothing in the loop handles it, so nothing is saved on the way out."""
-
-
 @pytest.mark.slow
 def test_tiny_sweep_with_an_online_phase_killed_and_resumed_then_reported(tmp_path, monkeypatch):
     import dataclasses
@@ -134,33 +131,21 @@ def test_tiny_sweep_with_an_online_phase_killed_and_resumed_then_reported(tmp_pa
     straight = dataclasses.replace(killed, out=str(tmp_path / "straight"))
     execute(straight)
 
-    real_append = curves.append_point
+    # a kill right after the point at env step 20 was written
+    def after_20(run_dir, point, settings=None):
+        return point["env_steps"] == 20
 
-    def append_then_kill(run_dir, point, settings=None):  # a kill right after the point at env step 20
-        real_append(run_dir, point, settings)
-        if point["env_steps"] == 20:
-            raise SimulatedKill
-
-    monkeypatch.setattr(curves, "append_point", append_then_kill)
-    with pytest.raises(SimulatedKill):
-        execute(killed)
-    monkeypatch.setattr(curves, "append_point", real_append)
+    run_killed(monkeypatch, curves, "append_point", lambda: execute(killed), after=after_20)
     directory = online_dir(killed.out)
     assert [step for step, _ in ckpt.list_checkpoints(directory)] == [20] and not job_done(killed)
 
     from qgf.evaluation import run as evaluation_run
 
-    real_evaluate = evaluation_run.evaluate_run
+    # after the final checkpoint, before its point
+    def at_the_end(run, *args, **kwargs):
+        return run.step == 4 + 40
 
-    def kill_at_the_end(run, *args, **kwargs):  # after the final checkpoint, before its point
-        if run.step == 4 + 40:
-            raise SimulatedKill
-        return real_evaluate(run, *args, **kwargs)
-
-    monkeypatch.setattr(evaluation_run, "evaluate_run", kill_at_the_end)
-    with pytest.raises(SimulatedKill):
-        execute(killed)
-    monkeypatch.setattr(evaluation_run, "evaluate_run", real_evaluate)
+    run_killed(monkeypatch, evaluation_run, "evaluate_run", lambda: execute(killed), before=at_the_end)
     assert ckpt.latest_step(directory) == 40 and not job_done(killed)  # the curve lacks its last point
     for job in jobs:  # what a re-run sweep does: the jobs not done, each as its Ray task runs it
         if not job_done(job):
