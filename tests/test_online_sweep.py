@@ -5,6 +5,7 @@ statistics against hand numbers."""
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,6 +179,25 @@ def test_tiny_sweep_with_an_online_phase_killed_and_resumed_then_reported(tmp_pa
     (frozen,) = [r for r in rows if r["kind"] == "frozen offline"]
     assert frozen["method"] == "qgf@0.1 offline" and frozen["seeds"] == "2"
     assert "Online phase (QAM Fig. 2 view)" in (report / "report.md").read_text()
+
+    # a sweep of online-only runs (RLPD alone) has no offline evaluation and still reports
+    import shutil
+
+    alone = tmp_path / "rlpd-alone"
+    document = _document(data, agents=["rlpd"])
+    document["agents"] = [agent for agent in document["agents"] if agent["name"] == "rlpd"]
+    document["online"]["by_agent"] = {"rlpd": {"sampling": "symmetric"}}
+    spec = parse_spec(document)
+    alone.mkdir()
+    (alone / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), default=str))
+    for job in plan(spec, alone)[0]:  # the same settings: the first sweep's directories, copied
+        shutil.copytree(Path(job.out.replace(str(alone), str(sweep))), job.out)
+    assert all(job_done(job) for job in plan(spec, alone)[0])
+    assert cli.main(["report", str(alone), "--reps", "20"]) == 0
+    rows = list(csv.DictReader(open(alone / "report" / "online_curves.csv")))
+    assert {r["method"] for r in rows} == {"rlpd online"} and {r["kind"] for r in rows} == {"online"}
+    assert (alone / "report" / "online_curves.png").stat().st_size > 0
+    assert "Online phase (QAM Fig. 2 view)" in (alone / "report" / "report.md").read_text()
 
 
 def test_online_curve_statistics_against_hand_numbers():

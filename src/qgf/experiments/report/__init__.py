@@ -46,6 +46,13 @@ def write_report(
     paths, ignored = planned_results(sweep_dir)
     rows = collect_rows(sweep_dir, paths)
     if not rows:
+        online = _online_tables(sweep_dir, rows, "sweep")
+        if online:  # a sweep of online-only runs (RLPD from scratch): nothing evaluated offline
+            out = sweep_dir / "report"
+            out.mkdir(parents=True, exist_ok=True)
+            ignored_text = "".join(f"{path.relative_to(sweep_dir)}\n" for path in ignored)
+            atomic_write_text(out / IGNORED_FILE, ignored_text)
+            return [out / IGNORED_FILE, *_write_online_report(out, online, "# Online phase\n")]
         stale = f" ({len(ignored)} evaluations of other specs or settings ignored)" if ignored else ""
         raise QGFError(f"{sweep_dir} holds no finished evaluation of its sweep{stale}; run qgf sweep first")
     stages = {row["stage"] for row in rows}
@@ -78,8 +85,6 @@ def write_report(
     if curve_numbers:
         tables += [("curves.csv", curve_numbers), ("plateau.csv", plateaus)]
     online = _online_tables(sweep_dir, rows, stage)
-    if online:
-        tables.append(("online_curves.csv", curves.online_csv_rows(*online)))
     if model_size:
         tables.append(("model_size.csv", model_size))
     if choice is not None:
@@ -114,15 +119,25 @@ def write_report(
             if draw(data, out / name):
                 drawn.append(name)
                 text += f"\n![{name[:-4]}]({name})\n"
-    if online:
-        text += "\n" + "\n".join(curves.online_markdown(*online))
-        if curves.figure_online_curves(*online, out / "online_curves.png"):
-            drawn.append("online_curves.png")
-            text += "\n![online_curves](online_curves.png)\n"
-    atomic_write_text(out / "report.md", text)
     atomic_write_text(out / IGNORED_FILE, "".join(f"{path}\n" for path in ignored_text))
-    written += [out / name for name in drawn] + [out / "report.md", out / IGNORED_FILE]
-    return written
+    written += [out / name for name in drawn] + [out / IGNORED_FILE]
+    if online:  # writes report.md with the online section appended
+        return written + _write_online_report(out, online, text)
+    atomic_write_text(out / "report.md", text)
+    return written + [out / "report.md"]
+
+
+def _write_online_report(out: Path, online: tuple[list[dict], list[dict]], text: str) -> list[Path]:
+    """Write online_curves.csv/.png and report.md: `text` followed by the online phase's section."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "online_curves.csv", csv_text(curves.online_csv_rows(*online)))
+    written = [out / "online_curves.csv"]
+    text += "\n" + "\n".join(curves.online_markdown(*online))
+    if curves.figure_online_curves(*online, out / "online_curves.png"):
+        written.append(out / "online_curves.png")
+        text += "\n![online_curves](online_curves.png)\n"
+    atomic_write_text(out / "report.md", text)
+    return written + [out / "report.md"]
 
 
 def _curve_tables(sweep_dir: Path, compute: list[dict]) -> tuple[list[dict], list[dict]]:
