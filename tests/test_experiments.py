@@ -398,6 +398,46 @@ def test_protocol_tunes_best_of_n_as_one_method(tmp_path, monkeypatch):
     assert all([c["spec"]["best_of_n"] for c in job.params["conditions"]] == [1, 4] for job in final)
 
 
+def test_protocol_keeps_apart_samplers_that_share_a_label(tmp_path, monkeypatch):
+    """GradStep's K (QGF Table 5 tunes (eta, K)) is not in the sampler's label: its candidates are
+    told apart by their whole spec, so K = 1 and K = 3 are not pooled into one mean and the final
+    stage evaluates the K that won."""
+    from qgf.evaluation import results as results_module
+    from qgf.experiments import jobs as jobs_module
+
+    samplers = [{"estimator": "gradstep", "gradstep_steps": k, "weights": [0.01, 0.03]} for k in (1, 3)]
+    spec = parse_spec(toy_spec(agents=[{"name": "qgf", "samplers": samplers}], protocol={"tune_tasks": [2]}))
+    tune = [job for job in plan(spec, tmp_path)[0] if job.stage == "tune"]
+    # K = 1 is better on average over its weights (0.5 against 0.35); K = 3 at 0.03 is the best candidate
+    success = {(1, 0.01): 0.5, (1, 0.03): 0.5, (3, 0.01): 0.1, (3, 0.03): 0.6}
+
+    def fake_read(path):
+        job = next(job for job in tune if str(path).startswith(job.out))
+        return types.SimpleNamespace(
+            results=[
+                types.SimpleNamespace(
+                    label="gradstep",
+                    weight=c["weight"],
+                    success_rate=success[(c["spec"]["gradstep_steps"], c["weight"])],
+                )
+                for c in job.params["conditions"]
+            ]
+        )
+
+    monkeypatch.setattr(results_module, "read_results", fake_read)
+    monkeypatch.setattr(jobs_module, "job_done", lambda job: job.stage == "tune" or job.kind == "generate")
+    jobs, _ = plan(spec, tmp_path)
+    (choice,) = json.loads((tmp_path / "protocol.json").read_text())["choices"]
+    assert choice["method"] == "gradstep" and len(choice["evidence"]) == 4
+    assert (choice["spec"]["gradstep_steps"], choice["weight"]) == (3, 0.03)
+    assert choice["tune_success"] == pytest.approx(0.6)
+    final = [job for job in jobs if job.stage == "final"]
+    assert final and all(
+        [(c["spec"]["gradstep_steps"], c["weight"]) for c in job.params["conditions"]] == [(3, 0.03)]
+        for job in final
+    )
+
+
 def test_each_agent_reaches_its_final_stage_when_its_own_tuning_is_done(tmp_path, monkeypatch):
     """A slow agent's tuning does not hold back another's final stage; a choice on the edge of its
     grid (here fql_alpha = 3, the grid's top, and qgf's weight 0.1, its top weight) is flagged."""

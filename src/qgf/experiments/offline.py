@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from qgf.errors import QGFError
+from qgf.experiments.protocol import chosen_sampler
 
 # c: admissible when dist(w) <= c * dist(0). Measured on the demo run (docs/fidelity.md): the
 # distance ratio was <= 1.02 up to w = 0.1 (rollout success 0.8) and 1.25 at w = 0.3 (0.2).
@@ -128,7 +129,7 @@ def compare_choices(
         picked = offline_weight_choice(
             table["weights"], table["gain"], table["distance"], table["reference_distance"], tolerance
         )
-        tune = {e["weight"]: e["success"] for e in choice["evidence"] if e["group"] == choice["group"]}
+        tune = {e["weight"]: e["success"] for e in chosen_sampler(choice["evidence"], choice)}
         if picked["weight"] not in tune:
             raise QGFError(
                 f"offline choice {picked['weight']:g} for {key[0]} on {key[1]} has no tuning evaluation"
@@ -235,7 +236,7 @@ def sweep_tables(
     notes = []
     for choice in protocol["choices"]:
         method, domain = choice["method"], choice["domain"]
-        weights = sorted({e["weight"] for e in choice["evidence"] if e["group"] == choice["group"]})
+        weights = sorted({e["weight"] for e in chosen_sampler(choice["evidence"], choice)})
         spec = SamplerSpec(**choice["spec"])
         if len(weights) < 2 or not spec.uses_weight or not spec.uses_critic:
             continue

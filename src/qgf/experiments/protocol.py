@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from qgf.experiments.naming import domain_of
@@ -14,8 +15,11 @@ def protocol_choices(spec: SweepSpec, groups, tune_jobs) -> dict:
     candidate (smaller weight, earlier grid point). Evidence: every candidate's mean per task."""
     from qgf.evaluation.results import read_results
 
+    # A candidate is (group, the sampler's whole spec, weight): a label can be shared by samplers
+    # that differ in a field it does not show (GradStep's K), and those must not be pooled.
     scores: dict[tuple[str, str], dict[tuple[str, str, float], dict[str, list[float]]]] = {}
     specs: dict[tuple[str, str, float], dict] = {}
+    labels: dict[tuple[str, str, float], str] = {}
     for job in tune_jobs:
         results = read_results(Path(job.out) / "results.json")
         group = job.params["group"]
@@ -24,19 +28,22 @@ def protocol_choices(spec: SweepSpec, groups, tune_jobs) -> dict:
         for index, condition in enumerate(results.results):
             methods = job.params.get("methods")
             method = methods[index] if methods else method_name(agent, condition.label)
-            candidate = (group, condition.label, float(condition.weight))
-            specs[candidate] = job.params["conditions"][index]["spec"]
+            sampler = job.params["conditions"][index]["spec"]
+            candidate = (group, json.dumps(sampler, sort_keys=True), float(condition.weight))
+            specs[candidate], labels[candidate] = sampler, condition.label
             bucket = scores.setdefault((method, domain), {}).setdefault(candidate, {})
             bucket.setdefault(job.params["task"], []).append(condition.success_rate)
     choices = []
     for (method, domain), candidates in sorted(scores.items()):
         evidence = []
-        for (group, label, weight), per_task in candidates.items():
+        for candidate, per_task in candidates.items():
+            group, _, weight = candidate
             means = {task: sum(v) / len(v) for task, v in per_task.items()}
             evidence.append(
                 {
                     "group": group,
-                    "sampler": label,
+                    "sampler": labels[candidate],
+                    "spec": specs[candidate],
                     "point": next(g.point_label for g in groups if g.name == group),
                     "weight": weight,
                     "success_per_task": means,
@@ -48,7 +55,7 @@ def protocol_choices(spec: SweepSpec, groups, tune_jobs) -> dict:
         # A choice on the edge of its grid may lie beyond it (issue 20: grids wide enough that the
         # choice is interior): the report flags it.
         edge = []
-        weights = sorted({e["weight"] for e in evidence if e["group"] == best["group"]})
+        weights = sorted({e["weight"] for e in chosen_sampler(evidence, best)})
         if len(weights) > 1 and best["weight"] in (weights[0], weights[-1]):
             edge.append("weight")
         chosen = next(g for g in groups if g.name == best["group"])
@@ -62,7 +69,7 @@ def protocol_choices(spec: SweepSpec, groups, tune_jobs) -> dict:
                 "group": best["group"],
                 "point": best["point"],
                 "weight": best["weight"],
-                "spec": specs[(best["group"], best["sampler"], best["weight"])],
+                "spec": best["spec"],
                 "tune_success": best["success"],
                 "on_grid_edge": edge,
                 "tasks": domain_tasks,
@@ -77,3 +84,10 @@ def protocol_choices(spec: SweepSpec, groups, tune_jobs) -> dict:
         "tune_seeds": list(spec.protocol.get("tune_seeds", spec.seeds)),
         "choices": choices,
     }
+
+
+def chosen_sampler(evidence: list[dict], choice: dict) -> list[dict]:
+    """The evidence of `choice`'s run group and sampler at each of its weights (protocol.json
+    written before evidence carried "spec" tells samplers apart by group alone)."""
+    group, spec = choice["group"], choice.get("spec")
+    return [e for e in evidence if e["group"] == group and e.get("spec", spec) == spec]
