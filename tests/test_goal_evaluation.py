@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import pytest
 
-from helpers import make_dataset, small_config
+from helpers import SimulatedKill, make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf import cli
 from qgf.errors import QGFError
@@ -257,10 +257,6 @@ def test_summary_overall_is_the_mean_over_goals(evaluated):
     assert table in stdout and table in (out / "summary.md").read_text()
     assert "| qgf | 1 | 0.5 | 0.50 [" in stdout
     assert (out / "success_vs_weight.png").stat().st_size > 0
-
-
-class SimulatedKill(Exception):
-    pass
 
 
 def test_a_killed_evaluation_resumes_with_its_finished_goals_and_conditions(

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import SMALL, equal_trees, make_dataset, small_config
+from helpers import SMALL, SimulatedKill, equal_trees, make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf import cli
 from qgf.agents import AGENT_NAMES, agent_class
@@ -207,10 +207,6 @@ def test_every_agent_traces_its_policy_loss_on_a_goal_batch(trained):
 
 
 # ----------------------------------------------------------------------------- runs and the CLI
-
-
-class SimulatedKill(Exception):
-    pass
 
 
 def test_goal_conditioned_run_records_itself_and_resumes_exactly(tmp_path):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import SMALL, equal_trees, fake_sinks, make_dataset, small_config
+from helpers import SMALL, SimulatedKill, equal_trees, fake_sinks, make_dataset, small_config
 from qgf import checkpoint as ckpt
 from qgf import cli
 from qgf.data.chunks import gather_chunks, to_device
@@ -15,10 +15,6 @@ from qgf.training import fit, read_log, resume, train
 from qgf.training.log import combine_metrics
 
 SCHEDULE = {"steps": 12, "log_every": 3, "ckpt_every": 6, "keep_checkpoints": 2}
-
-
-class SimulatedKill(Exception):
-    """Stands in for SIGKILL: nothing in the loop handles it, so nothing is saved on the way out."""
 
 
 def kill_at(step):
