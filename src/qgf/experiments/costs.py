@@ -57,9 +57,25 @@ def curve_cost(task: str, config, params: dict[str, Any]) -> float:
     return evaluation_cost(task, episodes, curve["max_episode_steps"])
 
 
+# One online env step at UTD 1, less the env's share, over the offline cost model's seed-step
+# (`train_cost`), by what the online phase runs: fitted to online-cube (cube-single task 2,
+# cpu-small, two jobs side by side on 2 cores; 30k env steps in 362-401 s for FQL, 618 s RLPD,
+# about 1140 s QAM-EDIT, 1891-1971 s online QGF with the td critic, whose every backup runs the
+# guided sampler on the batch; docs/results.md). Agents not listed: 1.
+ONLINE_UPDATE_FACTORS: dict[str, float] = {
+    "fql": 0.85,
+    "rlpd": 1.5,
+    "qam-edit": 3.0,
+    "qgf/td": 5.2,  # the guided backup (docs/fidelity.md, "online QGF, critic=td")
+}
+
+
 def online_cost(task: str, config, online: dict[str, Any]) -> float:
-    """Per env step: the env and the policy's share, plus `utd` updates; plus the curve's points."""
-    per_step = EVAL_SECONDS_PER_STEP + online["utd"] * train_cost(config.replace(steps=1), 1)
-    points = online["steps"] // online["eval_every"] + 2  # env step 0 and the last step too
+    """Per env step: the env and the policy's share, plus `utd` updates at the agent's measured
+    factor; plus the curve's points (env step 0, every eval_every, and the last step)."""
+    key = f"{config.agent}/{config.critic}" if config.agent == "qgf" else config.agent
+    update = train_cost(config.replace(steps=1), 1) * ONLINE_UPDATE_FACTORS.get(key, 1.0)
+    per_step = EVAL_SECONDS_PER_STEP + online["utd"] * update
+    points = 1 + -(-online["steps"] // online["eval_every"])
     episodes = points * online["eval_episodes"]
     return online["steps"] * per_step + evaluation_cost(task, episodes, online["max_episode_steps"])
