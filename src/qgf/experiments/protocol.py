@@ -18,7 +18,6 @@ def protocol_choices(spec: SweepSpec, groups, tune_jobs) -> dict:
     # A candidate is (group, the sampler's whole spec, weight): a label can be shared by samplers
     # that differ in a field it does not show (GradStep's K), and those must not be pooled.
     scores: dict[tuple[str, str], dict[tuple[str, str, float], dict[str, list[float]]]] = {}
-    specs: dict[tuple[str, str, float], dict] = {}
     labels: dict[tuple[str, str, float], str] = {}
     for job in tune_jobs:
         results = read_results(Path(job.out) / "results.json")
@@ -30,20 +29,20 @@ def protocol_choices(spec: SweepSpec, groups, tune_jobs) -> dict:
             method = methods[index] if methods else method_name(agent, condition.label)
             sampler = job.params["conditions"][index]["spec"]
             candidate = (group, json.dumps(sampler, sort_keys=True), float(condition.weight))
-            specs[candidate], labels[candidate] = sampler, condition.label
+            labels[candidate] = condition.label
             bucket = scores.setdefault((method, domain), {}).setdefault(candidate, {})
             bucket.setdefault(job.params["task"], []).append(condition.success_rate)
     choices = []
     for (method, domain), candidates in sorted(scores.items()):
         evidence = []
         for candidate, per_task in candidates.items():
-            group, _, weight = candidate
+            group, sampler, weight = candidate
             means = {task: sum(v) / len(v) for task, v in per_task.items()}
             evidence.append(
                 {
                     "group": group,
                     "sampler": labels[candidate],
-                    "spec": specs[candidate],
+                    "spec": json.loads(sampler),
                     "point": next(g.point_label for g in groups if g.name == group),
                     "weight": weight,
                     "success_per_task": means,

@@ -50,8 +50,7 @@ def write_report(
         if online:  # a sweep of online-only runs (RLPD from scratch): nothing evaluated offline
             out = sweep_dir / "report"
             out.mkdir(parents=True, exist_ok=True)
-            ignored_text = "".join(f"{path.relative_to(sweep_dir)}\n" for path in ignored)
-            atomic_write_text(out / IGNORED_FILE, ignored_text)
+            _write_ignored(out, sweep_dir, ignored)
             return [out / IGNORED_FILE, *_write_online_report(out, online, "# Online phase\n")]
         stale = f" ({len(ignored)} evaluations of other specs or settings ignored)" if ignored else ""
         raise QGFError(f"{sweep_dir} holds no finished evaluation of its sweep{stale}; run qgf sweep first")
@@ -108,7 +107,7 @@ def write_report(
         drawn.append("fig7_compute.png")
     if figures.figure_model_size(model_size, out / "fig9_model_size.png"):
         drawn.append("fig9_model_size.png")
-    ignored_text = [str(path.relative_to(sweep_dir)) for path in ignored]
+    ignored_text = _write_ignored(out, sweep_dir, ignored)
     text = markdown(numbers, protocol, drawn, choice, ignored_text)
     if curve_numbers:
         text += "\n" + "\n".join(curves.plateau_markdown(plateaus))
@@ -119,7 +118,6 @@ def write_report(
             if draw(data, out / name):
                 drawn.append(name)
                 text += f"\n![{name[:-4]}]({name})\n"
-    atomic_write_text(out / IGNORED_FILE, "".join(f"{path}\n" for path in ignored_text))
     written += [out / name for name in drawn] + [out / IGNORED_FILE]
     if online:  # writes report.md with the online section appended
         return written + _write_online_report(out, online, text)
@@ -129,7 +127,6 @@ def write_report(
 
 def _write_online_report(out: Path, online: tuple[list[dict], list[dict]], text: str) -> list[Path]:
     """Write online_curves.csv/.png and report.md: `text` followed by the online phase's section."""
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "online_curves.csv", csv_text(curves.online_csv_rows(*online)))
     written = [out / "online_curves.csv"]
     text += "\n" + "\n".join(curves.online_markdown(*online))
@@ -138,6 +135,13 @@ def _write_online_report(out: Path, online: tuple[list[dict], list[dict]], text:
         text += "\n![online_curves](online_curves.png)\n"
     atomic_write_text(out / "report.md", text)
     return written + [out / "report.md"]
+
+
+def _write_ignored(out: Path, sweep_dir: Path, ignored: list[Path]) -> list[str]:
+    """Write OUT/ignored.txt: the evaluations spec.json does not expand to, relative to the sweep."""
+    names = [str(path.relative_to(sweep_dir)) for path in ignored]
+    atomic_write_text(out / IGNORED_FILE, "".join(f"{name}\n" for name in names))
+    return names
 
 
 def _curve_tables(sweep_dir: Path, compute: list[dict]) -> tuple[list[dict], list[dict]]:
