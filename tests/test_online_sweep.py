@@ -186,7 +186,6 @@ def test_tiny_sweep_with_an_online_phase_killed_and_resumed_then_reported(tmp_pa
     alone = tmp_path / "rlpd-alone"
     document = _document(data, agents=["rlpd"])
     document["agents"] = [agent for agent in document["agents"] if agent["name"] == "rlpd"]
-    document["online"]["by_agent"] = {"rlpd": {"sampling": "symmetric"}}
     spec = parse_spec(document)
     alone.mkdir()
     (alone / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), default=str))
