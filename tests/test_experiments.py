@@ -132,6 +132,34 @@ def test_protocol_plans_tuning_first(tmp_path):
     assert {tuple(job.params["seeds"]) for job in jobs if job.kind == "train"} == {(0,)}
 
 
+def test_plan_costs_gpu_training_by_the_qam_papers_table6(tmp_path):
+    """A job on a GPU is costed in GPU-seconds from QAM Table 6's ms/step (FQL 3.58; QGF trains what
+    IFQL trains, 2.66), seeds counted linearly; on CPUs nothing is; --plan totals both, and the
+    final stage not yet planned is forecast from the first grid point."""
+    from qgf.experiments.runner import format_plan
+
+    steps = TOY_OVERRIDES["steps"]
+    agents = [{"name": "qgf", "samplers": ["qgf"]}, {"name": "fql", "samplers": ["policy"]}]
+    cpu_jobs, _ = plan(parse_spec(toy_spec(seeds=[0, 1], agents=agents)), tmp_path / "cpu")
+    assert all(job.gpu_cost == 0 for job in cpu_jobs) and "GPU-hours" not in format_plan(cpu_jobs, {})
+    gpu = {"train_gpus": 1}
+    jobs, _ = plan(parse_spec(toy_spec(seeds=[0, 1], agents=agents, resources=gpu)), tmp_path / "gpu")
+    trains = {job.params["agent"]: job for job in jobs if job.kind == "train" and TASK1 in job.id}
+    assert trains["fql"].gpu_cost == pytest.approx(steps * 2 * 3.58e-3)
+    assert trains["qgf"].gpu_cost == pytest.approx(steps * 2 * 2.66e-3)
+    assert trains["fql"].cost == 0  # no curve: nothing of it runs on the CPUs
+    total = sum(job.gpu_cost for job in jobs) / 3600
+    assert f"{total:.2f} GPU-hours" in format_plan(jobs, {})
+
+    protocol = {"tune_tasks": [2], "tune_seeds": [100]}
+    spec = parse_spec(toy_spec(seeds=[0, 1], agents=agents, resources=gpu, protocol=protocol))
+    _, note = plan(spec, tmp_path / "tuned")
+    cpu, gpu_s = note["unplanned_cost"]  # two tasks x two final seeds, each agent once
+    assert gpu_s == pytest.approx(2 * steps * 2 * (3.58e-3 + 2.66e-3))
+    assert cpu > 0  # the final evaluations' env steps
+    assert "that final stage" in format_plan([], note)
+
+
 def test_protocol_tunes_on_fresh_training_seeds(tmp_path):
     """tune_seeds: the tuning stage trains and evaluates its own seeds; the final seeds are not
     trained until the choice is made, so no reported run took part in choosing."""

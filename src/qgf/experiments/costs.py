@@ -1,6 +1,6 @@
-"""The planner's rough cost model, in CPU-seconds per job: what `qgf sweep --plan` prints and the
-progress bar's ETA uses. Each constant says what it was fitted to; refit it when a measurement
-disagrees (docs/experiments.md)."""
+"""The planner's rough cost model, in CPU-seconds and GPU-seconds per job: what `qgf sweep --plan`
+prints and the progress bar's ETA uses. Each constant says what it was fitted to or taken from;
+refit it when a measurement disagrees (docs/experiments.md, "Cost model")."""
 
 from __future__ import annotations
 
@@ -70,12 +70,63 @@ ONLINE_UPDATE_FACTORS: dict[str, float] = {
 }
 
 
-def online_cost(task: str, config, online: dict[str, Any]) -> float:
-    """Per env step: the env and the policy's share, plus `utd` updates at the agent's measured
-    factor; plus the curve's points (env step 0, every eval_every, and the last step)."""
+def _online_factor(config) -> float:
     key = f"{config.agent}/{config.critic}" if config.agent == "qgf" else config.agent
-    update = train_cost(config.replace(steps=1), 1) * ONLINE_UPDATE_FACTORS.get(key, 1.0)
+    return ONLINE_UPDATE_FACTORS.get(key, 1.0)
+
+
+def online_cost(task: str, config, online: dict[str, Any], gpu: bool = False) -> float:
+    """CPU-seconds. Per env step: the env and the policy's share, plus `utd` updates at the agent's
+    measured factor (on the GPU instead when `gpu`: `online_gpu_cost`); plus the curve's points (env
+    step 0, every eval_every, and the last step)."""
+    update = 0.0 if gpu else train_cost(config.replace(steps=1), 1) * _online_factor(config)
     per_step = EVAL_SECONDS_PER_STEP + online["utd"] * update
     points = 1 + -(-online["steps"] // online["eval_every"])
     episodes = points * online["eval_episodes"]
     return online["steps"] * per_step + evaluation_cost(task, episodes, online["max_episode_steps"])
+
+
+# GPU milliseconds per training step of one seed: the QAM paper's Table 6 (its authors' code on their
+# GPU, cube-triple, the paper's 4 x 512 networks, batch 256). Nothing here has been measured on a GPU
+# by this project yet: bench/gpu_check.py's speed parts print our ms/step over these same values, and
+# a lent GPU's numbers replace them. Agents without a row of their own take the row of the method
+# whose update they repeat (GPU_STAND_INS). Small networks on a GPU are launch-bound, so the value is
+# not scaled by width; seeds are counted linearly (vmapped seeds share launches: an upper bound).
+GPU_MS_PER_STEP: dict[str, float] = {
+    "rebrac": 2.97,
+    "fbrac": 4.54,
+    "cgql": 9.62,
+    "cgql-mse": 10.40,
+    "cgql-linex": 10.40,
+    "fql": 3.58,
+    "dsrl": 5.63,
+    "fedit": 3.77,
+    "fawac": 3.44,
+    "ifql": 2.66,
+    "dac": 4.44,
+    "qsm-bc": 4.44,
+    "qam": 5.83,
+    "qam-edit": 6.61,
+    "qam-fql": 6.36,
+}
+GPU_STAND_INS: dict[str, str] = {
+    "qgf": "ifql",  # a BC flow and an IQL critic: IFQL's training, without its best-of-N at test time
+    "edp": "dac",  # a flow trained with a critic term at each noise level's one-step estimate
+    "bam": "qam",  # QAM with the basic adjoint (through f_beta too): QAM's row is a lower bound
+    "rlpd": "rebrac",  # a Gaussian actor on an ensemble critic
+}
+
+
+def gpu_ms_per_step(agent: str) -> float:
+    """One seed's training step on a GPU, in ms (the largest row for an agent the table lacks)."""
+    return GPU_MS_PER_STEP.get(GPU_STAND_INS.get(agent, agent), max(GPU_MS_PER_STEP.values()))
+
+
+def gpu_train_cost(config, seeds: int) -> float:
+    """GPU-seconds of a training job on a GPU (the curve's evaluations stay on CPUs: `curve_cost`)."""
+    return config.steps * seeds * gpu_ms_per_step(config.agent) / 1000
+
+
+def online_gpu_cost(config, online: dict[str, Any]) -> float:
+    """GPU-seconds of an online phase on a GPU: `utd` updates per env step at the agent's online factor."""
+    return online["steps"] * online["utd"] * gpu_ms_per_step(config.agent) / 1000 * _online_factor(config)

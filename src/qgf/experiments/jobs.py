@@ -31,7 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from qgf.errors import QGFError
-from qgf.experiments.costs import curve_cost, evaluation_cost, generate_cost, online_cost, train_cost
+from qgf.experiments.costs import (
+    curve_cost,
+    evaluation_cost,
+    generate_cost,
+    gpu_ms_per_step,
+    gpu_train_cost,
+    online_cost,
+    online_gpu_cost,
+    train_cost,
+)
 from qgf.experiments.naming import RunGroup, domain_dataset, run_groups, settings_hash, task_id
 from qgf.experiments.online_sweep import online_done, online_job_fields
 from qgf.experiments.protocol import protocol_choices
@@ -57,6 +66,12 @@ class Job:
     cpus: float
     gpus: float
     cost: float  # rough estimate in CPU-seconds, for --plan and the ETA
+    gpu_cost: float = 0.0  # rough estimate in GPU-seconds (jobs with gpus > 0)
+
+    @property
+    def work(self) -> float:
+        """The estimate the progress bar and the scheduling order weigh: CPU- plus GPU-seconds."""
+        return self.cost + self.gpu_cost
 
     @property
     def log_name(self) -> str:
@@ -136,6 +151,8 @@ def plan(
         }
         if "eval_every" in spec.evaluation and group.config.steps:  # curves: not in the run's name or id
             params["curve"] = _curve_params(spec, conditions_of(group, curve=True))
+        on_gpu = resources["train_gpus"] > 0
+        cpu_train = 0.0 if on_gpu else train_cost(group.config, len(seeds))
         return Job(
             id=f"train/{group.name}/{task}{suffix}",
             kind="train",
@@ -145,7 +162,8 @@ def plan(
             deps=(generate_ids[dataset],) if dataset in generate_ids else (),
             cpus=resources["train_cpus"],
             gpus=resources["train_gpus"],
-            cost=train_cost(group.config, len(seeds)) + curve_cost(task, group.config, params),
+            cost=cpu_train + curve_cost(task, group.config, params),
+            gpu_cost=gpu_train_cost(group.config, len(seeds)) if on_gpu else 0.0,
         )
 
     def evaluate_jobs(
@@ -215,13 +233,32 @@ def plan(
         """The online phase of each seed of `train` ([online]; its agents only)."""
         if spec.online is None or group.agent.label not in spec.online["agents"]:
             return []
-        cost = online_cost(train.params["task"], group.config, spec.online)
+        on_gpu = resources["train_gpus"] > 0
+        cost = online_cost(train.params["task"], group.config, spec.online, gpu=on_gpu)
+        gpu_cost = online_gpu_cost(group.config, spec.online) if on_gpu else 0.0
         return [
             Job(kind="online", stage="online", deps=(train.id,), cpus=resources["train_cpus"],
-                gpus=resources["train_gpus"], cost=cost,
+                gpus=resources["train_gpus"], cost=cost, gpu_cost=gpu_cost,
                 **online_job_fields(spec.online, group.config.agent, group.name, train, seed, sweep_dir))
             for seed in spec.seeds
         ]  # fmt: skip
+
+    def final_forecast(labels: list[str]) -> tuple[float, float]:
+        """(CPU-s, GPU-s) of the final stage of agents not yet chosen: each agent's first grid point
+        stands for its choice, one condition per method, every task and final seed."""
+        cpu = gpu = 0.0
+        for label in labels:
+            group = next(group for group in groups if group.agent.label == label)
+            conditions = conditions_of(group)
+            methods = len({method_name(group.agent, c.spec.label, tune_best_of_n) for c in conditions})
+            for task in spec.tasks:
+                train = train_job(group, task)
+                episodes = spec.evaluation["episodes"] * methods
+                evaluation = evaluation_cost(task, episodes, spec.evaluation.get("max_episode_steps"))
+                online = online_jobs(group, train)
+                cpu += train.cost + len(spec.seeds) * evaluation + sum(job.cost for job in online)
+                gpu += train.gpu_cost + sum(job.gpu_cost for job in online)
+        return cpu, gpu
 
     waiting = ""
     untuned = [group for group in groups if spec.protocol is None or not group.config.steps]
@@ -251,14 +288,16 @@ def plan(
         {job.params["agent"] for job in tune_evaluations if not job_done(job)},
         key=[agent.label for agent in spec.agents].index,
     )
+    note: dict[str, Any] = {"waiting": ""}
     if pending:
-        waiting = (
+        note["waiting"] = (
             f"the final stage of {', '.join(pending)} is planned once its tuning evaluations "
             "(protocol) have finished"
         )
+        note["unplanned_cost"] = final_forecast(pending)
     finished = [job for job in tune_evaluations if job.params["agent"] not in pending]
     if not finished:
-        return jobs, {"waiting": waiting}
+        return jobs, note
     choices = protocol_choices(spec, groups, finished)
     choices["pending"] = pending
     from qgf.fileio import atomic_write_json
@@ -286,7 +325,7 @@ def plan(
             known.add(train.id)
         jobs += evaluate_jobs(group, task, "final", spec.protocol["final_seed"], conditions)
         jobs += online_jobs(group, train)  # the chosen configuration's runs
-    return jobs, {"waiting": waiting}
+    return jobs, note
 
 
 def spec_from_json(document: dict[str, Any]) -> SweepSpec:
@@ -335,7 +374,9 @@ def addon_jobs(spec: SweepSpec, train: Job, run_dir: Path, conditions) -> list[J
                 deps=(train.id,),
                 cpus=spec.resources["train_cpus"],
                 gpus=spec.resources["train_gpus"],
-                cost=steps * 0.01,  # order of magnitude: one small network's update on a CPU
+                # order of magnitude: one small network's update (on a GPU: IFQL's row of Table 6)
+                cost=0.0 if spec.resources["train_gpus"] > 0 else steps * 0.01,
+                gpu_cost=steps * gpu_ms_per_step("ifql") / 1000 if spec.resources["train_gpus"] > 0 else 0.0,
             )
         )
     return jobs

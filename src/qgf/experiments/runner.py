@@ -235,17 +235,25 @@ class SweepOutcome:
 
 def format_plan(jobs: list[Job], note: dict[str, Any]) -> str:
     """The job list with its estimated cost, for --plan."""
-    lines = [f"{'status':<8} {'stage':<6} {'cpus':>4} {'gpus':>4} {'est. cpu-s':>10}  job"]
+    gpu = any(job.gpu_cost for job in jobs)
+    head = f"{'status':<8} {'stage':<6} {'cpus':>4} {'gpus':>4} {'est. cpu-s':>10}"
+    lines = [head + (f" {'est. gpu-s':>10}" if gpu else "") + "  job"]
     for job in jobs:
         status = "done" if job_done(job) else "todo"
-        lines.append(f"{status:<8} {job.stage:<6} {job.cpus:>4g} {job.gpus:>4g} {job.cost:>10.0f}  {job.id}")
+        line = f"{status:<8} {job.stage:<6} {job.cpus:>4g} {job.gpus:>4g} {job.cost:>10.0f}"
+        lines.append(line + (f" {job.gpu_cost:>10.0f}" if gpu else "") + f"  {job.id}")
     todo = [job for job in jobs if not job_done(job)]
-    lines.append(
-        f"{len(jobs)} jobs, {len(todo)} to run, about {sum(j.cost for j in todo) / 3600:.2f} CPU-hours "
-        "(a rough estimate)"
-    )
+    total = f"about {sum(j.cost for j in todo) / 3600:.2f} CPU-hours"
+    if gpu:
+        total += f" and {sum(j.gpu_cost for j in todo) / 3600:.2f} GPU-hours"
+    why = "; GPU-hours from the QAM paper's Table 6 timings, not measured here" if gpu else ""
+    lines.append(f"{len(jobs)} jobs, {len(todo)} to run, {total} (a rough estimate{why})")
     if note.get("waiting"):
         lines.append(f"not yet planned: {note['waiting']}")
+    if note.get("unplanned_cost"):
+        cpu, gpu = note["unplanned_cost"]
+        more = f"about {cpu / 3600:.2f} CPU-hours" + (f" and {gpu / 3600:.2f} GPU-hours" if gpu else "")
+        lines.append(f"  that final stage: {more} more (each method's first grid point standing for it)")
     return "\n".join(lines)
 
 
@@ -260,7 +268,7 @@ def submission_priority(job: Job, agent_order: dict[str, int] | None = None) -> 
     the sweep's wall-clock)."""
     order = agent_order or {}
     rank = order.get(job.params.get("agent"), len(order))  # agents the spec does not list go last
-    return (_KIND_PRIORITY.get(job.kind, 5), job.id.endswith("/tune-seeds"), rank, -job.cost, job.id)
+    return (_KIND_PRIORITY.get(job.kind, 5), job.id.endswith("/tune-seeds"), rank, -job.work, job.id)
 
 
 def run_sweep(
@@ -329,8 +337,8 @@ def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool, guard: DriverGuard)
             # The bar covers the work of this invocation: jobs found finished on disk are left out,
             # so that the rate, and the ETA, are not inflated by work done before a resume.
             already = set(skipped)
-            bar.total = max(sum(job.cost for job in jobs if job.id not in already), 1)
-            bar.n = sum(job.cost for job in jobs if job.id in done and job.id not in already)
+            bar.total = max(sum(job.work for job in jobs if job.id not in already), 1)
+            bar.n = sum(job.work for job in jobs if job.id in done and job.id not in already)
             ready = []
             for job in jobs:
                 if job.id in done or job.id in active or job.id in failed or job.id in blocked:
