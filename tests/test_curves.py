@@ -57,6 +57,20 @@ def test_points_are_sorted_replaced_at_a_repeated_step_and_mirrored_in_csv(tmp_p
     ]
 
 
+def test_a_curve_written_before_a_sampler_field_existed_resumes(tmp_path):
+    """fair-cube's FQL runs started before SamplerSpec had `gate`: their curve.json lacks it, and
+    resuming with today's settings (gate 0.0, its default) must continue the curve; a gate that is
+    not the default is another setting."""
+    spec = {"estimator": "qgf", "steps": 10, "best_of_n": 1, "clip_hat": True}
+    old = {**SETTINGS, "specs": [{"spec": spec, "weight": 0.0}]}
+    curves.start_curve(tmp_path, old)
+    today = {**SETTINGS, "specs": [{"spec": {**spec, "clip_jacobian": False, "gate": 0.0}, "weight": 0.0}]}
+    assert curves.start_curve(tmp_path, today)["settings"] == old  # the stored settings are kept
+    gated = {**SETTINGS, "specs": [{"spec": {**spec, "gate": 0.5}, "weight": 0.0}]}
+    with pytest.raises(QGFError, match="specs .* -> .*'gate': 0.5"):
+        curves.start_curve(tmp_path, gated)
+
+
 def test_other_settings_bad_points_and_choosing_seeds_are_one_line_errors(tmp_path):
     curves.start_curve(tmp_path, SETTINGS)
     curves.start_curve(tmp_path, dict(SETTINGS))  # the same settings: fine

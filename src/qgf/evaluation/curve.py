@@ -137,6 +137,19 @@ def _check_point(point: Any, source: str) -> None:
             raise QGFError(f"{source}: point at step {point['step']} has a bad {key}: {value!r}")
 
 
+def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with each sampler spec in full: a field SamplerSpec gained after the curve was
+    written (qgf.guidance.estimators.LATER_SPEC_DEFAULTS, e.g. gate) reads as its default, so a run
+    started before it resumes its curve."""
+    from qgf.guidance import SamplerSpec
+
+    specs = settings.get("specs")
+    if not isinstance(specs, list) or not all(isinstance(item, dict) and "spec" in item for item in specs):
+        return settings
+    full = [{**item, "spec": dataclasses.asdict(SamplerSpec(**item["spec"]))} for item in specs]
+    return {**settings, "specs": full}
+
+
 def start_curve(run_dir: str | os.PathLike, settings: dict[str, Any]) -> dict[str, Any]:
     """Create the run's curve with `settings`, or check that its existing one has them (another
     setting is a one-line error: a curve's points are comparable only under one setting)."""
@@ -145,8 +158,8 @@ def start_curve(run_dir: str | os.PathLike, settings: dict[str, Any]) -> dict[st
         document = {"version": CURVE_VERSION, "settings": settings, "points": []}
         _write(Path(run_dir), document)
         return document
-    stored = existing["settings"]
-    differs = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+    stored, wanted = _comparable(existing["settings"]), _comparable(settings)
+    differs = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
     if differs:
         said = "; ".join(f"{k} {stored.get(k)!r} -> {settings.get(k)!r}" for k in differs)
         raise QGFError(
