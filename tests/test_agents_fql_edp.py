@@ -343,7 +343,7 @@ def test_presets_pick_up_the_agent_layers():
     cpu_fql = load_preset("cpu", {"agent": "fql"}, warn=False)
     paper_edp = load_preset("paper", {"agent": "edp"}, warn=False)
     cpu_edp = load_preset("cpu", {"agent": "edp"}, warn=False)
-    assert (paper_fql.fql_alpha, cpu_fql.fql_alpha) == (1000.0, 100.0)
+    assert (paper_fql.fql_alpha, cpu_fql.fql_alpha) == (1000.0, 300.0)
     assert (paper_edp.edp_bc_weight, cpu_edp.edp_bc_weight) == (300.0, 30.0)
     assert not any(c.normalize_q_loss for c in (paper_fql, cpu_fql, paper_edp, cpu_edp))
     # An override still wins over the agent's layer (scene: alpha 300).
