@@ -161,7 +161,7 @@ def start_curve(run_dir: str | os.PathLike, settings: dict[str, Any]) -> dict[st
     stored, wanted = _comparable(existing["settings"]), _comparable(settings)
     differs = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
     if differs:
-        said = "; ".join(f"{k} {stored.get(k)!r} -> {settings.get(k)!r}" for k in differs)
+        said = "; ".join(f"{k} {stored.get(k)!r} -> {wanted.get(k)!r}" for k in differs)
         raise QGFError(
             f"{Path(run_dir) / CURVE_FILE} was written with other settings ({said}); resume with the "
             f"curve's own settings, or move {CURVE_FILE} aside to start a new curve"

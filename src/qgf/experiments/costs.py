@@ -127,6 +127,16 @@ def gpu_train_cost(config, seeds: int) -> float:
     return config.steps * seeds * gpu_ms_per_step(config.agent) / 1000
 
 
+# An add-on's update (RobustQ's critic, CFGRL's conditional flow): one small network; order of
+# magnitude on a CPU, and IFQL's row of Table 6 on a GPU.
+ADDON_SECONDS_PER_STEP = 0.01
+
+
+def addon_costs(steps: int, gpu: bool) -> tuple[float, float]:
+    """(CPU-seconds, GPU-seconds) of training an add-on for `steps` steps."""
+    return (0.0, steps * gpu_ms_per_step("ifql") / 1000) if gpu else (steps * ADDON_SECONDS_PER_STEP, 0.0)
+
+
 def online_gpu_cost(config, online: dict[str, Any]) -> float:
     """GPU-seconds of an online phase on a GPU: `utd` updates per env step at the agent's online factor."""
     return online["steps"] * online["utd"] * gpu_ms_per_step(config.agent) / 1000 * _online_factor(config)

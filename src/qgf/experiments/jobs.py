@@ -32,10 +32,10 @@ from typing import Any
 
 from qgf.errors import QGFError
 from qgf.experiments.costs import (
+    addon_costs,
     curve_cost,
     evaluation_cost,
     generate_cost,
-    gpu_ms_per_step,
     gpu_train_cost,
     online_cost,
     online_gpu_cost,
@@ -106,11 +106,13 @@ def plan(
     spec: SweepSpec, sweep_dir: str | Path, *, record_protocol: bool = True
 ) -> tuple[list[Job], dict[str, Any]]:
     """Every job determinable now (the protocol's second phase appears once its tuning is done)
-    and a note of what is still waiting: {'waiting': text or ''}. `record_protocol`: write the
+    and a note of what is still waiting: {'waiting': text or ''}, with 'unplanned_cost' (CPU-s,
+    GPU-s) forecast for a final stage still waiting on its tuning. `record_protocol`: write the
     protocol's choices to SWEEP_DIR/protocol.json (a reader such as `qgf report` passes False)."""
     sweep_dir = Path(sweep_dir)
     jobs: list[Job] = []
     resources = spec.resources
+    on_gpu = resources["train_gpus"] > 0  # training, add-ons and online phases hold a GPU
     data = data_dir(spec, sweep_dir)
     generate_ids: dict[str, str] = {}
     if "dir" not in spec.data:
@@ -151,7 +153,6 @@ def plan(
         }
         if "eval_every" in spec.evaluation and group.config.steps:  # curves: not in the run's name or id
             params["curve"] = _curve_params(spec, conditions_of(group, curve=True))
-        on_gpu = resources["train_gpus"] > 0
         cpu_train = 0.0 if on_gpu else train_cost(group.config, len(seeds))
         return Job(
             id=f"train/{group.name}/{task}{suffix}",
@@ -233,7 +234,6 @@ def plan(
         """The online phase of each seed of `train` ([online]; its agents only)."""
         if spec.online is None or group.agent.label not in spec.online["agents"]:
             return []
-        on_gpu = resources["train_gpus"] > 0
         cost = online_cost(train.params["task"], group.config, spec.online, gpu=on_gpu)
         gpu_cost = online_gpu_cost(group.config, spec.online) if on_gpu else 0.0
         return [
@@ -260,7 +260,7 @@ def plan(
                 gpu += train.gpu_cost + sum(job.gpu_cost for job in online)
         return cpu, gpu
 
-    waiting = ""
+    note: dict[str, Any] = {"waiting": ""}
     untuned = [group for group in groups if spec.protocol is None or not group.config.steps]
     for group in untuned:  # with a protocol: the online-only runs (0 offline steps: nothing to tune)
         for task in spec.tasks:
@@ -268,7 +268,7 @@ def plan(
             jobs += evaluate_jobs(group, task, "sweep", spec.evaluation["seed"], conditions_of(group))
             jobs += online_jobs(group, train_job(group, task))
     if spec.protocol is None:
-        return jobs, {"waiting": waiting}
+        return jobs, note
     groups = [group for group in groups if group.config.steps]
 
     tune_tasks = [task for task in spec.tasks if task_id(task) in tune_ids]
@@ -288,7 +288,6 @@ def plan(
         {job.params["agent"] for job in tune_evaluations if not job_done(job)},
         key=[agent.label for agent in spec.agents].index,
     )
-    note: dict[str, Any] = {"waiting": ""}
     if pending:
         note["waiting"] = (
             f"the final stage of {', '.join(pending)} is planned once its tuning evaluations "
@@ -358,6 +357,7 @@ def addon_jobs(spec: SweepSpec, train: Job, run_dir: Path, conditions) -> list[J
     for name in addons_for_samplers([condition.spec for condition in conditions]):
         settings = spec.addons.get(name, {})
         steps = AddonConfig.from_dict(settings).steps
+        cost, gpu_cost = addon_costs(steps, gpu=spec.resources["train_gpus"] > 0)
         jobs.append(
             Job(
                 id=f"addon/{Path(train.id).relative_to('train')}/{run_dir.name}/{name}",
@@ -374,9 +374,8 @@ def addon_jobs(spec: SweepSpec, train: Job, run_dir: Path, conditions) -> list[J
                 deps=(train.id,),
                 cpus=spec.resources["train_cpus"],
                 gpus=spec.resources["train_gpus"],
-                # order of magnitude: one small network's update (on a GPU: IFQL's row of Table 6)
-                cost=0.0 if spec.resources["train_gpus"] > 0 else steps * 0.01,
-                gpu_cost=steps * gpu_ms_per_step("ifql") / 1000 if spec.resources["train_gpus"] > 0 else 0.0,
+                cost=cost,
+                gpu_cost=gpu_cost,
             )
         )
     return jobs
