@@ -258,19 +258,60 @@ def test_a_killed_sweep_leaves_no_ray_process_and_writes_nothing_more(tmp_path):
         before = snapshot(sweep_dir)
         driver.kill()
         driver.wait()
-        # the watchdog notices within 0.5 s and kills within a second on a quiet machine; 15 s is
-        # for a loaded one (a CI run once left two agents alive at 5 s), and Ray's agents, without
-        # the watchdog, outlive the driver indefinitely
-        deadline = time.monotonic() + 15
+        # the watchdog notices within 0.5 s and kills within a second, also at load 12; 30 s is for
+        # a loaded CI (two runs beside studies left the two agents alive at 5 s and at 15 s: the
+        # watchdog had seen the raylet before its exec and never looked again, the next test), and
+        # Ray's agents, without the watchdog, outlive the driver indefinitely
+        keepers = [pid for pid in started if b"watchdog.py" in _command(pid)]
+        deadline = time.monotonic() + 30
         while alive(started) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = {pid: _command(pid)[:60] for pid in alive(started)}
-        assert not left, f"processes of the killed sweep still running: {left}"
+        left = {pid: (_command(pid)[:60], _state(pid)) for pid in alive(started)}
+        assert not left, (
+            f"processes of the killed sweep still running (command, (state, parent)): {left}; "
+            f"watchdog {keepers} alive: {alive(keepers)}; load {os.getloadavg()}"
+        )
         time.sleep(1.0)
         assert snapshot(sweep_dir) == before
     finally:
         for pid in alive(descendants(driver.pid)):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_the_watchdog_records_a_ray_child_that_execs_after_its_first_scan(tmp_path):
+    """A child seen between fork and exec shows the driver's command line; the watchdog must look
+    at it again once it has exec'd Ray's binary, or its children (the agents) outlive a kill."""
+    from qgf.experiments import watchdog
+
+    binary = tmp_path / "ray" / "raylet.py"  # a path with Ray's marker, like the real raylet's
+    binary.parent.mkdir()
+    sleeper = "[sys.executable, '-c', 'import time; time.sleep(60)']"
+    binary.write_text(f"import subprocess, sys, time\nsubprocess.Popen({sleeper})\ntime.sleep(60)\n")
+    recorder = watchdog.Recorder(os.getpid())
+    pid = os.fork()
+    if pid == 0:  # the child: wait past the first scan, then become "Ray"
+        try:
+            time.sleep(1.5)
+            os.execv(sys.executable, [sys.executable, str(binary)])
+        finally:
+            os._exit(1)
+    child = pid
+    try:
+        recorder.scan()  # the child has forked and not yet exec'd
+        assert child not in recorder.seen
+        deadline = time.monotonic() + 30
+        while len(descendants(child)) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (grandchild,) = descendants(child)
+        recorder.scan()
+        assert {child, grandchild} <= set(recorder.seen)
+        assert recorder.kill_all(seconds=5) == 2
+        assert not alive([child, grandchild])
+    finally:
+        for pid in alive(descendants(child)) + [child]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        os.waitpid(child, 0)
 
 
 def descendants(root):
@@ -296,6 +337,15 @@ def _command(pid):
             return handle.read().replace(b"\0", b" ")
     except OSError:
         return b""
+
+
+def _state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def snapshot(directory):

@@ -39,12 +39,15 @@ def processes() -> dict[int, tuple[int, str]]:
     return table
 
 
-def is_ray(pid: int) -> bool:
+def command_of(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            command = handle.read().replace(b"\0", b" ")
+            return handle.read().replace(b"\0", b" ")
     except OSError:
-        return False
+        return b""
+
+
+def is_ray(command: bytes) -> bool:
     return b"/ray/" in command or command.startswith(b"ray::")
 
 
@@ -65,6 +68,7 @@ def below(roots: set[int], table: dict[int, tuple[int, str]]) -> set[int]:
 class Recorder:
     def __init__(self, driver: int):
         self.driver = driver
+        self.driver_command = command_of(driver)
         self.seen: dict[int, str] = {}  # pid -> start time
         self.checked: set[tuple[int, str]] = set()  # the driver's children already looked at
 
@@ -73,9 +77,14 @@ class Recorder:
         roots = {pid for pid, start in self.seen.items() if table.get(pid, (0, ""))[1] == start}
         for pid, (parent, start) in table.items():
             if parent == self.driver and (pid, start) not in self.checked:
-                self.checked.add((pid, start))
-                if is_ray(pid):
+                command = command_of(pid)
+                if is_ray(command):
                     roots.add(pid)
+                # a child forked but not yet exec'd still shows the driver's command line: look
+                # again next time (under load the raylet can sit there past a scan, and its agents
+                # were then never recorded)
+                if command != self.driver_command:
+                    self.checked.add((pid, start))
         for pid in below(roots, table) - {os.getpid(), self.driver}:
             self.seen[pid] = table[pid][1]
         return table
