@@ -268,6 +268,50 @@ def test_dac_reverse_step_is_the_clipped_posterior_mean(index):
     np.testing.assert_allclose(got, posterior_mean + np.sqrt(beta) * noise, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["qsm", "dac"])
+@pytest.mark.parametrize("index", [1, 5, 9])
+def test_posterior_step_std_is_ho_et_al_beta_tilde(name, index):
+    """`ddpm_step_std=posterior`: the same step with noise std sqrt(beta~_i), beta~_i = beta_i (1 -
+    abar_{i-1}) / (1 - abar_i) (Ho et al. Eq. 7), from the float64 schedule; smaller than sqrt(beta_i)."""
+    betas, alpha_bars = hand_schedule(10)
+    beta_tilde = betas[index] * (1 - alpha_bars[index - 1]) / (1 - alpha_bars[index])
+    assert beta_tilde < betas[index]
+    schedule = diffusion.variance_preserving_schedule(10)
+    step = {"qsm": diffusion.qsm_reverse_step, "dac": diffusion.dac_reverse_step}[name]
+    noisy, prediction, noise = step_values(seed=index, scale=0.3)
+    beta, alpha_bar, alpha_bar_prev = betas[index], alpha_bars[index], alpha_bars[index - 1]
+    if name == "qsm":  # Eq. 51, clipped after the noise
+        mean = (noisy - beta / np.sqrt(1 - alpha_bar) * prediction) / np.sqrt(1 - beta)
+        expected = np.clip(mean + np.sqrt(beta_tilde) * noise, -1, 1)
+    else:  # the clipped x0 estimate's posterior mean, as above
+        denoised = np.clip(noisy / np.sqrt(alpha_bar) - np.sqrt(1 / alpha_bar - 1) * prediction, -1, 1)
+        mean = np.sqrt(alpha_bar_prev) * beta * denoised + np.sqrt(1 - beta) * (1 - alpha_bar_prev) * noisy
+        expected = mean / (1 - alpha_bar) + np.sqrt(beta_tilde) * noise
+    args = (jnp.asarray(x, jnp.float32) for x in (noisy, prediction, noise))
+    got = step(schedule, *args, index, posterior=True)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["qsm-bc", "dac"])
+def test_the_policy_samples_with_the_configured_step_std(name):
+    """The agent's own policy reads `ddpm_step_std`: from one key the two settings give different
+    actions, and the posterior std's chain is the hand chain of `reverse_chain` with posterior steps."""
+    observations = make_batch(fresh_agent(name).config)["observations"]
+    key = jax.random.PRNGKey(3)
+    got = {}
+    for std in ("beta", "posterior"):
+        agent = agent_with_distinct_target(name, ddpm_step_std=std)
+        got[std] = np.asarray(agent.policy_actions_from(agent.params, observations, key))
+    assert np.abs(got["beta"] - got["posterior"]).max() > 1e-3
+    config = agent.config
+    noises = jax.random.normal(key, (config.flow_steps + 1, observations.shape[0], agent.chunk_dim))
+    step = functools.partial(type(agent).reverse_step, posterior=True)
+    expected = diffusion.reverse_chain(
+        agent.noise_predictor(agent.params), step, agent.schedule, observations, noises
+    )
+    np.testing.assert_allclose(got["posterior"], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_dac_step_without_clipping_is_the_ddpm_mean():
     """Where the x0 estimate stays inside [-1, 1], the posterior mean equals Ho et al. Eq. 11."""
     betas, alpha_bars = hand_schedule(10)

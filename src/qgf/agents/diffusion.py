@@ -88,17 +88,29 @@ def weighted_mean_square(residual: jnp.ndarray, weights: jnp.ndarray | None) -> 
 # Each maps (a^i, f(s, a^i, i), noise z, level i) to a^{i-1}; the caller zeroes z at i = 0.
 
 
-def qsm_reverse_step(schedule: DiffusionSchedule, noisy, prediction, noise, index):
-    """QAM Eq. 51: Clip[(a^i - beta_i / sqrt(1 - abar_i) f) / sqrt(1 - beta_i) + sqrt(beta_i) z]."""
+def step_std(schedule: DiffusionSchedule, index, posterior: bool = False):
+    """The std of a reverse step's noise: sqrt(beta_i), as both papers' samplers (QAM Eqs. 51, 56;
+    Ho et al.'s first choice), or with `posterior` Ho et al.'s other choice, the true posterior's
+    sqrt(beta~_i) = sqrt(beta_i (1 - abar_{i-1}) / (1 - abar_i)) (smaller; equal as T grows)."""
+    beta = schedule.betas[index]
+    if not posterior:
+        return jnp.sqrt(beta)
+    alpha_bar, alpha_bar_prev = schedule.alpha_bars[index], schedule.alpha_bars_prev[index]
+    return jnp.sqrt(beta * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar))
+
+
+def qsm_reverse_step(schedule: DiffusionSchedule, noisy, prediction, noise, index, posterior: bool = False):
+    """QAM Eq. 51: Clip[(a^i - beta_i / sqrt(1 - abar_i) f) / sqrt(1 - beta_i) + sqrt(beta_i) z]
+    (`posterior`: sqrt(beta~_i) z, `step_std`)."""
     beta, alpha_bar = schedule.betas[index], schedule.alpha_bars[index]
     mean = (noisy - beta / jnp.sqrt(1.0 - alpha_bar) * prediction) / jnp.sqrt(1.0 - beta)
-    return jnp.clip(mean + jnp.sqrt(beta) * noise, -1.0, 1.0)
+    return jnp.clip(mean + step_std(schedule, index, posterior) * noise, -1.0, 1.0)
 
 
-def dac_reverse_step(schedule: DiffusionSchedule, noisy, prediction, noise, index):
+def dac_reverse_step(schedule: DiffusionSchedule, noisy, prediction, noise, index, posterior: bool = False):
     """QAM Eqs. 55-56 as DAC samples: the x0 estimate (a^i - sqrt(1 - abar_i) f) / sqrt(abar_i),
     clipped to [-1, 1], then the posterior mean of q(a^{i-1} | a^i, x0) (Ho et al. Eq. 7) plus
-    sqrt(beta_i) z (DAC's std in place of the posterior's)."""
+    sqrt(beta_i) z (DAC's std in place of the posterior's; `posterior`: the posterior's)."""
     beta = schedule.betas[index]
     alpha_bar, alpha_bar_prev = schedule.alpha_bars[index], schedule.alpha_bars_prev[index]
     denoised = jnp.clip((noisy - jnp.sqrt(1.0 - alpha_bar) * prediction) / jnp.sqrt(alpha_bar), -1.0, 1.0)
@@ -106,7 +118,7 @@ def dac_reverse_step(schedule: DiffusionSchedule, noisy, prediction, noise, inde
         jnp.sqrt(alpha_bar_prev) * beta / (1.0 - alpha_bar) * denoised
         + jnp.sqrt(1.0 - beta) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * noisy
     )
-    return mean + jnp.sqrt(beta) * noise
+    return mean + step_std(schedule, index, posterior) * noise
 
 
 def reverse_chain(
@@ -180,9 +192,8 @@ class DiffusionAgent(Agent):
     def policy_actions_from(self, params: Params, observations, key):
         num_steps = self.config.flow_steps
         noises = jax.random.normal(key, (num_steps + 1, observations.shape[0], self.chunk_dim), jnp.float32)
-        return reverse_chain(
-            self.noise_predictor(params), type(self).reverse_step, self.schedule, observations, noises
-        )
+        step = functools.partial(type(self).reverse_step, posterior=self.config.ddpm_step_std == "posterior")
+        return reverse_chain(self.noise_predictor(params), step, self.schedule, observations, noises)
 
 
 class DACAgent(DiffusionAgent):
@@ -223,10 +234,26 @@ class QSMBCAgent(DiffusionAgent):
 
 # ---- registration: read by qgf.agents with ast.literal_eval (listing agents imports no module) ----
 AGENTS = {
-    "dac": {"class": "DACAgent", "order": 40, "sections": ["dac", "policy-optimiser"]},
-    "qsm-bc": {"class": "QSMBCAgent", "order": 50, "sections": ["qsm-bc", "policy-optimiser"]},
+    "dac": {"class": "DACAgent", "order": 40, "sections": ["dac", "ddpm-sampler", "policy-optimiser"]},
+    "qsm-bc": {
+        "class": "QSMBCAgent",
+        "order": 50,
+        "sections": ["qsm-bc", "ddpm-sampler", "policy-optimiser"],
+    },
 }
 CONFIG_SECTIONS = {
+    "ddpm-sampler": {
+        "title": "The DDPM policies' reverse steps (dac, qsm-bc)",
+        "settings": {
+            "ddpm_step_std": {
+                "default": "beta",
+                "choices": ["beta", "posterior"],
+                "help": "std of each reverse step's noise: 'beta' sqrt(beta_i), as QAM Eqs. 51/56 and "
+                "both authors' codes; 'posterior' the true posterior's sqrt(beta~_i), smaller at few "
+                "steps (docs/fidelity.md, 'DAC and QSM-BC')",
+            },
+        },
+    },
     "dac": {
         "title": "DAC's DDPM policy (QGF Eq. 22; QAM Eqs. 53-56)",
         "settings": {

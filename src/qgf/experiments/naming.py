@@ -63,6 +63,7 @@ LATER_SHARED_DEFAULTS: dict[str, Any] = {
 LATER_SECTION_DEFAULTS: dict[str, Any] = {
     "q_term_critic": "guidance",
     "dac_gradient_scale": "none",
+    "ddpm_step_std": "beta",
 }
 _LATER_DEFAULTS = {**LATER_SHARED_DEFAULTS, **LATER_SECTION_DEFAULTS}
 
