@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -95,6 +96,47 @@ def test_the_report_reads_only_the_jobs_of_its_spec(tmp_path, capsys):
         for path in (tmp_path / "evals" / "sweep" / group / TASK / "seed0-0ldhash0", old_agent)
     )
     assert all(f"`{path}`" in text for path in ignored)
+
+
+def set_run_step(path, step):
+    document = json.loads(open(path).read())
+    document["extra"]["run_step"] = step
+    with open(path, "w") as handle:
+        json.dump(document, handle)
+
+
+def test_an_evaluation_of_a_shorter_run_is_stale_and_reruns(tmp_path):
+    """A spec that trains its runs longer keeps their names (they resume), so an evaluation of
+    the old last checkpoint is not done: it is planned again, evaluates the new step, and the
+    report leaves it out meanwhile. Results that record no step (older sweeps) stay done."""
+    from qgf.experiments import runner
+
+    spec = sweep_with_spec(tmp_path)
+    jobs = [job for job in plan(spec, tmp_path)[0] if job.kind == "evaluate"]
+    steps = spec.overrides.get("steps") or jobs[0].params["run_step"]
+    assert all(job.params["run_step"] == steps for job in jobs)
+    group = jobs[0].params["group"]
+    paths = [
+        put(job, tmp_path, job.params["run_seed"], [("none", "none", 0.0, 1, 1 + 2 * i)], group=group)
+        for i, job in enumerate(jobs)
+    ]
+    assert all(job_done(job) for job in jobs)  # no step recorded: accepted
+    set_run_step(paths[0], steps)
+    set_run_step(paths[1], steps // 2)  # the run was evaluated before the spec doubled its steps
+    assert job_done(jobs[0]) and not job_done(jobs[1])
+    write_report(tmp_path, reps=20)
+    assert per_task(tmp_path) == pytest.approx({"bc": 1 / EPISODES})  # seed 0's result only
+    assert (tmp_path / "report" / "ignored.txt").read_text().split() == [
+        str(Path(paths[1]).relative_to(tmp_path))
+    ]
+
+    loaded = []  # the rerun loads the run at the job's step, not whatever checkpoint is latest
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr("qgf.checkpoint.load_run", lambda path, step=None: loaded.append((path, step)) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        runner.execute(jobs[1])
+    monkey.undo()
+    assert loaded == [(jobs[1].params["run"], steps)]
 
 
 def test_two_results_for_one_method_task_and_seed_are_an_error(tmp_path):

@@ -197,6 +197,7 @@ def plan(
                     out=str(eval_dir),
                     params={
                         "run": str(run_dir),
+                        "run_step": int(group.config.steps),  # the checkpoint it evaluates
                         "conditions": [
                             {"spec": dataclasses.asdict(c.spec), "weight": float(c.weight)}
                             for c in conditions
@@ -401,7 +402,7 @@ def job_done(job: Job) -> bool:
         trained = all(ckpt.latest_step(out / f"seed{seed}") == steps for seed in job.params["seeds"])
         return trained and ("curve" not in job.params or _curves_done(job))
     if job.kind == "evaluate":
-        return (out / "results.json").is_file()
+        return evaluation_current(job)
     if job.kind == "online":
         return online_done(out, job.params)
     if job.kind == "addon":
@@ -409,6 +410,25 @@ def job_done(job: Job) -> bool:
 
         return ckpt.latest_step(out) == int(job.params["steps"])
     raise QGFError(f"unknown job kind {job.kind!r}")
+
+
+def evaluation_current(job: Job) -> bool:
+    """Whether an evaluate job's results.json exists and evaluated the checkpoint the job names:
+    a spec that trains its runs longer (steps do not rename runs, so they resume) makes the
+    evaluations of the shorter runs stale, and they run again (results that record no run step
+    are accepted as they are)."""
+    path = Path(job.out) / "results.json"
+    if not path.is_file():
+        return False
+    if "run_step" not in job.params:
+        return True
+    import json
+
+    try:
+        recorded = json.loads(path.read_text()).get("extra", {}).get("run_step")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return recorded is None or recorded == job.params["run_step"]
 
 
 def _curves_done(job: Job) -> bool:

@@ -84,6 +84,7 @@ def execute(job: Job, guard: DriverGuard | None = None) -> None:
 
         run_online_job(out, params)
     elif job.kind == "evaluate":
+        from qgf.checkpoint import load_run
         from qgf.evaluation.conditions import Condition
         from qgf.evaluation.results import write_json
         from qgf.evaluation.run import evaluate_run
@@ -91,7 +92,7 @@ def execute(job: Job, guard: DriverGuard | None = None) -> None:
 
         conditions = [Condition(SamplerSpec(**c["spec"]), float(c["weight"])) for c in params["conditions"]]
         results = evaluate_run(
-            params["run"],
+            load_run(params["run"], step=params.get("run_step")),  # None (older jobs): the latest
             conditions=conditions,
             episodes=params["episodes"],
             seed=params["seed"],

@@ -31,10 +31,12 @@ def planned_results(sweep_dir: str | Path) -> tuple[list[Path], list[Path]]:
     document = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
     if "agents" not in document:
         return found, []
-    from qgf.experiments.jobs import plan, spec_from_json
+    from qgf.experiments.jobs import evaluation_current, plan, spec_from_json
 
     jobs, _ = plan(spec_from_json(document), sweep_dir, record_protocol=False)
-    expected = {Path(job.out) / "results.json" for job in jobs if job.kind == "evaluate"}
+    # a stale evaluation (of a shorter run than the spec now trains) is ignored until it reruns
+    current = [job for job in jobs if job.kind == "evaluate" and evaluation_current(job)]
+    expected = {Path(job.out) / "results.json" for job in current}
     return [p for p in found if p in expected], [p for p in found if p not in expected]
 
 
