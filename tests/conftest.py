@@ -22,9 +22,6 @@ if os.environ.get("QGF_TEST_JAX_CACHE", "1") != "0":
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
-    # bounded, so that the workers' reads and writes of one entry take a file lock (qgf.compilation:
-    # an unbounded cache let a worker read another's half-written entry and segfault)
-    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 * 2**30))
 sys.path.insert(0, os.path.dirname(__file__))
 
 

@@ -11,12 +11,6 @@ from pathlib import Path
 
 COMPILATION_CACHE_ENV = "QGF_COMPILATION_CACHE"  # a directory, or off / 0 to compile afresh
 _OFF = ("", "0", "off", "false", "no", "none")
-# JAX's unbounded cache (its default, max size -1) writes entries in place and reads them without a
-# lock, so a process can read another's half-written entry and crash (a segfault in the cache read,
-# seen with two test workers beside sweeps under load). A bounded cache takes a file lock around
-# every read and write; this bound is far above what qgf's programs fill, and evicts the least
-# recently used entries beyond it.
-CACHE_MAX_BYTES = 4 * 2**30
 
 
 def default_compilation_cache() -> Path:
@@ -50,18 +44,4 @@ def use_compilation_cache(directory: str | os.PathLike | None = None) -> Path | 
     jax.config.update("jax_compilation_cache_dir", str(path))
     # JAX caches only programs that took >= 1 s to compile by default; a sampler may take less.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
-    bound_cache_for_locking()
     return path
-
-
-def bound_cache_for_locking() -> None:
-    """Give JAX's persistent cache a size bound (CACHE_MAX_BYTES) unless one is set, so that its
-    reads and writes take a file lock (needs `filelock`, which Ray installs; without it, unchanged)."""
-    import jax
-
-    try:
-        import filelock  # noqa: F401
-    except ImportError:
-        return
-    if jax.config.jax_compilation_cache_max_size == -1:
-        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
