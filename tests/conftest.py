@@ -12,13 +12,18 @@ if not os.environ.get("QGF_TEST_XLA_DEFAULTS"):
     fast_compile = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {fast_compile}".strip()
 # Many test modules compile the same small programs (same configs, same shapes): a persistent
-# compilation cache shared by the xdist workers compiles each once per suite run (and reuses it in
-# later local runs; entries are keyed by the program, JAX version and flags, so a stale hit cannot
-# happen). QGF_TEST_JAX_CACHE=0 turns it off.
+# compilation cache compiles each once per worker and reuses it in later local runs (entries are
+# keyed by the program, JAX version and flags, so a stale hit cannot happen). One directory per
+# xdist worker and checkout: JAX's unbounded cache writes an entry in place and reads it without a
+# lock, and a worker that read an entry another process was still writing segfaulted (a CI run
+# beside sweeps and another test run). QGF_TEST_JAX_CACHE=0 turns it off.
 if os.environ.get("QGF_TEST_JAX_CACHE", "1") != "0":
+    import hashlib
     import tempfile
 
-    cache = os.path.join(tempfile.gettempdir(), f"qgf-test-jax-cache-{os.getuid()}")
+    checkout = hashlib.sha256(os.path.dirname(os.path.abspath(__file__)).encode()).hexdigest()[:8]
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    cache = os.path.join(tempfile.gettempdir(), f"qgf-test-jax-cache-{os.getuid()}-{checkout}-{worker}")
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
