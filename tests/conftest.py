@@ -24,7 +24,11 @@ if os.environ.get("QGF_TEST_JAX_CACHE", "1") != "0":
     checkout = hashlib.sha256(os.path.dirname(os.path.abspath(__file__)).encode()).hexdigest()[:8]
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     cache = os.path.join(tempfile.gettempdir(), f"qgf-test-jax-cache-{os.getuid()}-{checkout}-{worker}")
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
+    # the controller's setting reaches the workers through the environment: each worker replaces
+    # it with its own (a directory the user set is kept)
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ or os.environ.get("QGF_TEST_JAX_CACHE_OURS"):
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+        os.environ["QGF_TEST_JAX_CACHE_OURS"] = "1"
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 sys.path.insert(0, os.path.dirname(__file__))
