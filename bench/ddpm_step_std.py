@@ -45,7 +45,7 @@ def main() -> None:
     print("run | std | nn distance (data's own) | sample spread | success")
     for path in args.runs:
         loaded = load_run(path)
-        if not hasattr(loaded.config, "ddpm_step_std") or loaded.config.agent not in ("dac", "qsm-bc"):
+        if loaded.config.agent not in ("dac", "qsm-bc"):
             raise QGFError(f"{path} is a {loaded.config.agent} run: ddpm_step_std applies to dac and qsm-bc")
         data = sample_run_data(loaded, num_observations=512, nn_chunks=20000, seed=0)
         floor = nearest_neighbour_distances(data.observation_chunks, data.dataset_chunks).mean()

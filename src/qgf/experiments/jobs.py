@@ -420,8 +420,6 @@ def evaluation_current(job: Job) -> bool:
     path = Path(job.out) / "results.json"
     if not path.is_file():
         return False
-    if "run_step" not in job.params:
-        return True
     import json
 
     try:

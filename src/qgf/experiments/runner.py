@@ -239,11 +239,12 @@ def format_plan(jobs: list[Job], note: dict[str, Any]) -> str:
     gpu = any(job.gpu_cost for job in jobs)
     head = f"{'status':<8} {'stage':<6} {'cpus':>4} {'gpus':>4} {'est. cpu-s':>10}"
     lines = [head + (f" {'est. gpu-s':>10}" if gpu else "") + "  job"]
+    todo = [job for job in jobs if not job_done(job)]  # reads each job's outputs once
+    waiting = {job.id for job in todo}
     for job in jobs:
-        status = "done" if job_done(job) else "todo"
+        status = "todo" if job.id in waiting else "done"
         line = f"{status:<8} {job.stage:<6} {job.cpus:>4g} {job.gpus:>4g} {job.cost:>10.0f}"
         lines.append(line + (f" {job.gpu_cost:>10.0f}" if gpu else "") + f"  {job.id}")
-    todo = [job for job in jobs if not job_done(job)]
     total = f"about {sum(j.cost for j in todo) / 3600:.2f} CPU-hours"
     if gpu:
         total += f" and {sum(j.gpu_cost for j in todo) / 3600:.2f} GPU-hours"
