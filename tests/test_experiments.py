@@ -279,6 +279,26 @@ def test_tiny_sweep_on_ray_with_a_failure_and_a_resumed_evaluation(tmp_path):
     names = {path.name for path in paths}
     assert {"report.md", "per_task.csv", "aggregate.csv", "fig5_methods.png"} <= names
     assert "qgf@0.1" in (sweep_dir / "report" / "aggregate.csv").read_text()
+    restored_from_records(spec, sweep_dir, tmp_path)
+
+
+def restored_from_records(spec, sweep_dir, tmp_path):
+    """The sweep's records, copied away and back into an empty directory, leave nothing to run
+    and report the same numbers, with no checkpoint carried."""
+    from qgf.experiments.records import copy_records, superseded
+    from qgf.experiments.report import write_report
+
+    records, restored = tmp_path / "records", tmp_path / "restored"
+    copy_records(sweep_dir, records)
+    assert not list(records.rglob("*.msgpack")) and not (records / "logs").exists()
+    copy_records(records, restored, overwrite=False)
+    jobs, _ = plan(spec, restored)
+    finished = {job.id for job in jobs if job_done(job)}
+    assert {job.kind for job in jobs if job.id in finished} == {"evaluate"}
+    assert finished | superseded(jobs, finished) == {job.id for job in jobs if MISSING not in job.id}
+    write_report(restored, reps=50)
+    for name in ("aggregate.csv", "per_task.csv"):
+        assert (restored / "report" / name).read_text() == (sweep_dir / "report" / name).read_text()
 
 
 def sweep_twice(spec, sweep_dir):

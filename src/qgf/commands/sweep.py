@@ -34,6 +34,13 @@ def register(subparsers) -> None:
     )
     sweep.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance, >= 1 (default: all)")
     sweep.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    sweep.add_argument(
+        "--records",
+        metavar="DIR",
+        help="keep the sweep's records (results, curves, configs, protocol; no checkpoints or data) in "
+        "DIR as jobs finish, and restore them from DIR first: a study kept in version control resumes "
+        "on a new machine without re-running what it had finished",
+    )
     sweep.set_defaults(func=run_sweep_command)
 
 
@@ -52,7 +59,17 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     out = Path(args.out or Path("sweeps") / spec.name)
     check_output_dir(out)
+    if args.records is not None:
+        records = Path(args.records)
+        if records.exists() and not records.is_dir():
+            raise QGFError(f"--records {records} is a file; give a directory (it is created if missing)")
+        if records.resolve() == out.resolve():
+            raise QGFError(f"--records {records} is the sweep directory itself; give another directory")
     if args.plan:
+        if args.records is not None and Path(args.records).is_dir():
+            from qgf.experiments.records import copy_records
+
+            copy_records(args.records, out, overwrite=False)
         from qgf.experiments.jobs import plan
         from qgf.experiments.runner import format_plan
 
@@ -62,7 +79,12 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from qgf.experiments.runner import run_sweep
 
     outcome = run_sweep(
-        spec, out, address=args.address, num_cpus=args.num_cpus, progress=not args.no_progress
+        spec,
+        out,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        progress=not args.no_progress,
+        records=args.records,
     )
     print(
         f"qgf sweep: {out}: {len(outcome.ran)} jobs run, {len(outcome.skipped)} already done, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -23,7 +24,8 @@ from typing import Any
 
 from qgf.errors import QGFError
 from qgf.experiments.cluster import DriverGuard, connect, embedded_instance, node_identity, parse_address
-from qgf.experiments.jobs import Job, job_done, plan
+from qgf.experiments.jobs import PROTOCOL_FILE, Job, job_done, plan
+from qgf.experiments.records import copy_records, superseded
 from qgf.experiments.spec import SweepSpec
 from qgf.fileio import atomic_write_text
 
@@ -239,10 +241,11 @@ def format_plan(jobs: list[Job], note: dict[str, Any]) -> str:
     gpu = any(job.gpu_cost for job in jobs)
     head = f"{'status':<8} {'stage':<6} {'cpus':>4} {'gpus':>4} {'est. cpu-s':>10}"
     lines = [head + (f" {'est. gpu-s':>10}" if gpu else "") + "  job"]
-    todo = [job for job in jobs if not job_done(job)]  # reads each job's outputs once
-    waiting = {job.id for job in todo}
+    finished = {job.id for job in jobs if job_done(job)}  # reads each job's outputs once
+    not_needed = superseded(jobs, finished)
+    todo = [job for job in jobs if job.id not in finished and job.id not in not_needed]
     for job in jobs:
-        status = "todo" if job.id in waiting else "done"
+        status = "done" if job.id in finished else "skip" if job.id in not_needed else "todo"
         line = f"{status:<8} {job.stage:<6} {job.cpus:>4g} {job.gpus:>4g} {job.cost:>10.0f}"
         lines.append(line + (f" {job.gpu_cost:>10.0f}" if gpu else "") + f"  {job.id}")
     total = f"about {sum(j.cost for j in todo) / 3600:.2f} CPU-hours"
@@ -250,6 +253,8 @@ def format_plan(jobs: list[Job], note: dict[str, Any]) -> str:
         total += f" and {sum(j.gpu_cost for j in todo) / 3600:.2f} GPU-hours"
     why = "; GPU-hours from the QAM paper's Table 6 timings, not measured here" if gpu else ""
     lines.append(f"{len(jobs)} jobs, {len(todo)} to run, {total} (a rough estimate{why})")
+    if not_needed:
+        lines.append(f"skip: {len(not_needed)} unfinished jobs not needed (every job that uses them is done)")
     if note.get("waiting"):
         lines.append(f"not yet planned: {note['waiting']}")
     if note.get("unplanned_cost"):
@@ -280,8 +285,11 @@ def run_sweep(
     address: str | None = None,
     num_cpus: int | None = None,
     progress: bool = True,
+    records: str | Path | None = None,
 ) -> SweepOutcome:
-    """Run every job of `spec` not yet finished in `sweep_dir` on Ray; returns what happened."""
+    """Run every job of `spec` not yet finished in `sweep_dir` on Ray; returns what happened.
+    `records`: a directory the sweep's records are restored from and kept in step with
+    (`qgf.experiments.records`)."""
     import ray
 
     if address:
@@ -289,24 +297,29 @@ def run_sweep(
     sweep_dir = Path(sweep_dir)
     lock = SweepLock(sweep_dir)
     try:
+        if records is not None:
+            copy_records(records, sweep_dir, overwrite=False)
+        drive = functools.partial(_drive, records=None if records is None else Path(records))
         atomic_write_text(
             sweep_dir / "spec.json", json.dumps(dataclasses.asdict(spec), indent=1, default=str)
         )
         if ray.is_initialized():
-            return _drive(spec, sweep_dir, progress, lock.guard)
+            return drive(spec, sweep_dir, progress, lock.guard)
         if address:
             connect(address)
             try:
-                return _drive(spec, sweep_dir, progress, lock.guard)
+                return drive(spec, sweep_dir, progress, lock.guard)
             finally:
                 ray.shutdown()
         with embedded_instance(num_cpus or spec.resources.get("num_cpus") or os.cpu_count() or 1):
-            return _drive(spec, sweep_dir, progress, lock.guard)
+            return drive(spec, sweep_dir, progress, lock.guard)
     finally:
         lock.release()
 
 
-def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool, guard: DriverGuard) -> SweepOutcome:
+def _drive(
+    spec: SweepSpec, sweep_dir: Path, progress: bool, guard: DriverGuard, records: Path | None = None
+) -> SweepOutcome:
     import ray
 
     from qgf.progress import progress_bar
@@ -338,12 +351,14 @@ def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool, guard: DriverGuard)
                     skipped.append(job.id)
             # The bar covers the work of this invocation: jobs found finished on disk are left out,
             # so that the rate, and the ETA, are not inflated by work done before a resume.
-            already = set(skipped)
+            already = set(skipped) | superseded(jobs, done)  # superseded: restored from records
             bar.total = max(sum(job.work for job in jobs if job.id not in already), 1)
             bar.n = sum(job.work for job in jobs if job.id in done and job.id not in already)
             ready = []
             for job in jobs:
                 if job.id in done or job.id in active or job.id in failed or job.id in blocked:
+                    continue
+                if job.id in already:  # not needed now: every job that uses it is finished
                     continue
                 if any(dep in failed or dep in blocked for dep in job.deps):
                     blocked.add(job.id)
@@ -389,12 +404,17 @@ def _drive(spec: SweepSpec, sweep_dir: Path, progress: bool, guard: DriverGuard)
                 if report["ok"]:
                     done.add(job.id)
                     ran.append(job.id)
+                    if records is not None:
+                        copy_records(sweep_dir, records, under=job.out)
+                        copy_records(sweep_dir, records, under=PROTOCOL_FILE)
                 else:
                     log_path = str(sweep_dir / "logs" / job.log_name)
                     failed[job.id] = (report["error"], log_path)
                     bar.write(f"qgf sweep: job {job.id} failed: {report['error']} (log: {log_path})")
     finally:
         bar.close()
+        if records is not None:  # the protocol's choices of the last planning
+            copy_records(sweep_dir, records, under=PROTOCOL_FILE)
     overhead = _idle_seconds(job_seconds.values(), wall_start, time.time())
     outcome = SweepOutcome(
         sweep_dir=sweep_dir,
