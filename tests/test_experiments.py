@@ -287,9 +287,12 @@ def restored_from_records(spec, sweep_dir, tmp_path):
     and report the same numbers, with no checkpoint carried."""
     from qgf.experiments.records import copy_records, superseded
     from qgf.experiments.report import write_report
+    from qgf.experiments.runner import _keep_sweep_files
 
     records, restored = tmp_path / "records", tmp_path / "restored"
-    copy_records(sweep_dir, records)
+    for job in plan(spec, sweep_dir)[0]:  # what the runner keeps: each finished job's records
+        copy_records(sweep_dir, records, under=job.out)
+    _keep_sweep_files(sweep_dir, records)
     assert not list(records.rglob("*.msgpack")) and not (records / "logs").exists()
     copy_records(records, restored, overwrite=False)
     jobs, _ = plan(spec, restored)

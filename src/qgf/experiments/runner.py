@@ -406,7 +406,7 @@ def _drive(
                     ran.append(job.id)
                     if records is not None:
                         copy_records(sweep_dir, records, under=job.out)
-                        copy_records(sweep_dir, records, under=PROTOCOL_FILE)
+                        _keep_sweep_files(sweep_dir, records)
                 else:
                     log_path = str(sweep_dir / "logs" / job.log_name)
                     failed[job.id] = (report["error"], log_path)
@@ -414,7 +414,7 @@ def _drive(
     finally:
         bar.close()
         if records is not None:  # the protocol's choices of the last planning
-            copy_records(sweep_dir, records, under=PROTOCOL_FILE)
+            _keep_sweep_files(sweep_dir, records)
     overhead = _idle_seconds(job_seconds.values(), wall_start, time.time())
     outcome = SweepOutcome(
         sweep_dir=sweep_dir,
@@ -432,6 +432,12 @@ def _drive(
     }
     atomic_write_text(sweep_dir / STATUS_FILE, json.dumps(status, indent=1, default=str))
     return outcome
+
+
+def _keep_sweep_files(sweep_dir: Path, records: Path) -> None:
+    """The sweep-level records: the spec that `qgf report` expands, the protocol's choices."""
+    for name in ("spec.json", PROTOCOL_FILE):
+        copy_records(sweep_dir, records, under=name)
 
 
 def _stage_summary(jobs: list[Job], done: set[str], active: set[str], failed: dict) -> str:
