@@ -11,8 +11,8 @@ from qgf.experiments.jobs import Job
 from qgf.experiments.records import copy_records, is_record, superseded
 
 
-def job(job_id, *deps):
-    return Job(id=job_id, kind="x", stage="x", out="", params={}, deps=deps, cpus=1, gpus=0, cost=1.0)
+def job(job_id, *deps, out="/nonexistent/qgf-test-job"):
+    return Job(id=job_id, kind="x", stage="x", out=str(out), params={}, deps=deps, cpus=1, gpus=0, cost=1.0)
 
 
 def test_records_leave_out_checkpoints_data_and_logs():
@@ -54,7 +54,7 @@ def test_copy_writes_what_differs_and_restoring_keeps_local_files(tmp_path):
     assert copy_records(src, dst, under="missing/dir") == []
 
 
-def test_a_job_is_superseded_only_when_everything_that_uses_it_is_done():
+def test_a_job_is_superseded_only_when_everything_that_uses_it_is_done(tmp_path):
     jobs = [
         job("generate"),
         job("train/a", "generate"),
@@ -75,3 +75,9 @@ def test_a_job_is_superseded_only_when_everything_that_uses_it_is_done():
     assert superseded(later, {"eval/a1", "eval/a2", "eval/b"}) == {"train/b"}
     # finished jobs are not reported as superseded
     assert superseded(jobs, {"train/a", "eval/a1", "eval/a2", "eval/b"}) == {"train/b", "generate"}
+    # a training with checkpoints resumes (its curve may be missing), even when its evaluations are done
+    run = tmp_path / "runs" / "a" / "t"
+    (run / "seed0" / "checkpoints").mkdir(parents=True)
+    (run / "seed0" / "checkpoints" / "step_0000010.msgpack").write_bytes(b"")
+    jobs[1] = job("train/a", "generate", out=run)
+    assert superseded(jobs, {"eval/a1", "eval/a2", "eval/b"}) == {"train/b"}

@@ -63,11 +63,18 @@ def copy_records(
     return written
 
 
+def has_checkpoint(job) -> bool:
+    """Whether a job has left checkpoints in its directory (a training or add-on to resume)."""
+    out = Path(job.out)
+    return out.is_dir() and any(out.rglob("checkpoints/step_*.msgpack"))
+
+
 def superseded(jobs, done: set[str]) -> set[str]:
     """The unfinished jobs that need not run: every job that depends on one is finished or itself
     superseded (a training restored from records, whose evaluations are all there). A job nothing
-    depends on is never superseded; the set is recomputed at each planning, so a dependent planned
-    later (the protocol's final stage) makes its dependency needed again."""
+    depends on is never superseded, nor one with checkpoints to resume from (a run whose curve was
+    asked for after it finished still computes it); the set is recomputed at each planning, so a
+    dependent planned later (the protocol's final stage) makes its dependency needed again."""
     dependents: dict[str, list[str]] = {}
     for job in jobs:
         for dep in job.deps:
@@ -79,7 +86,9 @@ def superseded(jobs, done: set[str]) -> set[str]:
         if job_id not in memo:
             users = dependents.get(job_id, [])
             memo[job_id] = job_id in done or (
-                bool(users) and all(user in by_id and satisfied(user) for user in users)
+                bool(users)
+                and all(user in by_id and satisfied(user) for user in users)
+                and not has_checkpoint(by_id[job_id])
             )
         return memo[job_id]
 
