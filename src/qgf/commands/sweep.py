@@ -66,10 +66,10 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         if records.resolve() == out.resolve():
             raise QGFError(f"--records {records} is the sweep directory itself; give another directory")
     if args.plan:
-        if args.records is not None and Path(args.records).is_dir():
+        if args.records is not None and records.is_dir():  # what the sweep would restore first
             from qgf.experiments.records import copy_records
 
-            copy_records(args.records, out, overwrite=False)
+            copy_records(records, out, overwrite=False)
         from qgf.experiments.jobs import plan
         from qgf.experiments.runner import format_plan
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 import shutil
@@ -299,20 +298,20 @@ def run_sweep(
     try:
         if records is not None:
             copy_records(records, sweep_dir, overwrite=False)
-        drive = functools.partial(_drive, records=None if records is None else Path(records))
+        records = None if records is None else Path(records)
         atomic_write_text(
             sweep_dir / "spec.json", json.dumps(dataclasses.asdict(spec), indent=1, default=str)
         )
         if ray.is_initialized():
-            return drive(spec, sweep_dir, progress, lock.guard)
+            return _drive(spec, sweep_dir, progress, lock.guard, records)
         if address:
             connect(address)
             try:
-                return drive(spec, sweep_dir, progress, lock.guard)
+                return _drive(spec, sweep_dir, progress, lock.guard, records)
             finally:
                 ray.shutdown()
         with embedded_instance(num_cpus or spec.resources.get("num_cpus") or os.cpu_count() or 1):
-            return drive(spec, sweep_dir, progress, lock.guard)
+            return _drive(spec, sweep_dir, progress, lock.guard, records)
     finally:
         lock.release()
 
